@@ -1,0 +1,107 @@
+"""The Python API: `polymodal.load(path)` gives a trained model with methods matching its tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from .build import System, build_system
+from .config import load_config
+from .errors import PolymodalError
+from .evaluation.harness import evaluate, predict
+from .tasks import ClassificationTask, ContrastiveTask, VQATask
+from .training.checkpoint import WEIGHTS, load_weights
+from .training.trainer import model_folder
+
+ImageLike = str | Path | Image.Image
+
+
+class LoadedModel:
+    """A trained Polymodal model: `answer`, `classify`, `embed`, `retrieve`, `evaluate`.
+
+    Args:
+        system: the built model, processors and vocabularies.
+        folder: the model folder it was loaded from.
+    """
+
+    def __init__(self, system: System, folder: Path):
+        self.system = system
+        self.folder = folder
+        self.system.model.eval()
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Task name → task class name."""
+        return {name: type(task).__name__ for name, task in self.system.model.tasks.items()}
+
+    def _task_of(self, kind: type, name: str | None) -> str:
+        names = [n for n, t in self.system.model.tasks.items() if isinstance(t, kind)]
+        if name is not None:
+            if name not in names:
+                raise PolymodalError(f"this model has no {kind.__name__} task named {name!r}; it has: {names}")
+            return name
+        if not names:
+            raise PolymodalError(f"this model was not trained for {kind.__name__}; its tasks: {self.tasks}")
+        return names[0]
+
+    @torch.no_grad()
+    def _encode(self, **values: Any) -> Any:
+        inputs = {m: self.system.processors[m].collate([self.system.processors[m].prepare(v, None) for v in vs])
+                  for m, vs in values.items()}
+        return self.system.model.encode(inputs)
+
+    @torch.no_grad()
+    def answer(self, image: ImageLike, question: str, task: str | None = None, top_k: int = 1) -> Any:
+        """The answer to `question` about `image` (with top_k > 1: a list of (answer, probability))."""
+        head = self.system.model.tasks[self._task_of(VQATask, task)]
+        probs = head.scores(self._encode(image=[image], text=[question]))[0]
+        if top_k == 1:
+            return head.vocab[int(probs.argmax())]
+        values, indices = probs.topk(min(top_k, len(head.vocab)))
+        return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+    @torch.no_grad()
+    def classify(self, image: ImageLike, task: str | None = None, top_k: int = 1) -> Any:
+        """The label of `image` (with top_k > 1: a list of (label, probability))."""
+        head = self.system.model.tasks[self._task_of(ClassificationTask, task)]
+        probs = head.scores(self._encode(image=[image]))[0]
+        if top_k == 1:
+            return head.vocab[int(probs.argmax())]
+        values, indices = probs.topk(min(top_k, len(head.vocab)))
+        return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+    @torch.no_grad()
+    def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings in the shared space: {"image": (N, E), "text": (M, E)}."""
+        self._task_of(ContrastiveTask, None)
+        result = {}
+        if images:
+            result["image"] = self._encode(image=list(images)).embeddings["image"]
+        if texts:
+            result["text"] = self._encode(text=list(texts)).embeddings["text"]
+        return result
+
+    def retrieve(self, text: str, images: Sequence[ImageLike], k: int = 5) -> list[tuple[int, float]]:
+        """The k images most similar to `text`: (index into `images`, cosine similarity), best first."""
+        emb = self.embed(images=images, texts=[text])
+        scores = (emb["text"] @ emb["image"].T)[0]
+        values, indices = scores.topk(min(k, len(images)))
+        return list(zip(indices.tolist(), values.tolist()))
+
+    def predict(self, task: str, records: list[dict[str, Any]], batch_size: int = 256) -> list[Any]:
+        return predict(self.system, task, records, batch_size)
+
+    def evaluate(self, records: list[dict[str, Any]], batch_size: int = 256) -> dict[str, dict[str, float]]:
+        return evaluate(self.system, records, batch_size)
+
+
+def load(path: str | Path) -> LoadedModel:
+    """Load a trained model from a run folder or its `model/` folder."""
+    folder = model_folder(path)
+    config = load_config(folder / "config.yaml")
+    system = build_system(config, artifacts=folder, augment=False)
+    load_weights(system.model, folder / WEIGHTS)
+    return LoadedModel(system, folder)

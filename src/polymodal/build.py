@@ -1,0 +1,157 @@
+"""Config → objects, in one place: tokenizer, encoders, processors, the joint model and task heads.
+
+Modules never see config objects; this builder binds each config mapping to the signature of the class
+it builds, so every key is checked where it is used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, bind
+from .errors import ConfigError
+from .models import MODELS
+from .models.output import ModelOutput
+from .modalities.registry import Processor, get_modality
+from .modalities.text.tokenizer import TextTokenizer
+from .tasks import TASKS, Task
+
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.json"
+
+
+class PolymodalModel(nn.Module):
+    """A joint model plus one head per task; one `forward` computes every task's loss (one DDP call)."""
+
+    def __init__(self, backbone: nn.Module, tasks: dict[str, Task]):
+        super().__init__()
+        self.backbone = backbone
+        self.tasks = nn.ModuleDict(tasks)
+
+    def encode(self, inputs: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
+        return self.backbone(inputs)
+
+    def forward(self, batches: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
+        """Args: task name → collated batch. Returns: task name → {"loss": scalar, ...}."""
+        return {name: self.tasks[name](self.backbone(batch["inputs"]), batch["target"])
+                for name, batch in batches.items()}
+
+
+@dataclass
+class System:
+    """Everything a config builds: the model, its processors and its learnt vocabularies."""
+
+    model: PolymodalModel
+    processors: dict[str, Processor]
+    tokenizer: TextTokenizer | None
+    vocab: dict[str, list[str]]
+
+    def save_artifacts(self, folder: Path) -> None:
+        """Write the tokenizer and vocabularies that `build_system(..., artifacts=folder)` reads back."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save(folder / TOKENIZER_FILE)
+        (folder / VOCAB_FILE).write_text(json.dumps(self.vocab, indent=1))
+
+
+def _text_fields(tasks: dict[str, dict[str, Any]]) -> list[str]:
+    fields = []
+    for spec in tasks.values():
+        cls = TASKS.get(spec.get("type"))
+        if cls is not None and "text" in cls.inputs:
+            fields.append(cls.inputs["text"])
+    return sorted(set(fields))
+
+
+def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: Path | None) -> TextTokenizer:
+    spec = dict(config.model.get("tokenizer") or {})
+    unknown = set(spec) - {"path", "vocab_size"}
+    if unknown:
+        raise ConfigError(f"model.tokenizer: unknown key {sorted(unknown)[0]!r}; allowed keys: path, vocab_size")
+    if artifacts is not None and (artifacts / TOKENIZER_FILE).is_file():
+        return TextTokenizer.load(artifacts / TOKENIZER_FILE)
+    if spec.get("path"):
+        path = Path(spec["path"])
+        return TextTokenizer.load(path if path.is_absolute() else config.base_dir / path)
+    if not records:
+        raise ConfigError("model.tokenizer: no tokenizer path and no training records to learn one from")
+    fields = _text_fields(config.tasks)
+    texts = [str(r[f]) for r in records for f in fields if f in r]
+    return TextTokenizer.train(texts, vocab_size=int(spec.get("vocab_size", 1000)))
+
+
+def build_system(config: Config, records: list[dict[str, Any]] | None = None, artifacts: Path | None = None,
+                 augment: bool | None = None) -> System:
+    """Build the model, processors and heads a config describes.
+
+    Args:
+        config: a validated config.
+        records: training records (to learn the tokenizer and answer/label vocabularies), when training.
+        artifacts: a folder with a saved tokenizer and vocabularies, when loading a trained model.
+        augment: override `data.augment` (evaluation and serving never augment).
+    """
+    spec = dict(config.model)
+    model_type = spec.pop("type", None)
+    if model_type not in MODELS:
+        raise ConfigError(f"model.type: expected one of {', '.join(sorted(MODELS))}, got {model_type!r}")
+    encoder_specs = spec.pop("encoders", None)
+    spec.pop("tokenizer", None)
+    if not isinstance(encoder_specs, dict) or not encoder_specs:
+        raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
+    width = spec.get("width")
+    if not isinstance(width, int) or width < 1:
+        raise ConfigError(f"model.width: expected a positive integer, got {width!r}")
+
+    tokenizer = _tokenizer(config, records, artifacts) if "text" in encoder_specs else None
+    encoders, processors = {}, {}
+    for name, enc_spec in sorted(encoder_specs.items()):
+        where = f"model.encoders.{name}"
+        modality = get_modality(name, where)
+        enc_spec = dict(enc_spec or {})
+        enc_type = enc_spec.pop("type", None)
+        if enc_type not in modality.encoders:
+            raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(modality.encoders))}, got {enc_type!r}")
+        cls = modality.encoders[enc_type]
+        kwargs = bind(cls, enc_spec, where, provided=modality.builder_provides)
+        provided = {"out_dim": width}
+        if tokenizer is not None and "vocab_size" in modality.builder_provides:
+            provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+        encoders[name] = cls(**kwargs, **provided)
+        processors[name] = modality.make_processor(
+            kwargs, config.data.augment if augment is None else augment, tokenizer)
+
+    backbone_cls = MODELS[model_type]
+    backbone = backbone_cls(encoders, **bind(backbone_cls, spec, "model", provided=("encoders",)))
+
+    saved_vocab = json.loads((artifacts / VOCAB_FILE).read_text()) if artifacts is not None else {}
+    tasks, vocab = {}, {}
+    for name, task_spec in config.tasks.items():
+        where = f"tasks.{name}"
+        task_spec = dict(task_spec)
+        task_type = task_spec.pop("type")
+        if task_type not in TASKS:
+            raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(TASKS))}, got {task_type!r}")
+        cls = TASKS[task_type]
+        missing = [m for m in cls.inputs if m not in encoders]
+        if missing:
+            raise ConfigError(f"{where}: task type {task_type!r} needs a {missing[0]!r} encoder; "
+                              f"model.encoders has: {', '.join(sorted(encoders))}")
+        if task_type == "contrastive" and model_type != "dual_encoder":
+            raise ConfigError(f"{where}: task type 'contrastive' needs per-modality embeddings "
+                              f"(model.type: dual_encoder), got model.type {model_type!r}")
+        kwargs = bind(cls, task_spec, where, provided=("width", "vocab"))
+        if "vocab" in inspect.signature(cls).parameters:
+            words = saved_vocab.get(name) if saved_vocab else cls.vocab_from(records or [], task_spec)
+            if not words:
+                raise ConfigError(f"{where}: no {cls.target_field!r} values in the training data to learn from")
+            vocab[name] = list(words)
+            kwargs.update(width=width, vocab=vocab[name])
+        tasks[name] = cls(**kwargs)
+    return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)

@@ -1,0 +1,160 @@
+"""The `polymodal` command. User errors print one clear message and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PolymodalError
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .data.shapes import synthesize
+
+    synthesize(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
+               image_size=args.image_size)
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from .data.manifest import check_manifest, format_report
+
+    records, problems = check_manifest(args.manifest)
+    if problems:
+        print(format_report(args.manifest, problems))
+        return 1
+    print(f"{args.manifest}: ok, {len(records)} records")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training.trainer import train
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    folder = train(config, out, resume=args.resume)
+    print(f"model written to {folder}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .api import load
+    from .data.manifest import read_manifest
+    from .training.trainer import format_results
+
+    model = load(args.run)
+    records = read_manifest(args.data, on_error=args.on_error, log=lambda s: print(s, file=sys.stderr))
+    results = model.evaluate(records, batch_size=args.batch_size)
+    if not results:
+        fields = {name: task.fields for name, task in model.system.model.tasks.items()}
+        raise PolymodalError(f"{args.data}: no record carries the fields any task of this model needs: {fields}")
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(format_results(results, f"evaluation on {args.data}"))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .api import load
+
+    model = load(args.run)
+    kinds = set(model.tasks.values())
+    result: dict[str, object] = {}
+    if args.question is not None:
+        result["answer"] = model.answer(args.image[0], args.question, top_k=args.top_k)
+    elif args.text is not None:
+        result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
+                             for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
+    elif "ClassificationTask" in kinds:
+        result["label"] = model.classify(args.image[0], top_k=args.top_k)
+    else:
+        raise PolymodalError(f"this model's tasks are {sorted(kinds)}: give --question for VQA or --text to "
+                             f"rank the images by a caption")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            if isinstance(value, list):
+                print(f"{key}:")
+                for item in value:
+                    print(f"  {item}")
+            else:
+                print(f"{key}: {value}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polymodal", description="Multimodal transformers: train, evaluate, serve.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="synthesise the built-in benchmark, train, evaluate, write a report")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quick", action="store_true", help="a smaller, faster run (smoke test)")
+    demo.set_defaults(func=_demo)
+
+    synth = sub.add_parser("synth", help="write the built-in 'shapes' benchmark as manifests + images")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n-train", type=int, default=6000)
+    synth.add_argument("--n-val", type=int, default=500)
+    synth.add_argument("--n-test", type=int, default=500)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.set_defaults(func=_synth)
+
+    data = sub.add_parser("data", help="data utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a manifest and every file it points to")
+    check.add_argument("manifest")
+    check.set_defaults(func=_data_check)
+
+    train = sub.add_parser("train", help="train a config into a run folder")
+    train.add_argument("config")
+    train.add_argument("--out", help="run folder (default runs/<config name>)")
+    train.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run on a manifest")
+    ev.add_argument("run")
+    ev.add_argument("--data", required=True, help="manifest (JSON Lines)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object {task: {metric: value}}")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser("predict", help="one prediction from a trained run")
+    pr.add_argument("run")
+    pr.add_argument("--image", action="append", required=True, help="image path (repeat to rank several)")
+    pr.add_argument("--question", help="a question about the image (VQA)")
+    pr.add_argument("--text", help="a caption to rank the images by (retrieval)")
+    pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PolymodalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

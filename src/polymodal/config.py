@@ -1,0 +1,267 @@
+"""Config: YAML → validated plain values. The only place where config becomes arguments.
+
+A config has four sections: `model`, `tasks`, `data`, `train`. `data` and `train` are checked against
+the dataclasses below; `model`, its encoders and each task are checked by binding their keys to the
+signature of the class they build (as torchtune does), so an unknown or mistyped key is an error that
+names the key and the allowed ones, wherever it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigError
+
+SECTIONS = ("model", "tasks", "data", "train")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how to read it (`data:` section)."""
+
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    on_error: str = "fail"  # fail | skip
+    augment: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe (`train:` section)."""
+
+    max_steps: int = 1000
+    batch_size: int = 64  # global: per optimiser step, over all processes and accumulation steps
+    accumulate: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 0  # 0: only at the end
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    eval_batch_size: int = 256
+    init_from: str | None = None  # a run folder or model folder whose matching weights start this run
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """A whole, validated config. `model` and `tasks` stay dicts until the builder binds them."""
+
+    model: dict[str, Any]
+    tasks: dict[str, dict[str, Any]]
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-able values (data paths absolute)."""
+        return {
+            "model": copy.deepcopy(self.model),
+            "tasks": copy.deepcopy(self.tasks),
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; convert int→float and list→tuple where harmless."""
+    if tp is inspect.Parameter.empty or tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def bind(target: Callable, values: dict[str, Any], where: str, *, provided: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check `values` against the keyword parameters of `target` and return them coerced.
+
+    Args:
+        target: a class or function whose signature defines the allowed keys.
+        values: the config mapping.
+        where: the dotted config path, used in error messages (e.g. `model.encoders.image`).
+        provided: parameters the builder fills itself (not settable from the config).
+
+    Raises:
+        ConfigError: naming the unknown key and the allowed ones, a missing required key, or a bad type.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    signature = inspect.signature(target)
+    hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    params = {
+        name: p
+        for name, p in signature.parameters.items()
+        if name not in provided and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    unknown = [k for k in values if k not in params]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(params)) or '(none)'}"
+        )
+    out = {}
+    for name, p in params.items():
+        if name in values:
+            out[name] = _coerce(values[name], hints.get(name, p.annotation), f"{where}.{name}")
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+    return out
+
+
+def _bind_dataclass(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    return cls(**bind(cls, values, where))
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: parsed as YAML so numbers, booleans, null and lists work (`lr=3e-4`)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) or value is None and text.strip().lower() not in ("null", "~", ""):
+        return text
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    """Apply `key.path=value` overrides in place; the path must lead to an existing section."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        path, text = item.split("=", 1)
+        keys = path.strip().split(".")
+        if keys[0] not in SECTIONS:
+            raise ConfigError(f"--set {path}: unknown section {keys[0]!r}; allowed: {', '.join(SECTIONS)}")
+        node = raw
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a mapping")
+            node = child
+        node[keys[-1]] = parse_value(text)
+
+
+def _resolve_path(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    # normpath, not resolve: `configs/` may be a symlink and `..` must mean the folder the user sees
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Config:
+    """Validate a raw config mapping; data paths are resolved relative to `base_dir`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+    for section in ("model", "tasks"):
+        if not isinstance(raw.get(section), dict) or not raw[section]:
+            raise ConfigError(f"{where}: section {section!r} is required and must be a mapping")
+    for name, task in raw["tasks"].items():
+        if not isinstance(task, dict) or "type" not in task:
+            raise ConfigError(f"{where}: tasks.{name}: expected a mapping with a 'type' key")
+    data = _bind_dataclass(DataConfig, raw.get("data"), "data")
+    for split in ("train", "val", "test"):
+        setattr(data, split, _resolve_path(getattr(data, split), base_dir))
+    if data.on_error not in ("fail", "skip"):
+        raise ConfigError(f"data.on_error: expected 'fail' or 'skip', got {data.on_error!r}")
+    train = _bind_dataclass(TrainConfig, raw.get("train"), "train")
+    if train.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision: expected 'fp32' or 'bf16', got {train.precision!r}")
+    for key in ("max_steps", "batch_size", "accumulate"):
+        if getattr(train, key) < 1:
+            raise ConfigError(f"train.{key}: expected a positive integer, got {getattr(train, key)}")
+    train.init_from = _resolve_path(train.init_from, base_dir)
+    return Config(model=copy.deepcopy(raw["model"]), tasks=copy.deepcopy(raw["tasks"]), data=data, train=train,
+                  base_dir=base_dir)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply `--set` overrides, validate.
+
+    Raises:
+        ConfigError: naming the file and the problem (YAML syntax with line number, unknown key, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw = raw or {}
+    if overrides:
+        apply_overrides(raw, overrides)
+    try:
+        return from_dict(raw, path.absolute().parent, where=str(path))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

@@ -1,0 +1,118 @@
+"""From records to batches: a dataset per task, a stateless step-indexed sampler, and collation.
+
+The order of examples is a pure function of (seed, step): batch k is the same whether a run got there
+uninterrupted, was resumed from a checkpoint, or is split over N data-parallel processes (each takes its
+slice of the global batch). Augmentation draws from a generator seeded by (seed, epoch, index), so it
+is reproducible too, in any loader worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..modalities.registry import Processor
+from ..tasks.base import Task
+
+
+class TaskDataset(Dataset):
+    """Records → (inputs per modality, target) for one task.
+
+    Args:
+        records: manifest records carrying the task's fields.
+        task: the task (which fields feed which modality, what the target is).
+        processors: modality → processor.
+        seed: base seed for augmentation.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], task: Task, processors: dict[str, Processor], seed: int = 0):
+        self.records = records
+        self.task = task
+        self.processors = {name: processors[name] for name in task.inputs}
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (-1, key)
+        generator = None
+        if epoch >= 0:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        record = self.records[index]
+        inputs = {m: self.processors[m].prepare(record[field], generator) for m, field in self.task.inputs.items()}
+        return {"inputs": inputs, "target": self.task.target(record), "index": index}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        inputs = {m: self.processors[m].collate([it["inputs"][m] for it in items]) for m in self.processors}
+        return {
+            "inputs": inputs,
+            "target": torch.as_tensor([it["target"] for it in items]),
+            "index": torch.as_tensor([it["index"] for it in items]),
+        }
+
+
+class StepSampler(Sampler):
+    """Yields, for steps start_step, start_step+1, ..., this process's share of each global batch.
+
+    Each epoch is a fresh permutation (seeded by seed and epoch) cut into global batches; the tail that
+    does not fill a batch is dropped. Items are (epoch, index) so the dataset can seed augmentation.
+
+    Args:
+        num_examples: dataset size (at least one global batch).
+        global_batch: examples per step over all processes.
+        micro_batches: how many slices each process takes per step (gradient accumulation).
+    """
+
+    def __init__(self, num_examples: int, global_batch: int, *, seed: int, start_step: int = 0, rank: int = 0,
+                 world_size: int = 1, micro_batches: int = 1, max_steps: int | None = None):
+        if global_batch % (world_size * micro_batches):
+            raise ValueError(f"batch size {global_batch} is not divisible by processes × accumulation "
+                             f"({world_size} × {micro_batches})")
+        if num_examples < global_batch:
+            raise ValueError(f"{num_examples} examples are fewer than one batch of {global_batch}")
+        self.n = num_examples
+        self.global_batch = global_batch
+        self.seed = seed
+        self.start_step = start_step
+        self.rank = rank
+        self.world_size = world_size
+        self.micro_batches = micro_batches
+        self.max_steps = max_steps
+        self.steps_per_epoch = num_examples // global_batch
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        micro = self.global_batch // (self.world_size * self.micro_batches)
+        step, cached_epoch, perm = self.start_step, -1, None
+        while self.max_steps is None or step < self.max_steps:
+            epoch, within = divmod(step, self.steps_per_epoch)
+            if epoch != cached_epoch:
+                perm, cached_epoch = self._permutation(epoch), epoch
+            batch = perm[within * self.global_batch:(within + 1) * self.global_batch]
+            for m in range(self.micro_batches):
+                # global batch = [micro-batch 0 of every rank, micro-batch 1 of every rank, ...]
+                start = (m * self.world_size + self.rank) * micro
+                yield [(epoch, int(i)) for i in batch[start:start + micro]]
+            step += 1
+
+    def __len__(self) -> int:
+        if self.max_steps is None:
+            raise TypeError("an endless StepSampler has no length")
+        return (self.max_steps - self.start_step) * self.micro_batches
+
+
+def train_loader(dataset: TaskDataset, sampler: StepSampler, num_workers: int) -> DataLoader:
+    """An endless loader over `sampler`'s batches."""
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
+
+
+def eval_loader(dataset: TaskDataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Every record once, in order, without augmentation."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=dataset.collate,
+                      num_workers=num_workers)

@@ -1,0 +1,67 @@
+"""Standard metrics: accuracy (overall and per group) and retrieval recall@k in both directions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Hashable, Sequence
+
+import torch
+
+
+def grouped_accuracy(predictions: Sequence[str], targets: Sequence[str],
+                     groups: Sequence[Hashable | None]) -> dict[str, float]:
+    """Exact-match accuracy overall (`accuracy`) and per group (`accuracy/<group>`), groups sorted.
+
+    Args:
+        predictions: predicted strings.
+        targets: reference strings, same length.
+        groups: a group per example (e.g. question type), or None to leave it out of the breakdown.
+    """
+    if len(predictions) != len(targets) or len(targets) != len(groups):
+        raise ValueError("predictions, targets and groups must have the same length")
+    if not targets:
+        return {"accuracy": float("nan")}
+    hits = [p == t for p, t in zip(predictions, targets)]
+    per_group: dict[Hashable, list[bool]] = defaultdict(list)
+    for hit, group in zip(hits, groups):
+        if group is not None:
+            per_group[group].append(hit)
+    result = {"accuracy": sum(hits) / len(hits)}
+    for group in sorted(per_group, key=str):
+        result[f"accuracy/{group}"] = sum(per_group[group]) / len(per_group[group])
+    return result
+
+
+def _recall(similarity: torch.Tensor, query_keys: list[int], gallery_keys: torch.Tensor, k: int) -> float:
+    """Fraction of queries (rows) whose top-k gallery items (columns) hold an item with the same key."""
+    top = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # (Q, k)
+    hit = (gallery_keys[top] == torch.tensor(query_keys)[:, None]).any(dim=1)
+    return hit.float().mean().item()
+
+
+def retrieval_recall(image: torch.Tensor, text: torch.Tensor, captions: Sequence[str],
+                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k for text→image and image→text retrieval over paired embeddings.
+
+    A hit counts when a retrieved item's caption equals the query's: synthetic captions repeat, so
+    identical scenes are equally correct answers.
+
+    Args:
+        image: (N, E) normalised image embeddings; row i pairs with text row i.
+        text: (N, E) normalised text embeddings.
+        captions: the N captions, defining which items are equivalent.
+
+    Returns:
+        {"text_to_image/R@k": ..., "image_to_text/R@k": ..., "mean_recall": ...}
+    """
+    ids: dict[str, int] = {}
+    keys = [ids.setdefault(c, len(ids)) for c in captions]
+    key_tensor = torch.tensor(keys)
+    similarity = text @ image.T  # (N text queries, N images)
+    result = {}
+    for k in ks:
+        result[f"text_to_image/R@{k}"] = _recall(similarity, keys, key_tensor, k)
+    for k in ks:
+        result[f"image_to_text/R@{k}"] = _recall(similarity.T, keys, key_tensor, k)
+    result["mean_recall"] = sum(result.values()) / len(result)
+    return result

@@ -1,0 +1,45 @@
+"""Late fusion (seed §2.2): encode each modality apart, combine the pooled vectors at the top."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+COMBINE = ("concat", "mean", "weighted", "product")
+
+
+class LateFusion(nn.Module):
+    """Combine one pooled vector per modality into one (B, D) vector.
+
+    Args:
+        modalities: the modality names, combined in sorted order.
+        width: D, the width of each pooled vector and of the result.
+        combine: `concat` (concatenate, then a Linear back to D), `mean`, `weighted` (learned softmax
+            weights per modality) or `product` (element-wise product, for two modalities or more).
+    """
+
+    def __init__(self, modalities: list[str], width: int, combine: str = "concat"):
+        super().__init__()
+        if combine not in COMBINE:
+            raise ConfigError(f"late fusion combine: expected one of {', '.join(COMBINE)}, got {combine!r}")
+        self.modalities = sorted(modalities)
+        self.combine = combine
+        if combine == "concat":
+            self.proj = nn.Linear(width * len(self.modalities), width)
+        if combine == "weighted":
+            self.logits = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    def forward(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Args: pooled (B, D) per modality. Returns: (B, D)."""
+        vectors = [pooled[name] for name in self.modalities]
+        if self.combine == "concat":
+            return self.proj(torch.cat(vectors, dim=-1))
+        stacked = torch.stack(vectors, dim=0)  # (M, B, D)
+        if self.combine == "mean":
+            return stacked.mean(0)
+        if self.combine == "product":
+            return stacked.prod(0)
+        weights = self.logits.softmax(0)  # (M,)
+        return (weights[:, None, None] * stacked).sum(0)

@@ -1,0 +1,170 @@
+"""Multi-head attention (seed §4.2), self and cross, on `F.scaled_dot_product_attention`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention.
+
+    Self-attention when `context_dim` is None: queries, keys and values all come from `x` through one
+    fused projection `qkv` whose weight is laid out like `nn.MultiheadAttention.in_proj_weight`
+    (q, k, v stacked on dim 0). Cross-attention when `context_dim` is given: queries come from `x`
+    through `q`, keys and values from `context` through `kv` (k, v stacked).
+
+    Args:
+        dim: width of `x` and of the output; split into `num_heads` heads.
+        num_heads: number of heads; must divide `dim`.
+        context_dim: width of `context` for cross-attention; None for self-attention.
+        dropout: dropout on the attention weights, applied only in training mode.
+        bias: whether the projections have biases.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.context_dim = context_dim
+        self.dropout = dropout
+        if context_dim is None:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        else:
+            self.q = nn.Linear(dim, dim, bias=bias)
+            self.kv = nn.Linear(context_dim, 2 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    @property
+    def is_cross(self) -> bool:
+        """True when this module attends from `x` to a separate `context`."""
+        return self.context_dim is not None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Attend from `x` to itself (self-attention) or to `context` (cross-attention).
+
+        Args:
+            x: (B, N, dim) queries (and keys/values for self-attention).
+            context: (B, M, context_dim) keys/values; required for cross-attention, None otherwise.
+            mask: (B, N) bool key mask for self-attention, True for real tokens.
+            context_mask: (B, M) bool key mask for cross-attention, True for real tokens.
+            causal: query i attends only to keys j <= i (top-left aligned when N != M).
+
+        Returns:
+            (B, N, dim).
+        """
+        if self.is_cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor (B, M, context_dim)")
+            if mask is not None:
+                raise ValueError("cross-attention masks keys with context_mask=, not mask=")
+            q = self.q(x)  # (B, N, dim)
+            k, v = self.kv(context).chunk(2, dim=-1)  # (B, M, dim) each
+            key_mask = context_mask
+        else:
+            if context is not None or context_mask is not None:
+                raise ValueError("self-attention takes no context; build with context_dim= for cross-attention")
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, N, dim) each
+            key_mask = mask
+
+        q, k, v = (self._split_heads(t) for t in (q, k, v))  # (B, heads, T, head_dim)
+        attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal and attn_mask is None,
+        )  # (B, heads, N, head_dim)
+        batch, _, length, _ = y.shape
+        y = y.transpose(1, 2).reshape(batch, length, self.dim)  # (B, N, dim)
+        return self.out(y)
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = t.shape
+        return t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, T, head_dim)
+
+
+def _attention_mask(
+    key_mask: torch.Tensor | None, causal: bool, num_queries: int, num_keys: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean SDPA mask (True = may attend), or None when SDPA's own `is_causal` suffices.
+
+    A query whose every key is masked has a softmax over nothing. Some SDPA kernels return 0 for it,
+    others have returned NaN (pytorch/pytorch#103963, #109517), and a NaN poisons gradients even where
+    it is later multiplied by zero. Such a query belongs to padding (or to an example with no real
+    tokens), so its output is never used: we let it attend to every key, which is finite on every
+    backend and leaves every other row exactly as it was.
+    """
+    if key_mask is None:
+        return None
+    if key_mask.dtype != torch.bool:
+        # SDPA would add a float or int mask to the scores instead of masking: silently wrong.
+        raise ValueError(f"attention masks must be bool (True = real token), got {key_mask.dtype}")
+    allowed = key_mask[:, None, None, :]  # (B, 1, 1, M)
+    if causal:
+        lower = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril()  # (N, M)
+        allowed = allowed & lower  # (B, 1, N, M)
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def load_torch_mha_(attn: MultiHeadAttention, mha: nn.MultiheadAttention) -> None:
+    """Copy the weights of a `torch.nn.MultiheadAttention` into `attn`, in place.
+
+    Args:
+        attn: destination; its dims, heads and bias setting must match `mha`.
+        mha: source; for cross-attention it must be built with `kdim=vdim=context_dim`.
+    """
+    if mha.bias_k is not None:
+        raise ValueError("nn.MultiheadAttention with add_bias_kv=True has no counterpart here")
+    if (mha.embed_dim, mha.num_heads) != (attn.dim, attn.num_heads):
+        raise ValueError(
+            f"shape mismatch: nn.MultiheadAttention(embed_dim={mha.embed_dim}, num_heads={mha.num_heads}) "
+            f"vs MultiHeadAttention(dim={attn.dim}, num_heads={attn.num_heads})"
+        )
+    if (mha.in_proj_bias is None) != (attn.out.bias is None):
+        raise ValueError("bias mismatch: build MultiHeadAttention with the same bias= as nn.MultiheadAttention")
+    dim = attn.dim
+    if attn.is_cross:
+        if mha.kdim != attn.context_dim or mha.vdim != attn.context_dim:
+            raise ValueError(f"nn.MultiheadAttention kdim={mha.kdim}, vdim={mha.vdim}; expected {attn.context_dim}")
+        if mha._qkv_same_embed_dim:
+            q_w, k_w, v_w = mha.in_proj_weight.chunk(3, dim=0)  # (dim, dim) each
+        else:
+            q_w, k_w, v_w = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+        attn.q.weight.copy_(q_w)
+        attn.kv.weight.copy_(torch.cat([k_w, v_w], dim=0))  # (2 * dim, context_dim)
+        if mha.in_proj_bias is not None:
+            attn.q.bias.copy_(mha.in_proj_bias[:dim])
+            attn.kv.bias.copy_(mha.in_proj_bias[dim:])
+    else:
+        if not mha._qkv_same_embed_dim:
+            raise ValueError("self-attention needs nn.MultiheadAttention with kdim == vdim == embed_dim")
+        attn.qkv.weight.copy_(mha.in_proj_weight)
+        if mha.in_proj_bias is not None:
+            attn.qkv.bias.copy_(mha.in_proj_bias)
+    attn.out.weight.copy_(mha.out_proj.weight)
+    if mha.out_proj.bias is not None:
+        attn.out.bias.copy_(mha.out_proj.bias)

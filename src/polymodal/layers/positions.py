@@ -1,0 +1,87 @@
+"""Position encodings added to token sequences (seed §4.3): fixed sinusoidal and learned."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """The seed §4.3 table: PE(i, 2j) = sin(i / 10000^(2j/d)), PE(i, 2j+1) = cos(i / 10000^(2j/d)).
+
+    Args:
+        length: number of positions i = 0 .. length-1.
+        dim: model width d; must be even.
+
+    Returns:
+        (length, dim) float32 table.
+    """
+    if dim % 2 != 0:
+        raise ValueError(f"sinusoidal positions need an even dim, got dim={dim}")
+    # float64 so large positions keep their precision before the final cast.
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # (length, 1)
+    two_j = torch.arange(0, dim, 2, dtype=torch.float64)  # (dim/2,)
+    angles = position / torch.pow(10000.0, two_j / dim)  # (length, dim/2)
+    table = torch.empty(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table.float()
+
+
+def _check_length(length: int, max_len: int) -> None:
+    if length > max_len:
+        raise ValueError(f"sequence length {length} exceeds max_len={max_len} of the position encoding")
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed §4.3 table to a sequence.
+
+    The table is a non-persistent buffer: it is rebuilt from (dim, max_len), never stored in checkpoints.
+
+    Args:
+        dim: token width; must be even.
+        max_len: longest sequence accepted.
+    """
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Add PE(0 .. N-1).
+
+        Args:
+            x: (B, N, dim) with N <= max_len.
+
+        Returns:
+            (B, N, dim) x + PE.
+        """
+        _check_length(x.shape[1], self.max_len)
+        return x + self.table[: x.shape[1]].to(x.dtype)
+
+
+class LearnedPositions(nn.Module):
+    """Adds one learned vector per position, initialised N(0, 0.02).
+
+    Args:
+        dim: token width.
+        max_len: longest sequence accepted.
+    """
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.weight = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Add the first N learned vectors.
+
+        Args:
+            x: (B, N, dim) with N <= max_len.
+
+        Returns:
+            (B, N, dim).
+        """
+        _check_length(x.shape[1], self.max_len)
+        return x + self.weight[: x.shape[1]]

@@ -1,0 +1,154 @@
+"""Pre-norm transformer blocks and encoder stacks, optionally with cross-attention to a context."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadAttention
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, MLP, each with a residual.
+
+    x = x + attn(ln1(x)); x = x + cross(ln_c(x), context) when built with `context_dim`;
+    x = x + mlp(ln2(x)).
+
+    Args:
+        dim: token width.
+        num_heads: attention heads (must divide `dim`).
+        mlp_ratio: MLP hidden width as a multiple of `dim`.
+        dropout: dropout on attention weights, attention outputs and MLP output.
+        context_dim: width of the cross-attention context; None for no cross-attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+        if context_dim is not None:
+            self.ln_c = nn.LayerNorm(dim)
+            self.cross = MultiHeadAttention(dim, num_heads, context_dim=context_dim, dropout=dropout)
+        else:
+            self.cross = None
+        self.ln2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Apply the block.
+
+        Args:
+            x: (B, N, dim).
+            mask: (B, N) bool, True for real tokens; padding is never attended to.
+            context: (B, M, context_dim); required iff built with `context_dim`.
+            context_mask: (B, M) bool, True for real context tokens.
+            causal: self-attention is causal (token t sees tokens <= t).
+
+        Returns:
+            (B, N, dim).
+        """
+        x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal))
+        if self.cross is not None:
+            if context is None:
+                raise ValueError("this block has cross-attention and needs context=")
+            x = x + self.drop(self.cross(self.ln_c(x), context, context_mask=context_mask))
+        elif context is not None or context_mask is not None:
+            raise ValueError("context given to a block built without context_dim")
+        return x + self.mlp(self.ln2(x))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of `TransformerBlock`s followed by a final LayerNorm.
+
+    Args:
+        dim: token width.
+        depth: number of blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden width as a multiple of `dim`.
+        dropout: dropout inside each block.
+        context_dim: when given, every block cross-attends to a context of this width.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, context_dim=context_dim)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Run every block, then the final norm.
+
+        Args:
+            x: (B, N, dim).
+            mask: (B, N) bool, True for real tokens.
+            context: (B, M, context_dim) when built with `context_dim`.
+            context_mask: (B, M) bool, True for real context tokens.
+            causal: causal self-attention in every block.
+
+        Returns:
+            (B, N, dim).
+        """
+        for block in self.blocks:
+            x = block(x, mask, context=context, context_mask=context_mask, causal=causal)
+        return self.norm(x)
+
+
+@torch.no_grad()
+def init_weights_(module: nn.Module) -> None:
+    """Initialise `module` and all its submodules in place, GPT/BERT style.
+
+    Linear and Embedding weights ~ N(0, 0.02), biases 0 (an Embedding's padding row stays 0);
+    LayerNorm weight 1, bias 0. Other modules (convolutions, raw parameters) are left as they are.
+
+    Args:
+        module: root of the tree to initialise.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            m.weight[m.padding_idx].zero_()
+        if isinstance(m, nn.LayerNorm):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,164 @@
+"""Image encoders: a small ResNet-style CNN and a ViT, both images -> EncoderOutput."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.modalities.base import EncoderOutput
+
+
+def _check_image_size(images: torch.Tensor, image_size: int) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
+        raise ValueError(
+            f"expected images (B, 3, {image_size}, {image_size}) for image_size={image_size}, "
+            f"got {tuple(images.shape)}"
+        )
+
+
+def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    if channels % groups != 0:
+        raise ValueError(f"groups={groups} does not divide channels={channels}")
+    return nn.GroupNorm(groups, channels)
+
+
+class _ResidualBlock(nn.Module):
+    """conv3x3-GN-GELU-conv3x3-GN plus a skip (1x1 conv + GN when the shape changes), then GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            _group_norm(groups, out_channels),
+            nn.GELU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            _group_norm(groups, out_channels),
+        )
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                _group_norm(groups, out_channels),
+            )
+        else:
+            self.skip = nn.Identity()
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class CNNImageEncoder(nn.Module):
+    """Small ResNet: each cell of the final feature map becomes one token.
+
+    GroupNorm, not BatchNorm, so a data-parallel run computes exactly what a single process does.
+
+    Args:
+        out_dim: width D of the returned tokens.
+        image_size: input height and width.
+        channels: channels per stage; each stage halves the resolution (stride-2 first block).
+        blocks_per_stage: residual blocks per stage, the downsampling one included.
+        groups: GroupNorm groups; must divide every entry of `channels`.
+    """
+
+    def __init__(
+        self,
+        *,
+        out_dim: int,
+        image_size: int = 64,
+        channels: Sequence[int] = (32, 64, 128),
+        blocks_per_stage: int = 1,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels[0], 3, padding=1, bias=False), _group_norm(groups, channels[0]), nn.GELU()
+        )
+        stages = []
+        in_channels, side = channels[0], image_size
+        for out_channels in channels:
+            stages.append(_ResidualBlock(in_channels, out_channels, stride=2, groups=groups))
+            stages.extend(
+                _ResidualBlock(out_channels, out_channels, stride=1, groups=groups) for _ in range(blocks_per_stage - 1)
+            )
+            in_channels, side = out_channels, (side + 1) // 2  # 3x3 conv, stride 2, padding 1
+        self.stages = nn.Sequential(*stages)
+        self.num_tokens = side * side
+        self.proj = nn.Linear(channels[-1], out_dim)
+        self.positions = LearnedPositions(out_dim, self.num_tokens)
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        """Encode a batch of normalised images.
+
+        Args:
+            images: (B, 3, image_size, image_size) float.
+
+        Returns:
+            EncoderOutput with tokens (B, num_tokens, out_dim), an all-True mask (B, num_tokens) and
+            pooled (B, out_dim) = mean of the tokens.
+        """
+        _check_image_size(images, self.image_size)
+        features = self.stages(self.stem(images))  # (B, C, h, w)
+        tokens = self.positions(self.proj(features.flatten(2).transpose(1, 2)))  # (B, h*w, out_dim)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
+
+
+class ViTImageEncoder(nn.Module):
+    """Vision transformer: non-overlapping patches + a CLS token through a pre-norm transformer.
+
+    Args:
+        out_dim: width D of the returned tokens.
+        image_size: input height and width; must be a multiple of `patch_size`.
+        patch_size: side of each square patch.
+        width: transformer width.
+        depth: number of transformer blocks.
+        num_heads: attention heads (must divide `width`).
+        mlp_ratio: MLP hidden width as a multiple of `width`.
+        dropout: dropout inside the transformer.
+    """
+
+    def __init__(
+        self,
+        *,
+        out_dim: int,
+        image_size: int = 64,
+        patch_size: int = 8,
+        width: int = 128,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size != 0:
+            raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
+        self.image_size = image_size
+        self.num_tokens = 1 + (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.positions = LearnedPositions(width, self.num_tokens)
+        self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.proj = nn.Linear(width, out_dim)
+        init_weights_(self)
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        """Encode a batch of normalised images.
+
+        Args:
+            images: (B, 3, image_size, image_size) float.
+
+        Returns:
+            EncoderOutput with tokens (B, 1 + patches, out_dim) (CLS first), an all-True mask and
+            pooled (B, out_dim) = the projected CLS token.
+        """
+        _check_image_size(images, self.image_size)
+        patches = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, patches, width)
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, width)
+        x = self.positions(torch.cat([cls, patches], dim=1))  # (B, 1 + patches, width)
+        tokens = self.proj(self.encoder(x))  # (B, 1 + patches, out_dim)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, 1 + patches)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])

@@ -1,0 +1,3 @@
+"""Text modality (seed §2.1)."""
+
+from .encoder import TextEncoder

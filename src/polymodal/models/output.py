@@ -1,0 +1,28 @@
+"""What every joint model returns to the task heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..modalities.base import EncoderOutput
+
+
+@dataclass
+class ModelOutput:
+    """A model's view of a batch.
+
+    Attributes:
+        modalities: each modality's `EncoderOutput`.
+        pooled: (B, D) one fused vector per example (what classification / VQA heads read).
+        fused: the joint token sequence (B, N, D) + mask, for models that build one.
+        embeddings: L2-normalised (B, E) per modality, for models with a shared embedding space.
+        logit_scale: the contrastive temperature's inverse (a scalar), where the model learns one.
+    """
+
+    modalities: dict[str, EncoderOutput]
+    pooled: torch.Tensor
+    fused: EncoderOutput | None = None
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    logit_scale: torch.Tensor | None = None

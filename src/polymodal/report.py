@@ -1,0 +1,109 @@
+"""Run reports: loss curves, results beside baselines, and example predictions shown with their images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(runs: dict[str, Path], path: Path) -> None:
+    """Training loss against step, one panel per run."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5), squeeze=False)
+    for ax, (name, run) in zip(axes[0], runs.items()):
+        rows = [r for r in read_metrics(run) if "loss" in r]
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_vqa_examples(examples: list[dict[str, Any]], path: Path) -> None:
+    """Images with their question, the predicted answer and the true one (green right, red wrong)."""
+    cols = 4
+    rows = (len(examples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, ex in zip(axes.flat, examples):
+        ax.imshow(Image.open(ex["image"]).convert("RGB"))
+        ok = ex["prediction"] == ex["answer"]
+        ax.set_title(f"{ex['question']}\npred: {ex['prediction']}  (true: {ex['answer']})", fontsize=8,
+                     color="green" if ok else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_retrieval_examples(examples: list[dict[str, Any]], path: Path) -> None:
+    """For each caption, the top retrieved images (green when their caption matches)."""
+    k = max(len(ex["retrieved"]) for ex in examples)
+    fig, axes = plt.subplots(len(examples), k, figsize=(2.4 * k, 2.7 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples):
+        for ax in row:
+            ax.axis("off")
+        row[0].set_title(ex["query"], fontsize=8, loc="left")
+        for ax, hit in zip(row, ex["retrieved"]):
+            ax.imshow(Image.open(hit["image"]).convert("RGB"))
+            ax.text(0.02, 0.02, f"{hit['score']:.2f}", transform=ax.transAxes, fontsize=7,
+                    color="green" if hit["match"] else "red", backgroundcolor="white")
+        row[0].set_title(f"“{ex['query']}”", fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def results_table(results: dict[str, dict[str, dict[str, float]]],
+                  baselines: dict[str, dict[str, float]] | None = None) -> list[str]:
+    """Markdown rows: run | task | metric | value | majority baseline (where one applies)."""
+    lines = ["| run | task | metric | value | majority baseline |", "|---|---|---|---|---|"]
+    for run, tasks in results.items():
+        for task, metrics in tasks.items():
+            for metric, value in metrics.items():
+                if metric == "n":
+                    continue
+                base = (baselines or {}).get(task, {}).get(metric)
+                shown = f"{base:.3f}" if base is not None else ""
+                lines.append(f"| {run} | {task} | {metric} | {value:.3f} | {shown} |")
+    return lines
+
+
+def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[str, dict[str, float]]],
+                 baselines: dict[str, dict[str, float]], vqa_examples: list[dict[str, Any]],
+                 retrieval_examples: list[dict[str, Any]], notes: list[str]) -> Path:
+    """Write `out/report.md` with its plots beside it; returns the report path."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot_losses(runs, out / "loss_curves.png")
+    lines = ["# Polymodal demo report", "", *notes, "", "## Results (test split)", "",
+             *results_table(results, baselines), "",
+             "Retrieval counts a hit when the retrieved item's caption equals the query's caption: the synthetic",
+             "captions repeat, so every image of an identical scene is a correct answer.", "",
+             "## Training loss", "", "![loss curves](loss_curves.png)", ""]
+    if vqa_examples:
+        plot_vqa_examples(vqa_examples, out / "vqa_examples.png")
+        lines += ["## Example answers", "", "![VQA examples](vqa_examples.png)", ""]
+    if retrieval_examples:
+        plot_retrieval_examples(retrieval_examples, out / "retrieval_examples.png")
+        lines += ["## Example retrievals (text → image)", "", "![retrieval examples](retrieval_examples.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return path

@@ -1,0 +1,55 @@
+"""What every task is: which record fields it reads, a head, a loss, predictions and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.output import ModelOutput
+
+
+class Task(nn.Module):
+    """A task head + loss over a model's output (seed §2.4, §3.2 "task head design").
+
+    Subclasses set `inputs` (modality → record field feeding it) and `target_field`, and implement
+    `forward` (loss), `predict` and `metrics`.
+
+    Args:
+        weight: this task's weight in the summed multi-task loss.
+    """
+
+    inputs: dict[str, str] = {}
+    target_field: str | None = None
+
+    def __init__(self, *, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Record fields a record needs to be used by this task."""
+        extra = (self.target_field,) if self.target_field else ()
+        return tuple(dict.fromkeys([*self.inputs.values(), *extra]))
+
+    @staticmethod
+    def vocab_from(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str] | None:
+        """A vocabulary learnt from the training records (answers, labels), or None."""
+        return None
+
+    def target(self, record: dict[str, Any]) -> Any:
+        """The training target of one record (collated by `torch.as_tensor`)."""
+        return 0
+
+    def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns at least {"loss": scalar}."""
+        raise NotImplementedError
+
+    def predict(self, out: ModelOutput) -> list[Any]:
+        """One prediction per example (an answer, a label, an embedding)."""
+        raise NotImplementedError
+
+    def metrics(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, float]:
+        """Standard metrics of `predictions` against the records they came from."""
+        raise NotImplementedError

@@ -1,0 +1,18 @@
+"""Classification of an example into one of the training labels (seed §3.2 classification head)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..evaluation.metrics import grouped_accuracy
+from .vocab_head import VocabularyTask
+
+
+class ClassificationTask(VocabularyTask):
+    """Predict `label` from the image (top-1 accuracy)."""
+
+    inputs = {"image": "image"}
+    target_field = "label"
+
+    def metrics(self, predictions: list[str], records: list[dict[str, Any]]) -> dict[str, float]:
+        return grouped_accuracy(predictions, [str(r["label"]) for r in records], [None] * len(records))

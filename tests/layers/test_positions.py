@@ -1,0 +1,56 @@
+"""Position encodings: the seed §4.3 formula by hand, and how the modules add them."""
+
+import math
+
+import pytest
+import torch
+
+from polymodal.layers import LearnedPositions, SinusoidalPositions, sinusoidal_table
+
+
+@pytest.mark.parametrize("i, j", [(0, 0), (1, 0), (3, 1), (7, 2), (50, 3), (99, 7)])
+def test_table_matches_formula(i, j):
+    d = 16
+    table = sinusoidal_table(100, d)
+    angle = i / 10000 ** (2 * j / d)
+    assert table[i, 2 * j].item() == pytest.approx(math.sin(angle), abs=1e-6)
+    assert table[i, 2 * j + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_position_zero_is_sin0_cos0():
+    assert torch.equal(sinusoidal_table(3, 8)[0], torch.tensor([0.0, 1.0] * 4))
+
+
+def test_table_shape_and_dtype():
+    table = sinusoidal_table(5, 6)
+    assert table.shape == (5, 6) and table.dtype == torch.float32
+
+
+def test_odd_dim_raises():
+    with pytest.raises(ValueError, match="even"):
+        sinusoidal_table(4, 7)
+
+
+def test_sinusoidal_adds_table_and_is_not_saved():
+    pos = SinusoidalPositions(8, max_len=10)
+    x = torch.randn(2, 6, 8)
+    torch.testing.assert_close(pos(x), x + sinusoidal_table(6, 8))
+    assert "table" not in pos.state_dict()
+
+
+def test_learned_adds_its_first_rows():
+    torch.manual_seed(0)
+    pos = LearnedPositions(8, max_len=10)
+    assert 0.01 < pos.weight.std().item() < 0.03
+    x = torch.randn(2, 4, 8)
+    torch.testing.assert_close(pos(x), x + pos.weight[:4])
+    pos(x).sum().backward()
+    assert pos.weight.grad[:4].abs().sum() > 0 and pos.weight.grad[4:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("cls", [SinusoidalPositions, LearnedPositions])
+def test_too_long_raises_naming_max_len(cls):
+    pos = cls(8, max_len=5)
+    pos(torch.zeros(1, 5, 8))  # exactly max_len is fine
+    with pytest.raises(ValueError, match="max_len=5"):
+        pos(torch.zeros(1, 6, 8))

@@ -1,0 +1,141 @@
+"""The contract every modality encoder keeps, checked over all of them at tiny sizes."""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
+from polymodal.modalities.text import TextEncoder
+
+B, OUT_DIM, IMAGE = 2, 12, 16
+CLS_ID, PAD_ID = 1, 0
+
+
+def _text_inputs(length: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(2, 50, (B, length))
+    ids[:, 0] = CLS_ID
+    mask = torch.ones(B, length, dtype=torch.bool)
+    mask[1, 4:] = False
+    return ids.masked_fill(~mask, PAD_ID), mask
+
+
+def _image_inputs() -> tuple[torch.Tensor]:
+    return (torch.randn(B, 3, IMAGE, IMAGE),)
+
+
+@dataclass
+class Case:
+    build: Callable[[], nn.Module]
+    inputs: Callable[[], tuple[torch.Tensor, ...]]
+
+
+CASES = {
+    "text-learned": Case(
+        lambda: TextEncoder(vocab_size=50, out_dim=OUT_DIM, width=16, depth=1, num_heads=2, max_length=16),
+        _text_inputs,
+    ),
+    "text-sinusoidal": Case(
+        lambda: TextEncoder(
+            vocab_size=50, out_dim=OUT_DIM, width=16, depth=1, num_heads=2, max_length=16, positions="sinusoidal"
+        ),
+        _text_inputs,
+    ),
+    "cnn": Case(
+        lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), blocks_per_stage=2, groups=4),
+        _image_inputs,
+    ),
+    "vit": Case(
+        lambda: ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=4, width=16, depth=1, num_heads=2),
+        _image_inputs,
+    ),
+}
+
+
+def _run(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...], EncoderOutput]:
+    torch.manual_seed(seed)
+    encoder = CASES[name].build()
+    inputs = CASES[name].inputs()
+    return encoder, inputs, encoder(*inputs)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_output_shapes_and_values(name):
+    encoder, _, out = _run(name)
+    assert isinstance(out, EncoderOutput)
+    n = out.tokens.shape[1]
+    assert out.tokens.shape == (B, n, OUT_DIM)
+    assert out.mask.shape == (B, n) and out.mask.dtype == torch.bool
+    assert out.pooled.shape == (B, OUT_DIM)
+    assert torch.isfinite(out.tokens).all() and torch.isfinite(out.pooled).all()
+    if hasattr(encoder, "num_tokens"):
+        assert n == encoder.num_tokens and out.mask.all()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_trainable_parameter_gets_a_gradient(name):
+    encoder, _, out = _run(name)
+    real = out.mask.unsqueeze(-1).to(out.tokens.dtype)  # (B, N, 1)
+    loss = (out.tokens * real).pow(2).mean() + out.pooled.pow(2).mean()
+    loss.backward()
+    for param_name, p in encoder.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, param_name
+            assert torch.isfinite(p.grad).all(), param_name
+    assert sum(p.grad.abs().sum() for p in encoder.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_deterministic_under_seed(name):
+    _, _, a = _run(name, seed=0)
+    _, _, b = _run(name, seed=0)
+    _, _, c = _run(name, seed=1)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled)
+    assert not torch.allclose(a.pooled, c.pooled)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_examples_are_encoded_independently_of_the_batch(name):
+    # No BatchNorm-style batch statistics, even in training mode: data-parallel = single process.
+    encoder, inputs, _ = _run(name)
+    encoder.train()
+    full = encoder(*inputs)
+    alone = encoder(*(t[:1] for t in inputs))
+    torch.testing.assert_close(alone.tokens, full.tokens[:1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["text-learned", "text-sinusoidal"])
+def test_text_pooled_is_cls_and_ignores_appended_padding(name):
+    encoder, (ids, mask), out = _run(name)
+    torch.testing.assert_close(out.pooled, out.tokens[:, 0])
+    extra = 3
+    longer_ids = torch.cat([ids, torch.randint(2, 50, (B, extra))], dim=1)  # junk ids under padding
+    longer_mask = torch.cat([mask, torch.zeros(B, extra, dtype=torch.bool)], dim=1)
+    longer = encoder(longer_ids, longer_mask)
+    torch.testing.assert_close(longer.pooled, out.pooled, atol=1e-5, rtol=0)
+    torch.testing.assert_close(longer.tokens[:, : ids.shape[1]][mask], out.tokens[mask], atol=1e-5, rtol=0)
+    assert torch.equal(longer.mask, longer_mask)
+
+
+def test_image_pooling():
+    _, _, cnn = _run("cnn")
+    torch.testing.assert_close(cnn.pooled, cnn.tokens.mean(dim=1))
+    _, _, vit = _run("vit")
+    torch.testing.assert_close(vit.pooled, vit.tokens[:, 0])
+    assert vit.tokens.shape[1] == 1 + (IMAGE // 4) ** 2
+
+
+def test_too_long_or_wrong_sized_inputs_name_the_limit():
+    text = CASES["text-learned"].build()
+    with pytest.raises(ValueError, match="17.*max_length=16"):
+        text(torch.ones(1, 17, dtype=torch.long), torch.ones(1, 17, dtype=torch.bool))
+    for name in ("cnn", "vit"):
+        with pytest.raises(ValueError, match=r"image_size=16.*\(1, 3, 20, 20\)"):
+            CASES[name].build()(torch.randn(1, 3, 20, 20))
+    with pytest.raises(ValueError, match="image_size=18.*patch_size=4"):
+        ViTImageEncoder(out_dim=4, image_size=18, patch_size=4)
+    with pytest.raises(ValueError, match="positions='rotary'"):
+        TextEncoder(vocab_size=10, out_dim=4, positions="rotary")
