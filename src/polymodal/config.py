@@ -175,13 +175,16 @@ def _bind_dataclass(cls: type, values: Any, where: str) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """A `--set` value: parsed as YAML so numbers, booleans, null and lists work (`lr=3e-4`)."""
+    """A `--set` value, parsed as YAML so numbers, booleans, null and lists work (`lr=3e-4`, `x=null`)."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) or value is None and text.strip().lower() not in ("null", "~", ""):
-        return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads `3e-4` (no dot) as a string
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 

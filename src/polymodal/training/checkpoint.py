@@ -1,0 +1,94 @@
+"""Checkpoints written atomically: a killed run never leaves a half-written one behind.
+
+Layout: `checkpoints/step_000200/{model.safetensors, trainer.pt}`; `trainer.pt` (optimiser state,
+step, RNG state) holds only tensors and plain containers, so it loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import PolymodalError
+
+WEIGHTS = "model.safetensors"
+TRAINER = "trainer.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Model weights as safetensors, written to a temporary file then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise PolymodalError(f"model weights not found: {path}")
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise PolymodalError(f"{path}: weights do not fit the model its config builds: {e}") from None
+
+
+def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int) -> Path:
+    """Write `folder/step_<step>` atomically (temporary folder, then rename); keep the newest `keep`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-step_"))
+    try:
+        save_weights(model, tmp / WEIGHTS)
+        torch.save(trainer_state, tmp / TRAINER)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name))
+             and (p / WEIGHTS).is_file() and (p / TRAINER).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
+    """Load weights into `model` and return the trainer state."""
+    load_weights(model, path / WEIGHTS)
+    return torch.load(path / TRAINER, weights_only=True)
+
+
+def load_matching_weights(model: nn.Module, path: Path) -> tuple[int, int]:
+    """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning).
+
+    Returns:
+        (loaded, total) weight-tensor counts.
+    """
+    source = load_file(str(path))
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return len(matched), len(own)
