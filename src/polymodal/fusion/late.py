@@ -32,14 +32,21 @@ class LateFusion(nn.Module):
             self.logits = nn.Parameter(torch.zeros(len(self.modalities)))
 
     def forward(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Args: pooled (B, D) per modality. Returns: (B, D)."""
-        vectors = [pooled[name] for name in self.modalities]
+        """Args: pooled (B, D) per modality; a subset of the modalities is allowed. Returns: (B, D).
+
+        A missing modality contributes zeros to `concat` and is left out of `mean`, `weighted` and `product`.
+        """
+        present = [name for name in self.modalities if name in pooled]
+        if not present:
+            raise ValueError(f"late fusion needs at least one of {self.modalities}")
         if self.combine == "concat":
+            reference = pooled[present[0]]
+            vectors = [pooled[n] if n in pooled else torch.zeros_like(reference) for n in self.modalities]
             return self.proj(torch.cat(vectors, dim=-1))
-        stacked = torch.stack(vectors, dim=0)  # (M, B, D)
+        stacked = torch.stack([pooled[n] for n in present], dim=0)  # (M', B, D)
         if self.combine == "mean":
             return stacked.mean(0)
         if self.combine == "product":
             return stacked.prod(0)
-        weights = self.logits.softmax(0)  # (M,)
-        return (weights[:, None, None] * stacked).sum(0)
+        logits = self.logits[[self.modalities.index(n) for n in present]]
+        return (logits.softmax(0)[:, None, None] * stacked).sum(0)

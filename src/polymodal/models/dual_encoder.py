@@ -37,8 +37,7 @@ class DualEncoder(nn.Module):
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
         outputs = encode_all(self.encoders, inputs)
         embeddings = {name: F.normalize(self.projections[name](out.pooled), dim=-1) for name, out in outputs.items()}
-        pooled = self.fusion({name: out.pooled for name, out in outputs.items()}) if len(outputs) == len(
-            self.encoders) else None
+        pooled = self.fusion({name: out.pooled for name, out in outputs.items()})
         return ModelOutput(
             modalities=outputs,
             pooled=pooled,

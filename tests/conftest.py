@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny copy of the built-in benchmark and tiny model configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from polymodal.data.shapes import synthesize
+
+TINY_ENCODERS = {
+    "image": {"type": "cnn", "image_size": 32, "channels": [8, 16]},
+    "text": {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 24},
+}
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> Path:
+    """A small shapes benchmark: 96 train, 32 val, 32 test records at 32 px."""
+    out = tmp_path_factory.mktemp("shapes")
+    synthesize(out, n_train=96, n_val=32, n_test=32, seed=1, image_size=32, log=lambda _: None)
+    return out
+
+
+def tiny_config(data: Path, kind: str = "vqa", **train) -> dict:
+    """A tiny config dict: `vqa` (joint transformer) or `clip` (dual encoder)."""
+    if kind == "vqa":
+        model = {"type": "joint_transformer", "width": 32, "depth": 1, "num_heads": 2, "encoders": TINY_ENCODERS}
+        tasks = {"vqa": {"type": "vqa", "hidden": 32}}
+    else:
+        model = {"type": "dual_encoder", "width": 32, "embed_dim": 16, "encoders": TINY_ENCODERS}
+        tasks = {"retrieval": {"type": "contrastive"}}
+    return {
+        "model": {**model, "tokenizer": {"vocab_size": 200}},
+        "tasks": tasks,
+        "data": {"train": str(data / "train.jsonl"), "val": str(data / "val.jsonl")},
+        "train": {"max_steps": 6, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "log_every": 1,
+                  "ckpt_every": 3, "progress": False, **train},
+    }
+
+
+def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(config))
+    return path

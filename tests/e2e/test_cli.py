@@ -1,0 +1,89 @@
+"""The `polymodal` command end to end on the built-in data, and its answers to bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config, write_config
+
+
+def polymodal(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "polymodal.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_synth_check_train_eval_predict(tmp_path):
+    data = tmp_path / "data"
+    r = polymodal("synth", "--out", data, "--n-train", 64, "--n-val", 16, "--n-test", 16, "--image-size", 32)
+    assert r.returncode == 0, r.stderr
+    assert "majority" in r.stdout
+    r = polymodal("data", "check", data / "train.jsonl")
+    assert r.returncode == 0 and "ok, 64 records" in r.stdout
+    config = write_config(tmp_path, tiny_config(data, "vqa", max_steps=4))
+    run = tmp_path / "run"
+    r = polymodal("train", config, "--out", run, "--set", f"data.train={data / 'train.jsonl'}")
+    assert r.returncode == 0, r.stderr
+    for name in ("config.yaml", "metrics.jsonl", "model/model.safetensors", "model/tokenizer.json",
+                 "model/vocab.json", "model/config.yaml"):
+        assert (run / name).exists(), name
+    r = polymodal("eval", run, "--data", data / "test.jsonl", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result) == {"vqa"}
+    assert 0.0 <= result["vqa"]["accuracy"] <= 1.0 and "accuracy/count" in result["vqa"]
+    record = json.loads((data / "test.jsonl").read_text().splitlines()[0])
+    r = polymodal("predict", run, "--image", data / record["image"], "--question", record["question"], "--json")
+    assert r.returncode == 0, r.stderr
+    vocab = json.loads((run / "model" / "vocab.json").read_text())["vqa"]
+    assert json.loads(r.stdout)["answer"] in vocab
+
+
+@pytest.fixture()
+def broken_data(shapes_data, tmp_path):
+    """A copy of the tiny benchmark whose train manifest has a bad JSON line and a missing image."""
+    data = tmp_path / "broken"
+    shutil.copytree(shapes_data, data)
+    lines = (data / "train.jsonl").read_text().splitlines()
+    lines[2] = '{"id": "oops", "image": '
+    bad = json.loads(lines[5])
+    bad["image"] = "images/train/missing.png"
+    lines[5] = json.dumps(bad)
+    (data / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def test_data_check_reports_every_problem(broken_data):
+    r = polymodal("data", "check", broken_data / "train.jsonl")
+    assert r.returncode == 1
+    assert "train.jsonl:3" in r.stdout and "JSON" in r.stdout
+    assert "train.jsonl:6" in r.stdout and "missing.png" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_train_refuses_bad_manifest_unless_skip(broken_data, tmp_path):
+    config = write_config(tmp_path, tiny_config(broken_data, "vqa", max_steps=2))
+    r = polymodal("train", config, "--out", tmp_path / "run")
+    assert r.returncode == 1
+    assert "train.jsonl:3" in r.stderr and "missing.png" in r.stderr and "on_error: skip" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = polymodal("train", config, "--out", tmp_path / "run", "--set", "data.on_error=skip")
+    assert r.returncode == 0, r.stderr
+    assert "skipped 2 of 96" in r.stdout
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.encoders.image.chanels=[8]", "model.encoders.image: unknown key 'chanels'; allowed keys: "),
+    ("tasks.vqa.hiden=3", "tasks.vqa: unknown key 'hiden'; allowed keys: dropout, hidden, weight"),
+    ("model.type=dual", "model.type: expected one of dual_encoder, joint_transformer"),
+    ("model.encoders.audio.type=x", "unknown modality 'audio'"),
+    ("train.lr=fast", "train.lr: expected a number"),
+])
+def test_bad_config_names_the_key(shapes_data, tmp_path, override, needle):
+    config = write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=2))
+    r = polymodal("train", config, "--out", tmp_path / "run", "--set", override)
+    assert r.returncode == 1
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,56 @@
+"""The trainer: losses fall, accumulation equals a big batch, checkpoints are complete and loadable."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config, write_config
+from polymodal.config import load_config
+from polymodal.data.loader import StepSampler
+from polymodal.training.checkpoint import TRAINER, list_checkpoints
+from polymodal.training.optim import lr_at
+from polymodal.training.trainer import Trainer
+
+
+def losses(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_accumulation_equals_one_big_batch(shapes_data, tmp_path):
+    base = tiny_config(shapes_data, "vqa", max_steps=4, batch_size=16)
+    one = load_config(write_config(tmp_path, base, "a.yaml"))
+    two = load_config(write_config(tmp_path, {**base, "train": {**base["train"], "accumulate": 2}}, "b.yaml"))
+    Trainer(one, tmp_path / "one", log=lambda _: None).fit()
+    Trainer(two, tmp_path / "two", log=lambda _: None).fit()
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+
+
+def test_checkpoints_are_kept_and_load_weights_only(shapes_data, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=6, ckpt_every=2,
+                                                            keep_checkpoints=2)))
+    Trainer(config, tmp_path / "run", log=lambda _: None).fit()
+    kept = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step_000004", "step_000006"]
+    state = torch.load(kept[-1] / TRAINER, weights_only=True)
+    assert state["step"] == 6 and "optimizer" in state
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+def test_step_sampler_shards_the_global_batch_and_is_stateless():
+    whole = list(StepSampler(50, 8, seed=3, max_steps=9))
+    ranks = [list(StepSampler(50, 8, seed=3, max_steps=9, rank=r, world_size=2)) for r in range(2)]
+    for step in range(9):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(whole[step])
+    assert list(StepSampler(50, 8, seed=3, start_step=4, max_steps=9)) == whole[4:]
+    epoch0 = [i for batch in whole[:6] for _, i in batch]  # 6 full batches per epoch of 50
+    assert len(set(epoch0)) == 48
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    kw = dict(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.55)
+    assert lr_at(110, **kw) == pytest.approx(0.1)
