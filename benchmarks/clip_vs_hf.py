@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from polymodal.build import build_system
+from polymodal.build import System, build_system
 from polymodal.config import from_dict
 from polymodal.modalities.text.tokenizer import SPECIAL_TOKENS, TextTokenizer
 
@@ -47,7 +47,7 @@ VOCAB_SIZE = 500  # as configs/shapes-clip.yaml
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for flag, default in [("layers", 3), ("width", 128), ("heads", 4), ("image-size", 48), ("patch", 8),
-                          ("seq-len", 24), ("batch", 64), ("iters", 20), ("warmup", 3)]:
+                          ("seq-len", 24), ("batch", 64), ("iters", 50), ("warmup", 5)]:
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     return p.parse_args()
@@ -67,7 +67,7 @@ def train_tokenizer(folder: Path) -> Path:
     return path
 
 
-def build_ours(a: argparse.Namespace, folder: Path):
+def build_ours(a: argparse.Namespace, folder: Path) -> System:
     W, L, H = a.width, a.layers, a.heads
     cfg = from_dict({"model": {"type": "dual_encoder", "width": W, "embed_dim": W,
         "encoders": {"image": {"type": "vit", "image_size": a.image_size, "patch_size": a.patch, "width": W,
@@ -79,12 +79,13 @@ def build_ours(a: argparse.Namespace, folder: Path):
     return build_system(cfg)
 
 
-def build_hf(a: argparse.Namespace, vocab_size: int, eos_id: int) -> CLIPModel:
+def build_hf(a: argparse.Namespace, tok: TextTokenizer) -> CLIPModel:
     W, L, H = a.width, a.layers, a.heads
     shared = dict(hidden_size=W, intermediate_size=4 * W, num_hidden_layers=L, num_attention_heads=H,
                   hidden_act="gelu")  # exact GELU, as ours (HF's CLIP default is quick_gelu)
     config = CLIPConfig(
-        text_config=dict(shared, vocab_size=vocab_size, max_position_embeddings=a.seq_len, eos_token_id=eos_id),
+        text_config=dict(shared, vocab_size=tok.vocab_size, max_position_embeddings=a.seq_len,
+                         bos_token_id=tok.cls_id, eos_token_id=tok.sep_id, pad_token_id=tok.pad_id),
         vision_config=dict(shared, image_size=a.image_size, patch_size=a.patch), projection_dim=W)
     model = CLIPModel._from_config(config, attn_implementation="sdpa")
     assert model.config._attn_implementation == "sdpa", model.config._attn_implementation
@@ -95,7 +96,7 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def median_samples_per_s(step_a: Callable[[], None], step_b: Callable[[], None], a: argparse.Namespace):
+def median_samples_per_s(step_a: Callable[[], object], step_b: Callable[[], object], a: argparse.Namespace):
     """Run a, b, a, b, ...; return batch / median seconds per iteration for each."""
     times: tuple[list[float], list[float]] = ([], [])
     for i in range(a.warmup + a.iters):
@@ -115,7 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         system = build_ours(a, Path(tmp))
     ours, tok = system.model, system.tokenizer
-    hf = build_hf(a, tok.vocab_size, tok.sep_id)
+    hf = build_hf(a, tok)
 
     # One random batch, shared: full-length texts ([CLS] words [SEP]), mask all ones, so neither pads.
     B, T = a.batch, a.seq_len
@@ -140,27 +141,48 @@ def main() -> None:
         hf(input_ids=ids, pixel_values=images, attention_mask=hf_mask, return_loss=True).loss.backward()
         opt_hf.step()
 
-    def infer_ours() -> None:
+    def infer_ours() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             out = ours.encode(inputs)
-            out.embeddings["image"], out.embeddings["text"]
+        return out.embeddings["image"], out.embeddings["text"]
 
-    def infer_hf() -> None:
+    def infer_hf() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             out = hf(input_ids=ids, pixel_values=images, attention_mask=hf_mask)
-            out.image_embeds, out.text_embeds
+        return out.image_embeds, out.text_embeds
 
-    ours.train(), hf.train()
-    train = median_samples_per_s(train_ours, train_hf, a)
-    ours.eval(), hf.eval()
-    infer = median_samples_per_s(infer_ours, infer_hf, a)
+    print(f"CLIP dual encoder: ours (polymodal build_system) vs HF transformers.CLIPModel "
+          f"(attn_implementation='sdpa', hidden_act='gelu'); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"sizes: {a.layers} layers x width {a.width}, {a.heads} heads, image {a.image_size}px / patch "
+          f"{a.patch}, text {T} tokens, vocab {tok.vocab_size}, batch {B}; median of {a.iters} iters "
+          f"after {a.warmup} warm-up, alternating ours/HF")
 
-    # Parameter counts, and where they differ (see the docstring).
+    # Parameter counts. Ours has extra per-encoder token projections (W x W + bias, each tower) and a
+    # late-fusion Linear(2W, W) the contrastive loss leaves unused; HF has a vision pre-LayerNorm. The
+    # rest matches to the ViT patch-conv bias (W), which HF's patch embedding lacks.
     backbone = ours.backbone
     ours_extra = count(backbone.fusion) + sum(count(e.proj) for e in backbone.encoders.values())
     hf_extra = count(hf.vision_model.pre_layrnorm)
     n_ours, n_hf = count(ours), count(hf)
-    result = {
+    matched_gap = (n_ours - ours_extra) / (n_hf - hf_extra) - 1
+    print(f"params: ours {n_ours:,}, HF {n_hf:,} ({100 * (n_ours / n_hf - 1):+.1f}%)\n"
+          f"  ours-only: {ours_extra:,} (token projections + unused late-fusion Linear); "
+          f"HF-only: {hf_extra:,} (vision pre-LayerNorm)\n"
+          f"  the rest: {n_ours - ours_extra:,} vs {n_hf - hf_extra:,} ({100 * matched_gap:+.2f}%)"
+          + ("" if abs(matched_gap) < 0.01 else "  WARNING: architectures differ beyond the known extras"))
+
+    ours.train()
+    hf.train()
+    train = median_samples_per_s(train_ours, train_hf, a)
+    ours.eval()
+    hf.eval()
+    infer = median_samples_per_s(infer_ours, infer_hf, a)
+
+    print(f"\n{'samples/s':<34}{'ours':>9}{'HF':>9}{'ours/HF':>9}")
+    for name, (x, y) in (("train (fwd+InfoNCE+bwd+AdamW)", train), ("infer (fwd, inference_mode)", infer)):
+        print(f"{name:<34}{x:>9.1f}{y:>9.1f}{x / y:>9.2f}")
+    print(json.dumps({
         "train_ratio": round(train[0] / train[1], 3), "infer_ratio": round(infer[0] / infer[1], 3),
         "train_samples_per_s": {"ours": round(train[0], 1), "hf": round(train[1], 1)},
         "infer_samples_per_s": {"ours": round(infer[0], 1), "hf": round(infer[1], 1)},
@@ -168,21 +190,7 @@ def main() -> None:
         "sizes": {"layers": a.layers, "width": a.width, "heads": a.heads, "image_size": a.image_size,
                   "patch": a.patch, "seq_len": T, "batch": B, "vocab": tok.vocab_size},
         "iters": a.iters, "warmup": a.warmup, "threads": torch.get_num_threads(), "hf_attn": "sdpa",
-    }
-
-    print(f"CLIP dual encoder, ours vs HF transformers.CLIPModel (attn_implementation='sdpa', GELU), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"sizes: {a.layers} layers x width {a.width}, {a.heads} heads, image {a.image_size}px / patch "
-          f"{a.patch}, text {T} tokens, vocab {tok.vocab_size}, batch {B}; median of {a.iters} iters "
-          f"after {a.warmup} warm-up, alternating ours/HF")
-    print(f"params: ours {n_ours:,}  HF {n_hf:,}  ({100 * (n_ours / n_hf - 1):+.1f}%); ours has "
-          f"{ours_extra:,} in per-encoder token projections + unused late-fusion Linear, HF {hf_extra:,} "
-          f"in vision pre-LayerNorm; without those: {n_ours - ours_extra:,} vs {n_hf - hf_extra:,}")
-    print(f"\n{'samples/s':<12}{'ours':>10}{'HF':>10}{'ours/HF':>10}")
-    for name, (x, y) in (("train", train), ("infer", infer)):
-        print(f"{name:<12}{x:>10.1f}{y:>10.1f}{x / y:>10.2f}")
-    print(json.dumps(result))
-
+    }))
 
 if __name__ == "__main__":
     main()

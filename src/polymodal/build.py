@@ -25,6 +25,7 @@ from .tasks import TASKS, Task
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.json"
+TOKENIZER_FIELDS = ("text", "question")  # record fields a learnt tokenizer reads
 
 
 class PolymodalModel(nn.Module):
@@ -61,16 +62,9 @@ class System:
         (folder / VOCAB_FILE).write_text(json.dumps(self.vocab, indent=1))
 
 
-def _text_fields(tasks: dict[str, dict[str, Any]]) -> list[str]:
-    fields = []
-    for spec in tasks.values():
-        cls = TASKS.get(spec.get("type"))
-        if cls is not None and "text" in cls.inputs:
-            fields.append(cls.inputs["text"])
-    return sorted(set(fields))
-
-
 def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: Path | None) -> TextTokenizer:
+    """The run's own saved tokenizer, else `model.tokenizer.path`, else the one of the model `train.init_from`
+    starts from (its text weights only make sense with its ids), else one learnt from the records' text."""
     spec = dict(config.model.get("tokenizer") or {})
     unknown = set(spec) - {"path", "vocab_size"}
     if unknown:
@@ -80,10 +74,16 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
     if spec.get("path"):
         path = Path(spec["path"])
         return TextTokenizer.load(path if path.is_absolute() else config.base_dir / path)
+    if config.train.init_from:
+        source = Path(config.train.init_from)
+        for candidate in (source / TOKENIZER_FILE, source / "model" / TOKENIZER_FILE):
+            if candidate.is_file():
+                return TextTokenizer.load(candidate)
     if not records:
         raise ConfigError("model.tokenizer: no tokenizer path and no training records to learn one from")
-    fields = _text_fields(config.tasks)
-    texts = [str(r[f]) for r in records for f in fields if f in r]
+    # every text field, not only this config's: a model pre-trained on captions can then be fine-tuned on
+    # questions with the same vocabulary
+    texts = [str(r[f]) for r in records for f in TOKENIZER_FIELDS if f in r]
     return TextTokenizer.train(texts, vocab_size=int(spec.get("vocab_size", 1000)))
 
 

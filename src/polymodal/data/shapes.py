@@ -40,7 +40,7 @@ SPLITS = ("train", "val", "test")
 NUMBER_WORDS = ("zero", "one", "two", "three")
 
 _SUPERSAMPLE = 4  # draw at 4x and average 4x4 blocks: anti-aliased edges
-_MIN_DX = 1 / 8  # x-centres differ by at least this fraction of the width, so left/right is clear
+_MIN_DX = 0.2  # x-centres differ by at least this fraction of the width, so left/right is clear at a glance
 _GAP = 2 / 64  # free space between objects and from the border, as a fraction of the width
 
 

@@ -123,7 +123,8 @@ class Trainer:
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            # a task may leave parts unused (an image-only task skips the text encoder)
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self.loaders = self._loaders()
 
     def _truncate_metrics(self, step: int) -> None:

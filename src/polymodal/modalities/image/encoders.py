@@ -142,7 +142,8 @@ class ViTImageEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.positions = LearnedPositions(width, self.num_tokens)
         self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        self.proj = nn.Linear(width, out_dim)
+        # the encoder already ends in a LayerNorm; a second square Linear would add nothing learnable
+        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
         init_weights_(self)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:

@@ -49,7 +49,8 @@ class TextEncoder(nn.Module):
         self.positions = _POSITIONS[positions](width, max_length)
         self.drop = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(width, depth, num_heads, dropout=dropout)
-        self.proj = nn.Linear(width, out_dim)
+        # the encoder already ends in a LayerNorm; a second square Linear would add nothing learnable
+        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
         init_weights_(self)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
