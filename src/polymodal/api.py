@@ -13,6 +13,7 @@ from .config import load_config
 from .errors import PolymodalError
 from .evaluation.harness import evaluate, predict
 from .tasks import ClassificationTask, ContrastiveTask, VQATask
+from .tasks.vocab_head import VocabularyTask
 from .training.checkpoint import WEIGHTS, load_weights
 from .training.trainer import model_folder
 
@@ -53,25 +54,24 @@ class LoadedModel:
                   for m, vs in values.items()}
         return self.system.model.encode(inputs)
 
-    @torch.no_grad()
-    def answer(self, image: ImageLike, question: str, task: str | None = None, top_k: int = 1) -> Any:
-        """The answer to `question` about `image` (with top_k > 1: a list of (answer, probability))."""
-        head = self.system.model.tasks[self._task_of(VQATask, task)]
-        probs = head.scores(self._encode(image=[image], text=[question]))[0]
+    @staticmethod
+    def _top(head: VocabularyTask, probs: torch.Tensor, top_k: int) -> Any:
         if top_k == 1:
             return head.vocab[int(probs.argmax())]
         values, indices = probs.topk(min(top_k, len(head.vocab)))
         return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
     @torch.no_grad()
+    def answer(self, image: ImageLike, question: str, task: str | None = None, top_k: int = 1) -> Any:
+        """The answer to `question` about `image` (with top_k > 1: a list of (answer, probability))."""
+        head = self.system.model.tasks[self._task_of(VQATask, task)]
+        return self._top(head, head.scores(self._encode(image=[image], text=[question]))[0], top_k)
+
+    @torch.no_grad()
     def classify(self, image: ImageLike, task: str | None = None, top_k: int = 1) -> Any:
         """The label of `image` (with top_k > 1: a list of (label, probability))."""
         head = self.system.model.tasks[self._task_of(ClassificationTask, task)]
-        probs = head.scores(self._encode(image=[image]))[0]
-        if top_k == 1:
-            return head.vocab[int(probs.argmax())]
-        values, indices = probs.topk(min(top_k, len(head.vocab)))
-        return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+        return self._top(head, head.scores(self._encode(image=[image]))[0], top_k)
 
     @torch.no_grad()
     def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = ()) -> dict[str, torch.Tensor]:

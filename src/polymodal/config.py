@@ -57,6 +57,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_batch_size: int = 256
     init_from: str | None = None  # a run folder or model folder whose matching weights start this run
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. encoders.image
     progress: bool = True
 
 

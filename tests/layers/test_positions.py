@@ -54,3 +54,16 @@ def test_too_long_raises_naming_max_len(cls):
     pos(torch.zeros(1, 5, 8))  # exactly max_len is fine
     with pytest.raises(ValueError, match="max_len=5"):
         pos(torch.zeros(1, 6, 8))
+
+
+def test_sinusoidal_table_2d_encodes_row_then_column():
+    from polymodal.layers.positions import sinusoidal_table, sinusoidal_table_2d
+
+    table = sinusoidal_table_2d(3, 4, 8)  # (12, 8), row-major
+    rows, cols = sinusoidal_table(3, 4), sinusoidal_table(4, 4)
+    for r in range(3):
+        for c in range(4):
+            torch.testing.assert_close(table[r * 4 + c, :4], rows[r])
+            torch.testing.assert_close(table[r * 4 + c, 4:], cols[c])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sinusoidal_table_2d(2, 2, 6)

@@ -48,6 +48,11 @@ CASES = {
         lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), blocks_per_stage=2, groups=4),
         _image_inputs,
     ),
+    "cnn-sinusoidal2d": Case(
+        lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), groups=4,
+                                positions="sinusoidal2d"),
+        _image_inputs,
+    ),
     "vit": Case(
         lambda: ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=4, width=16, depth=1, num_heads=2),
         _image_inputs,

@@ -54,3 +54,19 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(9, **kw) == pytest.approx(1.0)
     assert lr_at(60, **kw) == pytest.approx(0.55)
     assert lr_at(110, **kw) == pytest.approx(0.1)
+
+
+def test_freeze_keeps_named_parameters_fixed_and_rejects_unknown_prefixes(shapes_data, tmp_path):
+    from polymodal.errors import ConfigError
+
+    config = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=3,
+                                                            freeze=["encoders.image"])))
+    trainer = Trainer(config, tmp_path / "run", log=lambda _: None)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    for name, p in trainer.model.named_parameters():
+        changed = not torch.equal(before[name], p.detach())
+        assert changed != name.startswith("backbone.encoders.image"), name
+    bad = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", freeze=["encoders.imag"]), "b.yaml"))
+    with pytest.raises(ConfigError, match="train.freeze: 'encoders.imag' matches no parameter"):
+        Trainer(bad, tmp_path / "run2", log=lambda _: None)

@@ -85,3 +85,30 @@ class LearnedPositions(nn.Module):
         """
         _check_length(x.shape[1], self.max_len)
         return x + self.weight[: x.shape[1]]
+
+
+def sinusoidal_table_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """2-D sinusoidal positions for a height × width grid, row-major: (height * width, dim).
+
+    The first dim/2 channels encode the row with the §4.3 formula, the last dim/2 the column, so a
+    token's x and y are each linearly readable (what "left of" questions need).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sinusoidal positions need dim divisible by 4, got {dim}")
+    rows = sinusoidal_table(height, dim // 2)  # (H, dim/2)
+    cols = sinusoidal_table(width, dim // 2)  # (W, dim/2)
+    return torch.cat([rows[:, None, :].expand(height, width, -1),
+                      cols[None, :, :].expand(height, width, -1)], dim=-1).reshape(height * width, dim)
+
+
+class Sinusoidal2DPositions(nn.Module):
+    """Adds fixed 2-D sinusoidal positions to a row-major grid of tokens (B, height * width, dim)."""
+
+    def __init__(self, dim: int, height: int, width: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table_2d(height, width, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.table.shape[0]:
+            raise ValueError(f"expected {self.table.shape[0]} grid tokens, got {x.shape[1]}")
+        return x + self.table.to(x.dtype)

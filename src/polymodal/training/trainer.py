@@ -53,6 +53,19 @@ def model_folder(path: str | Path) -> Path:
     raise PolymodalError(f"{path}: not a run or model folder (no {MODEL_DIR}/{WEIGHTS} or {WEIGHTS})")
 
 
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop training the parameters under each prefix (`encoders.image` or `backbone.encoders.image`)."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        matched = [n for n in names if n.startswith(prefix) or n.startswith(f"backbone.{prefix}")]
+        if not matched:
+            tops = sorted({".".join(n.split(".")[:3]) for n in names})
+            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter; modules: {', '.join(tops)}")
+        for name, p in model.named_parameters():
+            if name in matched:
+                p.requires_grad_(False)
+
+
 def format_results(results: dict[str, dict[str, float]], title: str) -> str:
     lines = [f"{title}:"]
     for task, metrics in results.items():
@@ -109,6 +122,7 @@ class Trainer:
             if loaded == 0:
                 raise PolymodalError(f"train.init_from: no weights of {source} match this model")
             self.log(f"initialised {loaded} of {total} weight tensors from {source}")
+        freeze(self.model, tc.freeze)
         self.optimizer = make_optimizer(self.model, tc.lr, tc.weight_decay)
         self.step = 0
         if checkpoints:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.layers.positions import Sinusoidal2DPositions
 from polymodal.modalities.base import EncoderOutput
 
 
@@ -61,6 +62,7 @@ class CNNImageEncoder(nn.Module):
         channels: channels per stage; each stage halves the resolution (stride-2 first block).
         blocks_per_stage: residual blocks per stage, the downsampling one included.
         groups: GroupNorm groups; must divide every entry of `channels`.
+        positions: `learned` per grid cell, or fixed `sinusoidal2d` (row and column each readable).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class CNNImageEncoder(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         blocks_per_stage: int = 1,
         groups: int = 8,
+        positions: str = "learned",
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -88,7 +91,12 @@ class CNNImageEncoder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_tokens = side * side
         self.proj = nn.Linear(channels[-1], out_dim)
-        self.positions = LearnedPositions(out_dim, self.num_tokens)
+        if positions == "learned":
+            self.positions = LearnedPositions(out_dim, self.num_tokens)
+        elif positions == "sinusoidal2d":
+            self.positions = Sinusoidal2DPositions(out_dim, side, side)
+        else:
+            raise ValueError(f"positions: expected 'learned' or 'sinusoidal2d', got {positions!r}")
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
         """Encode a batch of normalised images.
