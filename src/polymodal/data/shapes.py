@@ -213,13 +213,20 @@ def caption(scene: Sequence[ShapeObject]) -> str:
 
 
 def make_question(scene: Sequence[ShapeObject], rng: np.random.Generator) -> tuple[str, str, str]:
-    """One question about the scene, its type drawn uniformly from the types the scene allows.
+    """One question about the scene; the four types are equally frequent over the whole benchmark.
+
+    Spatial questions need two objects, so scenes that have them ask spatial questions more often
+    (3/8 instead of 1/4), which makes up for the one-object scenes (a third of all) that cannot.
 
     Returns:
         (question, answer, question_type); the answer is one lower-case word.
     """
-    types = [kind for kind in QUESTION_TYPES if kind != "spatial" or len(scene) >= 2]
-    kind = types[int(rng.integers(len(types)))]
+    if len(scene) >= 2:
+        weights = np.array([5 / 24 if kind != "spatial" else 3 / 8 for kind in QUESTION_TYPES])
+        kind = QUESTION_TYPES[int(rng.choice(len(QUESTION_TYPES), p=weights / weights.sum()))]
+    else:
+        types = [kind for kind in QUESTION_TYPES if kind != "spatial"]
+        kind = types[int(rng.integers(len(types)))]
     ask = {"attribute": _attribute, "count": _count, "existence": _existence, "spatial": _spatial}[kind]
     question, answer = ask(list(scene), rng)
     return question, answer, kind

@@ -122,6 +122,8 @@ def _attention_mask(
     if key_mask.dtype != torch.bool:
         # SDPA would add a float or int mask to the scores instead of masking: silently wrong.
         raise ValueError(f"attention masks must be bool (True = real token), got {key_mask.dtype}")
+    if bool(key_mask.all()):  # no padding: let SDPA take its unmasked (faster) kernels
+        return None
     allowed = key_mask[:, None, None, :]  # (B, 1, 1, M)
     if causal:
         lower = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril()  # (N, M)
