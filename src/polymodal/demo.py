@@ -18,12 +18,14 @@ from .data.shapes import synthesize
 from .report import write_report
 from .training.trainer import train
 
-# (run name, shipped config, what the run demonstrates, extra overrides)
+# (run name, shipped config, what the run demonstrates, extra overrides; {clip} is the clip run folder)
 RECIPES = [
     ("clip", "shapes-clip.yaml", "dual encoder, contrastive pre-training (late fusion)", []),
-    ("vqa", "shapes-vqa.yaml", "joint transformer, VQA (early fusion)", []),
+    ("vqa", "shapes-vqa.yaml", "joint transformer fine-tuned for VQA from the clip encoders (early fusion)",
+     ["train.init_from={clip}"]),
 ]
-QUICK = {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 60}
+SIZES = {"n_train": 20000, "n_val": 500, "n_test": 500}
+QUICK = {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 40}
 
 
 def shipped_config(name: str) -> Path:
@@ -58,18 +60,19 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     console = Console()
     started = time.perf_counter()
     data = out / "data"
-    sizes = {k: QUICK[k] for k in ("n_train", "n_val", "n_test")} if quick else {}
-    if not (data / "stats.json").exists():
-        console.rule("[bold]1. synthesise the shapes benchmark")
+    sizes = {k: QUICK[k] for k in SIZES} if quick else SIZES
+    stats_path = data / "stats.json"
+    if not stats_path.exists() or json.loads(stats_path.read_text())["counts"]["train"] != sizes["n_train"]:
+        console.rule("[bold]synthesise the shapes benchmark")
         synthesize(data, **sizes)
-    stats = json.loads((data / "stats.json").read_text())
+    stats = json.loads(stats_path.read_text())
     test = read_manifest(data / "test.jsonl")
 
     runs, results, timings = {}, {}, {}
     for name, config_name, what, overrides in RECIPES:
         console.rule(f"[bold]train {name}: {what}")
         sets = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-                f"data.test={data / 'test.jsonl'}", *overrides]
+                f"data.test={data / 'test.jsonl'}", *(o.format(clip=out / "clip") for o in overrides)]
         if quick:
             sets += [f"train.max_steps={QUICK['max_steps']}", "train.warmup_steps=10", "train.ckpt_every=1000"]
         config = load_config(shipped_config(config_name), sets)
@@ -96,7 +99,8 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     total = time.perf_counter() - started
     notes = [f"Total time {total:.0f} s on this machine ("
              + ", ".join(f"{k} training {v:.0f} s" for k, v in timings.items()) + ").",
-             f"Data: {stats['counts']} examples per split of the built-in shapes benchmark."]
+             "Data: the built-in shapes benchmark, " + " / ".join(f"{stats['counts'][k]} {k}" for k in
+                                                                ("train", "val", "test")) + " examples."]
     report = write_report(out / "report", runs=runs, results=results, baselines=baselines,
                           vqa_examples=_vqa_examples(vqa_model, test),
                           retrieval_examples=_retrieval_examples(clip_model, test), notes=notes)
