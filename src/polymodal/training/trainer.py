@@ -57,7 +57,8 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
     """Stop training the parameters under each prefix (`encoders.image` or `backbone.encoders.image`)."""
     names = [name for name, _ in model.named_parameters()]
     for prefix in prefixes:
-        matched = [n for n in names if n.startswith(prefix) or n.startswith(f"backbone.{prefix}")]
+        heads = (f"{prefix}.", f"backbone.{prefix}.")  # whole dotted components: `encoders.imag` is no prefix
+        matched = [n for n in names if n.startswith(heads)]
         if not matched:
             tops = sorted({".".join(n.split(".")[:3]) for n in names})
             raise ConfigError(f"train.freeze: {prefix!r} matches no parameter; modules: {', '.join(tops)}")
