@@ -158,16 +158,16 @@ def main() -> None:
           f"{a.patch}, text {T} tokens, vocab {tok.vocab_size}, batch {B}; median of {a.iters} iters "
           f"after {a.warmup} warm-up, alternating ours/HF")
 
-    # Parameter counts. Ours has extra per-encoder token projections (W x W + bias, each tower) and a
-    # late-fusion Linear(2W, W) the contrastive loss leaves unused; HF has a vision pre-LayerNorm. The
-    # rest matches to the ViT patch-conv bias (W), which HF's patch embedding lacks.
+    # Parameter counts. Ours has a late-fusion Linear(2W, W) the contrastive loss leaves unused (and token
+    # projections, which are identities when the encoder width equals the model width, as here); HF has
+    # a vision pre-LayerNorm. The rest matches to the ViT patch-conv bias (W), which HF's lacks.
     backbone = ours.backbone
     ours_extra = count(backbone.fusion) + sum(count(e.proj) for e in backbone.encoders.values())
     hf_extra = count(hf.vision_model.pre_layrnorm)
     n_ours, n_hf = count(ours), count(hf)
     matched_gap = (n_ours - ours_extra) / (n_hf - hf_extra) - 1
     print(f"params: ours {n_ours:,}, HF {n_hf:,} ({100 * (n_ours / n_hf - 1):+.1f}%)\n"
-          f"  ours-only: {ours_extra:,} (token projections + unused late-fusion Linear); "
+          f"  ours-only: {ours_extra:,} (unused late-fusion Linear, token projections); "
           f"HF-only: {hf_extra:,} (vision pre-LayerNorm)\n"
           f"  the rest: {n_ours - ours_extra:,} vs {n_hf - hf_extra:,} ({100 * matched_gap:+.2f}%)"
           + ("" if abs(matched_gap) < 0.01 else "  WARNING: architectures differ beyond the known extras"))
