@@ -48,9 +48,9 @@ CASES = {
         lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), blocks_per_stage=2, groups=4),
         _image_inputs,
     ),
-    "cnn-sinusoidal2d": Case(
+    "cnn-sinusoidal2d-coordinates": Case(
         lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), groups=4,
-                                positions="sinusoidal2d"),
+                                positions="sinusoidal2d", coordinates=True),
         _image_inputs,
     ),
     "vit": Case(

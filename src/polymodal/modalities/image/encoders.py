@@ -63,6 +63,8 @@ class CNNImageEncoder(nn.Module):
         blocks_per_stage: residual blocks per stage, the downsampling one included.
         groups: GroupNorm groups; must divide every entry of `channels`.
         positions: `learned` per grid cell, or fixed `sinusoidal2d` (row and column each readable).
+        coordinates: feed x and y coordinate channels to the first convolution (CoordConv), so the
+            features themselves know where they are; a plain CNN is translation-equivariant.
     """
 
     def __init__(
@@ -74,11 +76,13 @@ class CNNImageEncoder(nn.Module):
         blocks_per_stage: int = 1,
         groups: int = 8,
         positions: str = "learned",
+        coordinates: bool = False,
     ) -> None:
         super().__init__()
         self.image_size = image_size
+        self.coordinates = coordinates
         self.stem = nn.Sequential(
-            nn.Conv2d(3, channels[0], 3, padding=1, bias=False), _group_norm(groups, channels[0]), nn.GELU()
+            nn.Conv2d(5 if coordinates else 3, channels[0], 3, padding=1, bias=False), _group_norm(groups, channels[0]), nn.GELU()
         )
         stages = []
         in_channels, side = channels[0], image_size
@@ -109,6 +113,11 @@ class CNNImageEncoder(nn.Module):
             pooled (B, out_dim) = mean of the tokens.
         """
         _check_image_size(images, self.image_size)
+        if self.coordinates:
+            side = torch.linspace(-1.0, 1.0, self.image_size, device=images.device, dtype=images.dtype)
+            y, x = torch.meshgrid(side, side, indexing="ij")  # (S, S) each
+            grid = torch.stack([x, y]).expand(images.shape[0], -1, -1, -1)  # (B, 2, S, S)
+            images = torch.cat([images, grid], dim=1)  # (B, 5, S, S)
         features = self.stages(self.stem(images))  # (B, C, h, w)
         tokens = self.positions(self.proj(features.flatten(2).transpose(1, 2)))  # (B, h*w, out_dim)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
