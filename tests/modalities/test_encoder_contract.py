@@ -9,7 +9,7 @@ from torch import nn
 
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
-from polymodal.modalities.text import TextEncoder
+from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
 
 B, OUT_DIM, IMAGE = 2, 12, 16
 CLS_ID, PAD_ID = 1, 0
@@ -42,6 +42,10 @@ CASES = {
         lambda: TextEncoder(
             vocab_size=50, out_dim=OUT_DIM, width=16, depth=1, num_heads=2, max_length=16, positions="sinusoidal"
         ),
+        _text_inputs,
+    ),
+    "text-gru": Case(
+        lambda: RecurrentTextEncoder(vocab_size=50, out_dim=OUT_DIM, width=16, depth=2, max_length=16),
         _text_inputs,
     ),
     "cnn": Case(
@@ -123,6 +127,22 @@ def test_text_pooled_is_cls_and_ignores_appended_padding(name):
     torch.testing.assert_close(longer.pooled, out.pooled, atol=1e-5, rtol=0)
     torch.testing.assert_close(longer.tokens[:, : ids.shape[1]][mask], out.tokens[mask], atol=1e-5, rtol=0)
     assert torch.equal(longer.mask, longer_mask)
+
+
+def test_gru_ignores_appended_padding_and_reads_word_order():
+    encoder, (ids, mask), out = _run("text-gru")
+    extra = 3
+    longer = encoder(torch.cat([ids, torch.randint(2, 50, (B, extra))], dim=1),
+                     torch.cat([mask, torch.zeros(B, extra, dtype=torch.bool)], dim=1))
+    torch.testing.assert_close(longer.pooled, out.pooled, atol=1e-5, rtol=0)
+    torch.testing.assert_close(longer.tokens[:, : ids.shape[1]][mask], out.tokens[mask], atol=1e-5, rtol=0)
+    assert (longer.tokens[:, ids.shape[1]:] == 0).all() and (out.tokens[~mask] == 0).all()
+    # the same words in another order give another summary (a bag of words would not)
+    swapped = ids.clone()
+    swapped[0, 1], swapped[0, 2] = ids[0, 2], ids[0, 1]
+    assert not torch.allclose(encoder(swapped, mask).pooled[0], out.pooled[0], atol=1e-4)
+    with pytest.raises(ValueError, match="width must be even"):
+        RecurrentTextEncoder(vocab_size=10, out_dim=4, width=5)
 
 
 def test_image_pooling():

@@ -15,9 +15,9 @@ from polymodal.tasks import TASKS
 COMBINATIONS = [(m, t) for m in MODELS for t in TASKS if not (t == "contrastive" and m != "dual_encoder")]
 
 
-def build(data, model_type, task_type, encoders=TINY_ENCODERS):
+def build(data, model_type, task_type, encoders=TINY_ENCODERS, **model):
     config = from_dict({
-        "model": {"type": model_type, "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200}},
+        "model": {"type": model_type, "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200}, **model},
         "tasks": {"t": {"type": task_type}},
         "data": {}, "train": {},
     }, data)
@@ -73,3 +73,15 @@ def test_vit_image_encoder_composes_too(shapes_data):
                                            "depth": 1, "num_heads": 2}}
     system = build(shapes_data, "joint_transformer", "vqa", encoders)
     assert "vit" in type(system.model.backbone.encoders["image"]).__name__.lower()
+
+
+def test_gru_text_and_positional_pooling_compose(shapes_data):
+    torch.manual_seed(0)
+    encoders = {**TINY_ENCODERS, "text": {"type": "gru", "width": 16, "max_length": 24}}
+    system = build(shapes_data, "joint_transformer", "vqa", encoders, pooling="positional", max_length=96)
+    task = system.model.tasks["t"]
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task, system.processors)
+    out = system.model({"t": dataset.collate([dataset[i] for i in range(8)])})["t"]
+    out["loss"].backward()
+    for name, p in system.model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

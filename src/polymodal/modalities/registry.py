@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
 from .image.processor import ImageProcessor
 from .text.encoder import TextEncoder
+from .text.recurrent import RecurrentTextEncoder
 from .text.tokenizer import TextTokenizer
 
 
@@ -79,7 +80,7 @@ def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokeni
 
 MODALITIES: dict[str, Modality] = {
     "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}, _image_processor),
-    "text": Modality("text", {"transformer": TextEncoder}, _text_processor,
+    "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder}, _text_processor,
                      builder_provides=("out_dim", "vocab_size", "pad_id")),
 }
 

@@ -26,14 +26,26 @@ class JointTransformer(nn.Module):
         dropout: dropout in the joint layers.
         positions: `sinusoidal` (seed §4.3) or `learned`, over the joint sequence.
         max_length: longest joint sequence.
+        pooling: how the pooled vector is read. `cls`: the CLS output. `positional`: the CLS output
+            together with every position's output through its own weights (each token is projected to
+            `readout_dim`, padding zeroed, the whole sequence flattened and mapped to D), so a head
+            can tell *where* something is, not only *what* is there: what spatial questions need.
+        readout_dim: per-token width of the positional readout.
     """
 
     def __init__(self, encoders: dict[str, nn.Module], *, width: int, depth: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "sinusoidal",
-                 max_length: int = 512):
+                 max_length: int = 512, pooling: str = "cls", readout_dim: int = 16):
         super().__init__()
         if positions not in ("sinusoidal", "learned"):
             raise ConfigError(f"model.positions: expected 'sinusoidal' or 'learned', got {positions!r}")
+        if pooling not in ("cls", "positional"):
+            raise ConfigError(f"model.pooling: expected 'cls' or 'positional', got {pooling!r}")
+        self.pooling = pooling
+        self.max_length = max_length
+        if pooling == "positional":
+            self.readout_token = nn.Linear(width, readout_dim)
+            self.readout = nn.Sequential(nn.Linear(width + max_length * readout_dim, width), nn.LayerNorm(width))
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = EarlyFusion(list(encoders), width)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
@@ -48,8 +60,17 @@ class JointTransformer(nn.Module):
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
         hidden = self.transformer(self.positions(tokens), mask)
+        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
         return ModelOutput(
             modalities=outputs,
-            pooled=hidden[:, 0],
-            fused=EncoderOutput(tokens=hidden, mask=mask, pooled=hidden[:, 0]),
+            pooled=pooled,
+            fused=EncoderOutput(tokens=hidden, mask=mask, pooled=pooled),
         )
+
+    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + N, D) outputs, (B, 1 + N) mask → (B, D) from the CLS and every position's own weights."""
+        batch, length = mask.shape
+        per_token = self.readout_token(hidden[:, 1:]) * mask[:, 1:, None]  # (B, N, readout_dim), padding zeroed
+        flat = torch.zeros(batch, self.max_length, per_token.shape[-1], dtype=per_token.dtype, device=per_token.device)
+        flat[:, : length - 1] = per_token  # (B, max_length, readout_dim): a fixed place per position
+        return self.readout(torch.cat([hidden[:, 0], flat.flatten(1)], dim=-1))  # (B, D)
