@@ -189,8 +189,16 @@ def parse_value(text: str) -> Any:
     return value
 
 
+# keys holding file paths: in a config file they are relative to the file; given with --set, to the
+# directory the command runs in (what a user typing `--set data.train=A.jsonl` means)
+PATH_KEYS = ("data.train", "data.val", "data.test", "train.init_from", "model.tokenizer.path")
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
-    """Apply `key.path=value` overrides in place; the path must lead to an existing section."""
+    """Apply `key.path=value` overrides in place; the path must lead to an existing section.
+
+    Relative paths given for `PATH_KEYS` are made absolute against the current directory.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
@@ -206,7 +214,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a mapping")
             node = child
-        node[keys[-1]] = parse_value(text)
+        value = parse_value(text)
+        if path.strip() in PATH_KEYS and isinstance(value, str) and value:
+            value = os.path.normpath(Path(value).expanduser().absolute())
+        node[keys[-1]] = value
 
 
 def _resolve_path(value: str | None, base: Path) -> str | None:

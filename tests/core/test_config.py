@@ -41,6 +41,17 @@ def test_overrides_reach_any_leaf_and_parse_types(tmp_path):
     assert config.model["encoders"]["text"]["depth"] == 3
 
 
+def test_relative_paths_given_with_set_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    config_dir, work = tmp_path / "configs", tmp_path / "work"
+    config_dir.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = load_config(write(config_dir), ["data.val=runs/d/val.jsonl", "train.init_from=runs/clip"])
+    assert config.data.train == str(config_dir / "data" / "train.jsonl")  # from the file: the file's folder
+    assert config.data.val == str(work / "runs" / "d" / "val.jsonl")  # from --set: where the command runs
+    assert config.train.init_from == str(work / "runs" / "clip")
+
+
 @pytest.mark.parametrize("override, needle", [
     (["train.max_step=5"], "unknown key 'max_step'; allowed keys:"),
     (["data.trian=x"], "unknown key 'trian'"),

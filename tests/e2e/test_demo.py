@@ -6,9 +6,10 @@ import sys
 
 
 def test_quick_demo_trains_both_models_and_writes_the_report(tmp_path):
-    out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--quick", "--out", str(out)],
-                       capture_output=True, text=True)
+    out = tmp_path / "runs" / "demo"
+    # a relative --out, run from another folder, as `make demo` does
+    r = subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--quick", "--out", "runs/demo"],
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = out / "report"
     for name in ("report.md", "loss_curves.png", "vqa_examples.png", "retrieval_examples.png", "results.json"):
