@@ -119,13 +119,19 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if enc_type not in modality.encoders:
             raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(modality.encoders))}, got {enc_type!r}")
         cls = modality.encoders[enc_type]
-        kwargs = bind(cls, enc_spec, where, provided=modality.builder_provides)
+        options = {key: enc_spec.pop(key, default) for key, default in modality.processor_options.items()}
+        try:
+            kwargs = bind(cls, enc_spec, where, provided=modality.builder_provides)
+        except ConfigError as error:  # name the processor's keys among the allowed ones too
+            if modality.processor_options and "allowed keys:" in str(error):
+                raise ConfigError(f"{error}; processor keys: {', '.join(sorted(modality.processor_options))}") from None
+            raise
         provided = {"out_dim": width}
         if tokenizer is not None and "vocab_size" in modality.builder_provides:
             provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
         encoders[name] = cls(**kwargs, **provided)
         processors[name] = modality.make_processor(
-            kwargs, config.data.augment if augment is None else augment, tokenizer)
+            {**kwargs, **options}, config.data.augment if augment is None else augment, tokenizer)
 
     backbone_cls = MODELS[model_type]
     backbone = backbone_cls(encoders, **bind(backbone_cls, spec, "model", provided=("encoders",)))

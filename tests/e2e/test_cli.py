@@ -78,7 +78,8 @@ def test_train_refuses_bad_manifest_unless_skip(broken_data, tmp_path):
     ("model.encoders.image.chanels=[8]", "model.encoders.image: unknown key 'chanels'; allowed keys: "),
     ("tasks.vqa.hiden=3", "tasks.vqa: unknown key 'hiden'; allowed keys: dropout, hidden, weight"),
     ("model.type=dual", "model.type: expected one of dual_encoder, joint_transformer"),
-    ("model.encoders.audio.type=x", "unknown modality 'audio'"),
+    ("model.encoders.smell.type=x", "unknown modality 'smell'; known: audio, image, text, video"),
+    ("model.encoders.video.type=x", "model.encoders.video.type: expected one of conv3d, frames, tubelet_vit"),
     ("train.lr=fast", "train.lr: expected a number"),
 ])
 def test_bad_config_names_the_key(shapes_data, tmp_path, override, needle):

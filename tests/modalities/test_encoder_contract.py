@@ -9,7 +9,9 @@ from torch import nn
 
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
+from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
+from polymodal.modalities.video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
 
 B, OUT_DIM, IMAGE = 2, 12, 16
 CLS_ID, PAD_ID = 1, 0
@@ -25,6 +27,22 @@ def _text_inputs(length: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _image_inputs() -> tuple[torch.Tensor]:
     return (torch.randn(B, 3, IMAGE, IMAGE),)
+
+
+FRAMES, RATE, SECONDS = 4, 8000, 0.5
+AUDIO = {"sample_rate": RATE, "duration": SECONDS, "n_mels": 16, "n_fft": 256, "hop_length": 64}
+
+
+def _video_inputs() -> tuple[torch.Tensor]:
+    return (torch.randn(B, FRAMES, 3, IMAGE, IMAGE),)
+
+
+def _audio_inputs() -> tuple[torch.Tensor]:
+    return (torch.randn(B, int(RATE * SECONDS)) * 0.1,)
+
+
+def _video_audio_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    return _video_inputs() + _audio_inputs()
 
 
 @dataclass
@@ -56,6 +74,35 @@ CASES = {
         lambda: CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), groups=4,
                                 positions="sinusoidal2d", coordinates=True),
         _image_inputs,
+    ),
+    "tubelet-vit": Case(
+        lambda: TubeletViT(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, patch_size=8, tubelet=2, width=16,
+                           depth=1, num_heads=2),
+        _video_inputs,
+    ),
+    "conv3d": Case(
+        lambda: Conv3DEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, channels=(8, 16), groups=4),
+        _video_inputs,
+    ),
+    "frames": Case(
+        lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2,
+                             frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+        _video_inputs,
+    ),
+    "frames-tokens-with-audio": Case(
+        lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_tokens=True,
+                             frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2},
+                             audio={"type": "conv", "channels": [16], "groups": 4, **AUDIO}),
+        _video_audio_inputs,
+    ),
+    "audio-spectrogram": Case(
+        lambda: SpectrogramTransformer(out_dim=OUT_DIM, patch_freq=8, patch_time=8, width=16, depth=1, num_heads=2,
+                                       **AUDIO),
+        _audio_inputs,
+    ),
+    "audio-conv": Case(
+        lambda: ConvAudioEncoder(out_dim=OUT_DIM, channels=(16, 16), groups=4, depth=1, num_heads=2, **AUDIO),
+        _audio_inputs,
     ),
     "vit": Case(
         lambda: ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=4, width=16, depth=1, num_heads=2),

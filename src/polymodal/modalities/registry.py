@@ -5,18 +5,22 @@ Adding a modality = one module with its processor and encoders + one `Modality` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
+from .audio.processor import AudioProcessor
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
 from .image.processor import ImageProcessor
 from .text.encoder import TextEncoder
 from .text.recurrent import RecurrentTextEncoder
 from .text.tokenizer import TextTokenizer
+from .video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
+from .video.processor import VideoProcessor
 
 
 class Processor(Protocol):
@@ -42,6 +46,36 @@ class TextProcessor:
         return {"data": ids, "mask": mask}
 
 
+class VideoBatchProcessor:
+    """Video paths → (B, T, 3, S, S) clips, plus (B, samples) of each file's audio track when the encoder
+    fuses sound (`audio` in its config)."""
+
+    def __init__(self, video: VideoProcessor, audio: AudioProcessor | None):
+        self.video, self.audio = video, audio
+
+    def prepare(self, value: str, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.video(value, generator), (self.audio(value, generator) if self.audio is not None else None)
+
+    def collate(self, items: list[tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, torch.Tensor]:
+        batch = {"data": torch.stack([video for video, _ in items])}
+        if self.audio is not None:
+            batch["audio"] = torch.stack([audio for _, audio in items])
+        return batch
+
+
+class AudioBatchProcessor:
+    """Audio (or video) paths → (B, samples) mono waveforms."""
+
+    def __init__(self, audio: AudioProcessor):
+        self.audio = audio
+
+    def prepare(self, value: str, generator: torch.Generator | None) -> torch.Tensor:
+        return self.audio(value, generator)
+
+    def collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"data": torch.stack(items)}
+
+
 class ImageBatchProcessor:
     """Image paths → normalised (B, 3, S, S) tensors, optionally augmented."""
 
@@ -59,18 +93,38 @@ class ImageBatchProcessor:
 class Modality:
     """A modality: its encoder classes by config `type`, and how to make its processor.
 
-    `make_processor(encoder_kwargs, augment, tokenizer)` builds the processor that matches an encoder.
+    `make_processor(settings, augment, tokenizer)` builds the processor that matches an encoder, from
+    the encoder's arguments plus the `processor_options` of the config entry.
     `builder_provides` are encoder arguments the builder fills (never from the config).
+    `processor_options` are config keys (with their defaults) that only the processor reads, such as
+    how frames are sampled; they sit beside the encoder's keys in `model.encoders.<modality>`.
     """
 
     name: str
     encoders: dict[str, type[nn.Module]]
     make_processor: Callable[[dict[str, Any], bool, TextTokenizer | None], Processor]
     builder_provides: tuple[str, ...] = ("out_dim",)
+    processor_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _image_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
     return ImageBatchProcessor(kwargs.get("image_size", 64), augment)
+
+
+def _audio_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"sample_rate": settings.get("sample_rate", 16000), "duration": settings.get("duration", 2.0)}
+
+
+def _video_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    video = VideoProcessor(image_size=settings.get("image_size", 32), num_frames=settings.get("num_frames", 8),
+                           fps=settings["fps"], sampling=settings["sampling"], augment=augment)
+    track = settings.get("audio")
+    audio = AudioProcessor(**_audio_settings(track), augment=augment) if track is not None else None
+    return VideoBatchProcessor(video, audio)
+
+
+def _audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    return AudioBatchProcessor(AudioProcessor(**_audio_settings(settings), augment=augment))
 
 
 def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
@@ -82,6 +136,9 @@ MODALITIES: dict[str, Modality] = {
     "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}, _image_processor),
     "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder}, _text_processor,
                      builder_provides=("out_dim", "vocab_size", "pad_id")),
+    "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder},
+                      _video_processor, processor_options={"fps": None, "sampling": "uniform"}),
+    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}, _audio_processor),
 }
 
 

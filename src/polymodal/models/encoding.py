@@ -13,13 +13,13 @@ def encode_all(encoders: nn.ModuleDict, inputs: dict[str, dict[str, torch.Tensor
 
     Args:
         encoders: modality name → encoder.
-        inputs: modality name → {"data": tensor, "mask": optional (B, N) bool}.
+        inputs: modality name → {"data": tensor, "mask": optional (B, N) bool, other encoder inputs by name}.
     """
     outputs = {}
     for name in sorted(inputs):
         if name not in encoders:
             raise KeyError(f"this model has no {name!r} encoder; it has: {', '.join(sorted(encoders))}")
-        part = inputs[name]
-        mask = part.get("mask")
-        outputs[name] = encoders[name](part["data"]) if mask is None else encoders[name](part["data"], mask)
+        part = dict(inputs[name])
+        data = part.pop("data")
+        outputs[name] = encoders[name](data, **part)  # mask, and e.g. a video's audio track, by keyword
     return outputs

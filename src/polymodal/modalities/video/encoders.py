@@ -1,0 +1,179 @@
+"""Video encoders: a tubelet ViT, a 3-D CNN, and per-frame image encoding + a temporal transformer that
+can fuse the clip's audio track (seed §2.1: "3D convolution or fusing image and audio information")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from polymodal.config import bind
+from polymodal.errors import ConfigError
+from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
+from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.image.encoders import CNNImageEncoder, ViTImageEncoder
+
+FRAME_ENCODERS = {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}
+TRACK_ENCODERS = {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}
+
+
+def _check_video(video: torch.Tensor, num_frames: int, image_size: int) -> None:
+    if video.ndim != 5 or tuple(video.shape[1:]) != (num_frames, 3, image_size, image_size):
+        raise ValueError(f"expected videos (B, {num_frames}, 3, {image_size}, {image_size}) for "
+                         f"num_frames={num_frames}, image_size={image_size}, got {tuple(video.shape)}")
+
+
+def _all_real(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+
+class TubeletViT(nn.Module):
+    """Video ViT: non-overlapping tubelets (tubelet frames x patch x patch) embedded by one 3-D convolution,
+    a CLS token and learned positions, then a transformer; pooled = CLS.
+
+    Args:
+        out_dim: width D of the returned tokens.
+        image_size, num_frames: the clip the processor delivers.
+        patch_size, tubelet: spatial and temporal tubelet size (must divide image_size and num_frames).
+        width, depth, num_heads, mlp_ratio, dropout: the transformer.
+    """
+
+    def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8, patch_size: int = 8,
+                 tubelet: int = 2, width: int = 128, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if image_size % patch_size or num_frames % tubelet:
+            raise ValueError(f"patch_size={patch_size} must divide image_size={image_size} and "
+                             f"tubelet={tubelet} must divide num_frames={num_frames}")
+        self.image_size, self.num_frames = image_size, num_frames
+        self.num_tokens = 1 + (num_frames // tubelet) * (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv3d(3, width, kernel_size=(tubelet, patch_size, patch_size),
+                                     stride=(tubelet, patch_size, patch_size))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.positions = LearnedPositions(width, self.num_tokens)
+        self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
+        init_weights_(self)
+
+    def forward(self, video: torch.Tensor) -> EncoderOutput:
+        """(B, T, 3, S, S) → tokens (B, 1 + tubelets, D), time-major after the CLS."""
+        _check_video(video, self.num_frames, self.image_size)
+        tubelets = self.patch_embed(video.transpose(1, 2)).flatten(2).transpose(1, 2)  # (B, T'·h·w, width)
+        x = torch.cat([self.cls_token.expand(tubelets.shape[0], -1, -1), tubelets], dim=1)
+        tokens = self.proj(self.encoder(self.positions(x)))
+        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens[:, 0])
+
+
+class _Block3d(nn.Module):
+    """conv3x3x3-GN-GELU-conv3x3x3-GN plus a (strided 1x1x1 when needed) skip, then GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], groups: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.GroupNorm(groups, out_channels), nn.GELU(),
+            nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False), nn.GroupNorm(groups, out_channels))
+        self.skip = nn.Sequential(nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                  nn.GroupNorm(groups, out_channels))
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class Conv3DEncoder(nn.Module):
+    """A small 3-D ResNet: each stage halves height and width (and time where `temporal_strides` says 2);
+    each cell of the final (T', h, w) grid becomes a token with a learned position; pooled = mean.
+
+    Args:
+        out_dim: width D of the returned tokens.
+        image_size, num_frames: the clip the processor delivers.
+        channels: channels per stage.
+        temporal_strides: per stage, 1 (keep the frame rate) or 2 (halve it).
+        groups: GroupNorm groups (must divide every entry of `channels`).
+    """
+
+    def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8,
+                 channels: Sequence[int] = (32, 64), temporal_strides: Sequence[int] = (1, 2), groups: int = 8) -> None:
+        super().__init__()
+        if len(temporal_strides) != len(channels) or any(s not in (1, 2) for s in temporal_strides):
+            raise ValueError(f"temporal_strides: expected one 1 or 2 per stage of channels={list(channels)}, "
+                             f"got {list(temporal_strides)}")
+        if any(c % groups for c in channels):
+            raise ValueError(f"groups={groups} must divide every entry of channels={list(channels)}")
+        self.image_size, self.num_frames = image_size, num_frames
+        self.stem = nn.Sequential(nn.Conv3d(3, channels[0], 3, padding=1, bias=False),
+                                  nn.GroupNorm(groups, channels[0]), nn.GELU())
+        blocks, in_channels, frames, side = [], channels[0], num_frames, image_size
+        for out_channels, t_stride in zip(channels, temporal_strides):
+            blocks.append(_Block3d(in_channels, out_channels, (t_stride, 2, 2), groups))
+            in_channels, frames, side = out_channels, (frames - 1) // t_stride + 1, (side + 1) // 2
+        self.blocks = nn.Sequential(*blocks)
+        self.num_tokens = frames * side * side
+        self.proj = nn.Linear(in_channels, out_dim)
+        self.positions = LearnedPositions(out_dim, self.num_tokens)
+
+    def forward(self, video: torch.Tensor) -> EncoderOutput:
+        """(B, T, 3, S, S) → tokens (B, T'·h·w, D), time-major."""
+        _check_video(video, self.num_frames, self.image_size)
+        features = self.blocks(self.stem(video.transpose(1, 2)))  # (B, C, T', h, w)
+        tokens = self.positions(self.proj(features.flatten(2).transpose(1, 2)))
+        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1))
+
+
+class FrameEncoder(nn.Module):
+    """Any image encoder on every frame, its pooled vector per frame + learned time positions → a temporal
+    transformer. With `audio`, the clip's audio track is encoded too and its tokens join the temporal
+    sequence (with a type embedding), so attention fuses picture and sound over time.
+
+    Args:
+        out_dim: width D of the returned tokens.
+        image_size, num_frames: the clip the processor delivers.
+        frame: the image encoder config, e.g. {type: cnn, channels: [32, 64]} (types: cnn, vit).
+        depth, num_heads: the temporal transformer.
+        audio: an audio encoder config for the clip's sound track, e.g. {type: conv, duration: 2.0}
+            (types: spectrogram, conv); None: pictures only.
+        frame_tokens: feed every frame's tokens (not only its pooled vector) to the temporal transformer.
+    """
+
+    def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8,
+                 frame: dict[str, Any] | None = None, depth: int = 1, num_heads: int = 4,
+                 audio: dict[str, Any] | None = None, frame_tokens: bool = False) -> None:
+        super().__init__()
+        self.image_size, self.num_frames, self.frame_tokens = image_size, num_frames, frame_tokens
+        self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size)
+        self.audio = _nested(TRACK_ENCODERS, audio, "audio", out_dim=out_dim) if audio is not None else None
+        per_frame = self.frame.num_tokens if frame_tokens else 1
+        self.time_positions = LearnedPositions(out_dim, num_frames * per_frame)
+        self.types = nn.Parameter(torch.randn(2, out_dim) * 0.02)  # 0: picture, 1: sound
+        self.temporal = TransformerEncoder(out_dim, depth, num_heads)
+
+    @property
+    def wants_audio(self) -> bool:
+        return self.audio is not None
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor | None = None) -> EncoderOutput:
+        """(B, T, 3, S, S) [+ (B, samples) audio] → tokens (B, T [·frame tokens] [+ audio tokens], D); pooled = mean."""
+        _check_video(video, self.num_frames, self.image_size)
+        batch = video.shape[0]
+        frames = self.frame(video.flatten(0, 1))  # EncoderOutput over B·T frames
+        per_frame = frames.tokens if self.frame_tokens else frames.pooled[:, None]  # (B·T, n, D)
+        x = self.time_positions(per_frame.reshape(batch, -1, per_frame.shape[-1])) + self.types[0]  # (B, T·n, D)
+        if self.audio is not None:
+            if audio is None:
+                raise ValueError("this video encoder fuses the audio track: pass audio (B, samples) too")
+            x = torch.cat([x, self.audio(audio).tokens + self.types[1]], dim=1)
+        tokens = self.temporal(x)
+        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1))
+
+
+def _nested(kinds: dict[str, type[nn.Module]], spec: dict[str, Any], key: str, **provided: Any) -> nn.Module:
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in kinds:
+        raise ConfigError(f"{key}.type: expected one of {', '.join(sorted(kinds))}, got {kind!r}")
+    cls = kinds[kind]
+    return cls(**bind(cls, spec, key, provided=tuple(provided)), **provided)
