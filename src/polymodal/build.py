@@ -145,7 +145,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if task_type not in TASKS:
             raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(TASKS))}, got {task_type!r}")
         cls = TASKS[task_type]
-        missing = [m for m in cls.inputs if m not in encoders]
+        wanted = task_spec.get("inputs") if isinstance(task_spec.get("inputs"), dict) else cls.inputs
+        missing = [m for m in wanted if m not in encoders]
         if missing:
             raise ConfigError(f"{where}: task type {task_type!r} needs a {missing[0]!r} encoder; "
                               f"model.encoders has: {', '.join(sorted(encoders))}")
@@ -159,5 +160,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
                 raise ConfigError(f"{where}: no {cls.target_field!r} values in the training data to learn from")
             vocab[name] = list(words)
             kwargs.update(width=width, vocab=vocab[name])
-        tasks[name] = cls(**kwargs)
+        try:
+            tasks[name] = cls(**kwargs)
+        except ValueError as error:
+            raise ConfigError(f"{where}.{error}") from None
     return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)

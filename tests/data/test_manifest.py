@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from polymodal.data.media import write_audio, write_video
 
 from polymodal.data.manifest import Problem, check_manifest, format_report, read_manifest
 from polymodal.errors import ConfigError, DataError
@@ -115,7 +118,7 @@ def test_read_manifest_rejects_unknown_on_error(bad_manifest: Path) -> None:
 def test_media_paths_resolve_relative_to_manifest_folder(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
     _write_png(data / "img" / "one.png")
-    (data / "sound.wav").write_bytes(b"RIFF....")
+    write_audio(data / "sound.wav", np.zeros(400, np.float32), 8000)
     manifest = data / "m.jsonl"
     manifest.write_text(
         json.dumps({"id": "1", "image": "img/one.png", "audio": "sound.wav", "label": "x"}) + "\n\n\n"
@@ -160,3 +163,26 @@ def test_report_caps_the_listing(tmp_path: Path) -> None:
     assert len(report) == 1 + 50 + 1
     assert report[1] == f"  {tmp_path / 'm.jsonl'}:1: id: missing"
     assert report[-1] == "  ... and 10 more"
+
+
+def test_video_and_audio_files_are_opened_and_checked(tmp_path: Path) -> None:
+    clip = np.zeros((4, 16, 16, 3), np.uint8)
+    write_video(tmp_path / "ok.mp4", clip, fps=4)
+    write_video(tmp_path / "silent.gif", clip, fps=4)
+    write_audio(tmp_path / "ok.wav", np.zeros(800, np.float32), 8000)
+    (tmp_path / "text.mp4").write_text("not a video at all\n" * 10)
+    lines = [
+        {"id": "1", "video": "ok.mp4", "audio": "ok.wav"},  # good
+        {"id": "2", "video": "text.mp4"},  # not media
+        {"id": "3", "audio": "silent.gif"},  # a GIF has no sound
+        {"id": "4", "video": "ok.wav"},  # a WAV has no pictures
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records, problems = check_manifest(manifest)
+    assert [r["id"] for r in records] == ["1"]
+    found = {(p.line, p.field): p.message for p in problems}
+    assert set(found) == {(2, "video"), (3, "audio"), (4, "video")}
+    assert "cannot read video text.mp4: not a readable media file" in found[2, "video"]
+    assert "cannot read audio silent.gif: has no audio stream" in found[3, "audio"]
+    assert "cannot read video ok.wav: has no video stream" in found[4, "video"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from polymodal.data.media import probe
 from polymodal.errors import ConfigError, DataError
 
 MEDIA_FIELDS = ("image", "video", "audio")
@@ -254,8 +255,13 @@ def _check_media_file(media: Path, field: str) -> str | None:
         return "file not readable (permission denied): {path}"
     if media.stat().st_size == 0:
         return "empty file: {path}"
-    if field != "image":
-        return None  # video / audio are decoded by their processors
+    if field in ("video", "audio"):
+        try:
+            probe(media, field)
+        except DataError as error:
+            reason = str(error).replace(str(media), "").lstrip(": ").replace("{", "{{").replace("}", "}}")
+            return f"cannot read {field} {{path}}: " + reason
+        return None
     try:
         with Image.open(media) as image:
             image.verify()  # checks structure and checksums without decoding

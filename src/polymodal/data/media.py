@@ -48,6 +48,25 @@ def _reason(error: Exception) -> str:
     return text.split(": '")[0] if ": '" in text else text  # drop FFmpeg's repeat of the path
 
 
+def probe(path: str | Path, kind: str) -> None:
+    """Cheaply check that `path` opens and its first `kind` ("video" or "audio") frame decodes.
+
+    Raises:
+        DataError: naming the file and what is wrong (corrupt data later in the file is found when the
+            clip is read).
+    """
+    with _open(path) as container:
+        streams = container.streams.video if kind == "video" else container.streams.audio
+        if not streams:
+            raise DataError(f"{path}: has no {kind} stream")
+        try:
+            for _ in container.decode(streams[0]):
+                return
+        except av.FFmpegError as error:
+            raise DataError(f"{path}: corrupt {kind} data ({_reason(error)})") from None
+        raise DataError(f"{path}: the {kind} stream has no frames")
+
+
 # ----------------------------------------------------------------------------------------- video
 
 def read_video(

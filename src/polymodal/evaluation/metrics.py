@@ -40,7 +40,7 @@ def _recall(similarity: torch.Tensor, query_keys: list[int], gallery_keys: torch
 
 
 def retrieval_recall(image: torch.Tensor, text: torch.Tensor, captions: Sequence[str],
-                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+                     ks: Sequence[int] = (1, 5, 10), names: tuple[str, str] = ("image", "text")) -> dict[str, float]:
     """Recall@k for text→image and image→text retrieval over paired embeddings.
 
     A hit counts when a retrieved item's caption equals the query's: synthetic captions repeat, so
@@ -50,6 +50,7 @@ def retrieval_recall(image: torch.Tensor, text: torch.Tensor, captions: Sequence
         image: (N, E) normalised image embeddings; row i pairs with text row i.
         text: (N, E) normalised text embeddings.
         captions: the N captions, defining which items are equivalent.
+        names: what the two sides are called in the metric names (e.g. ("video", "text")).
 
     Returns:
         {"text_to_image/R@k": ..., "image_to_text/R@k": ..., "mean_recall": ...}
@@ -60,8 +61,8 @@ def retrieval_recall(image: torch.Tensor, text: torch.Tensor, captions: Sequence
     similarity = text @ image.T  # (N text queries, N images)
     result = {}
     for k in ks:
-        result[f"text_to_image/R@{k}"] = _recall(similarity, keys, key_tensor, k)
+        result[f"{names[1]}_to_{names[0]}/R@{k}"] = _recall(similarity, keys, key_tensor, k)
     for k in ks:
-        result[f"image_to_text/R@{k}"] = _recall(similarity.T, keys, key_tensor, k)
+        result[f"{names[0]}_to_{names[1]}/R@{k}"] = _recall(similarity.T, keys, key_tensor, k)
     result["mean_recall"] = sum(result.values()) / len(result)
     return result

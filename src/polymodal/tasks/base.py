@@ -13,19 +13,25 @@ from ..models.output import ModelOutput
 class Task(nn.Module):
     """A task head + loss over a model's output (seed §2.4, §3.2 "task head design").
 
-    Subclasses set `inputs` (modality → record field feeding it) and `target_field`, and implement
-    `forward` (loss), `predict` and `metrics`.
+    Subclasses set the default `inputs` (modality → record field feeding it) and `target_field`, and
+    implement `forward` (loss), `predict` and `metrics`.
 
     Args:
         weight: this task's weight in the summed multi-task loss.
+        inputs: modality → record field, replacing the default: e.g. {video: video, text: question}
+            asks VQA questions about videos, {audio: audio} classifies sounds.
     """
 
     inputs: dict[str, str] = {}
     target_field: str | None = None
 
-    def __init__(self, *, weight: float = 1.0):
+    def __init__(self, *, weight: float = 1.0, inputs: dict[str, str] | None = None):
         super().__init__()
         self.weight = weight
+        if inputs is not None:
+            if not inputs or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+                raise ValueError(f"inputs: expected a mapping of modality → record field, got {inputs!r}")
+            self.inputs = dict(inputs)
 
     @property
     def fields(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from .vocab_head import VocabularyTask
 
 
 class ClassificationTask(VocabularyTask):
-    """Predict `label` from the image (top-1 accuracy)."""
+    """Predict `label` from the image, or from the `inputs` configured (top-1 accuracy)."""
 
     inputs = {"image": "image"}
     target_field = "label"

@@ -27,25 +27,40 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tor
 
 
 class ContrastiveTask(Task):
-    """Pull paired image and text together, push the rest of the batch apart.
+    """Pull the two paired modalities together, push the rest of the batch apart.
 
-    Under data parallelism each process gathers the embeddings of all processes (with gradient), so
-    negatives come from the whole global batch and the loss equals a single-process run's.
-    Retrieval metrics count a hit when the retrieved item's caption equals the query's (captions repeat).
+    The pair is `inputs`: image–text by default; {video: video, text: text} or {audio: audio, text: text}
+    give video–text and audio–text retrieval. Under data parallelism each process gathers the embeddings of
+    all processes (with gradient), so negatives come from the whole global batch and the loss equals a
+    single-process run's. Retrieval metrics count a hit when the retrieved item's caption (`caption_field`)
+    equals the query's (synthetic captions repeat).
+
+    Args:
+        weight: multi-task loss weight.
+        inputs: exactly two modalities → record fields.
+        caption_field: the record field that says which items are equivalent.
     """
 
     inputs = {"image": "image", "text": "text"}
 
+    def __init__(self, *, weight: float = 1.0, inputs: dict[str, str] | None = None, caption_field: str = "text"):
+        super().__init__(weight=weight, inputs=inputs)
+        if len(self.inputs) != 2:
+            raise ValueError(f"inputs: contrastive learning pairs exactly two modalities, got {sorted(self.inputs)}")
+        self.first, self.second = self.inputs  # e.g. image, text: metrics text_to_image and image_to_text
+        self.caption_field = caption_field
+
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        image = gather_with_grad(out.embeddings["image"].float())
-        text = gather_with_grad(out.embeddings["text"].float())
-        return {"loss": info_nce(image, text, out.logit_scale.float())}
+        a = gather_with_grad(out.embeddings[self.first].float())
+        b = gather_with_grad(out.embeddings[self.second].float())
+        return {"loss": info_nce(a, b, out.logit_scale.float())}
 
     def predict(self, out: ModelOutput) -> list[dict[str, torch.Tensor]]:
-        image, text = out.embeddings["image"].float(), out.embeddings["text"].float()
-        return [{"image": i, "text": t} for i, t in zip(image, text)]
+        a, b = out.embeddings[self.first].float(), out.embeddings[self.second].float()
+        return [{self.first: x, self.second: y} for x, y in zip(a, b)]
 
     def metrics(self, predictions: list[dict[str, torch.Tensor]], records: list[dict[str, Any]]) -> dict[str, float]:
-        image = torch.stack([p["image"] for p in predictions])
-        text = torch.stack([p["text"] for p in predictions])
-        return retrieval_recall(image, text, [str(r["text"]) for r in records], ks=(1, 5, 10))
+        a = torch.stack([p[self.first] for p in predictions])
+        b = torch.stack([p[self.second] for p in predictions])
+        return retrieval_recall(a, b, [str(r.get(self.caption_field)) for r in records], ks=(1, 5, 10),
+                                names=(self.first, self.second))

@@ -22,11 +22,12 @@ class VocabularyTask(Task):
         hidden: MLP hidden width (0: a single Linear).
         dropout: dropout before the last layer.
         weight: multi-task loss weight.
+        inputs: modality → record field (see `Task`).
     """
 
     def __init__(self, *, width: int, vocab: list[str], hidden: int = 256, dropout: float = 0.0,
-                 weight: float = 1.0):
-        super().__init__(weight=weight)
+                 weight: float = 1.0, inputs: dict[str, str] | None = None):
+        super().__init__(weight=weight, inputs=inputs)
         self.vocab = list(vocab)
         self.index = {v: i for i, v in enumerate(self.vocab)}
         if hidden:
