@@ -10,11 +10,25 @@ from pathlib import Path
 from .errors import PolymodalError
 
 
+SYNTH_MODALITIES = ("image", "video", "audio", "text")
+
+
 def _synth(args: argparse.Namespace) -> int:
     from .data.shapes import synthesize
+    from .data.shapes_av import synthesize_av
 
-    synthesize(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
-               image_size=args.image_size)
+    wanted = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in SYNTH_MODALITIES]
+    if unknown or not wanted:
+        raise PolymodalError(f"--modalities: expected a comma-separated subset of {','.join(SYNTH_MODALITIES)}, "
+                             f"got {args.modalities!r}")
+    if "image" in wanted:
+        synthesize(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
+                   image_size=args.image_size)
+    if "video" in wanted or "audio" in wanted:  # clips carry both; records name both files
+        held_out = max(50, args.n_clips // 10)
+        synthesize_av(args.out, n_train=args.n_clips, n_val=held_out, n_test=held_out, seed=args.seed,
+                      image_size=args.clip_size)
     return 0
 
 
@@ -103,8 +117,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller, faster run (smoke test)")
     demo.set_defaults(func=_demo)
 
-    synth = sub.add_parser("synth", help="write the built-in 'shapes' benchmark as manifests + images")
+    synth = sub.add_parser("synth", help="write the built-in 'shapes' benchmark: manifests + images / clips / sounds")
     synth.add_argument("--out", required=True)
+    synth.add_argument("--modalities", default="image,text",
+                       help="image,text: pictures with captions and questions (OUT/*.jsonl); with video or audio "
+                            "also moving-shape clips with sound (OUT/av/*.jsonl)")
+    synth.add_argument("--n-clips", type=int, default=3000, help="training clips (val and test: a tenth each)")
+    synth.add_argument("--clip-size", type=int, default=32, help="clip width and height in pixels")
     synth.add_argument("--n-train", type=int, default=6000)
     synth.add_argument("--n-val", type=int, default=500)
     synth.add_argument("--n-test", type=int, default=500)

@@ -102,6 +102,11 @@ def test_the_audio_track_of_a_video(tmp_path, suffix):
     track = read_audio(path, sample_rate=RATE, duration=1.5)
     assert track.shape == (1, int(1.5 * RATE))
     assert abs(_peak_hz(track[0]) - 660.0) < 3
+    # in sync with the pictures: a tone that starts at 0.5 s is heard at 0.5 s
+    late = np.concatenate([np.zeros(RATE // 2, np.float32), _tone(660.0, 0.5)])
+    path = write_video(tmp_path / f"late{suffix}", _moving_square(), fps=8, audio=late, sample_rate=RATE)
+    onset = np.flatnonzero(np.abs(read_audio(path, sample_rate=RATE)[0]) > 0.1)[0] / RATE
+    assert abs(onset - 0.5) < 0.01
 
 
 def test_crop_or_pad():

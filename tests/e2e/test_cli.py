@@ -88,3 +88,35 @@ def test_bad_config_names_the_key(shapes_data, tmp_path, override, needle):
     assert r.returncode == 1
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_video_and_audio_tasks_train_from_synthesised_clips(tmp_path):
+    data = tmp_path / "data"
+    r = polymodal("synth", "--out", data, "--modalities", "video,audio,text", "--n-clips", 48)
+    assert r.returncode == 0, r.stderr
+    av = data / "av"
+    r = polymodal("data", "check", av / "train.jsonl")
+    assert r.returncode == 0 and "ok, 48 records" in r.stdout, r.stdout + r.stderr
+    audio = {"sample_rate": 16000, "duration": 2.0, "n_mels": 32, "hop_length": 320}
+    config = {
+        "model": {"type": "joint_transformer", "width": 32, "depth": 1, "num_heads": 2, "encoders": {
+            "video": {"type": "frames", "image_size": 32, "num_frames": 4, "num_heads": 2, "fps": 4.0,
+                      "frame": {"type": "cnn", "channels": [8, 16]},
+                      "audio": {"type": "conv", "channels": [16], **audio}},
+            "audio": {"type": "conv", "channels": [16], **audio},
+            "text": {"type": "gru", "width": 32, "max_length": 16}},
+            "tokenizer": {"vocab_size": 120}},
+        "tasks": {"video_qa": {"type": "vqa", "hidden": 32, "inputs": {"video": "video", "text": "question"}},
+                  "sound": {"type": "classification", "hidden": 0, "inputs": {"audio": "audio"}}},
+        "data": {"train": str(av / "train.jsonl"), "val": str(av / "val.jsonl")},
+        "train": {"max_steps": 3, "batch_size": 8, "log_every": 1, "ckpt_every": 100},
+    }
+    path = write_config(tmp_path, config)
+    run = tmp_path / "run"
+    r = polymodal("train", path, "--out", run)
+    assert r.returncode == 0, r.stderr
+    r = polymodal("eval", run, "--data", av / "test.jsonl", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"accuracy/temporal", "accuracy/sound", "accuracy/audiovisual"} <= set(result["video_qa"])
+    assert 0.0 <= result["sound"]["accuracy"] <= 1.0

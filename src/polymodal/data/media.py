@@ -17,10 +17,12 @@ from ..errors import DataError
 
 VIDEO_SAMPLING = ("uniform", "segment")
 
-# container suffix → (video codec, pixel format, audio codec or None)
+# container suffix → (video codec, pixel format, audio codec or None). Sound is Opus, not AAC: FFmpeg's
+# AAC encoder puts 1024 samples of priming before the sound that PyAV's decoder does not trim, so picture
+# and sound would be 64 ms (at 16 kHz) out of sync; Opus signals its pre-skip and decodes in place.
 VIDEO_FORMATS = {
-    ".mp4": ("libx264", "yuv420p", "aac"),
-    ".m4v": ("mpeg4", "yuv420p", "aac"),  # MPEG-4 part 2
+    ".mp4": ("libx264", "yuv420p", "libopus"),
+    ".m4v": ("mpeg4", "yuv420p", "libopus"),  # MPEG-4 part 2
     ".mkv": ("libx264", "yuv420p", "libopus"),
     ".webm": ("libvpx-vp9", "yuv420p", "libopus"),
     ".gif": ("gif", "rgb8", None),
@@ -150,8 +152,8 @@ def write_video(
 ) -> Path:
     """Write RGB frames (and optionally a mono or stereo audio track) to a video file.
 
-    The container and default codecs follow the suffix (see `VIDEO_FORMATS`): .mp4 H.264 + AAC,
-    .m4v MPEG-4 part 2 + AAC, .webm VP9 + Opus, .mkv H.264 + Opus, .gif (no audio; 256 fixed colours,
+    The container and default codecs follow the suffix (see `VIDEO_FORMATS`): .mp4 H.264 + Opus,
+    .m4v MPEG-4 part 2 + Opus, .webm VP9 + Opus, .mkv H.264 + Opus, .gif (no audio; 256 fixed colours,
     3-3-2 bits per channel, so colours come back coarse).
 
     Args:
