@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clip_vs_hf.py
+	$(BIN)/python benchmarks/av_loading.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -153,3 +153,27 @@ def test_corrupt_video_data_is_a_data_error(tmp_path):
         assert "broken.mp4" in str(error)
     else:  # FFmpeg may conceal the damage; then the clip must still come back whole
         assert frames.shape == (4, 32, 32, 3)
+
+
+def test_processors_cache_decoded_media_within_their_budget(tmp_path):
+    import torch
+
+    from polymodal.data.media import MediaCache
+    from polymodal.modalities.audio.processor import AudioProcessor
+    from polymodal.modalities.video.processor import VideoProcessor
+
+    clip = write_video(tmp_path / "c.mp4", _moving_square(), fps=8, audio=_tone(440.0, 2.0), sample_rate=RATE)
+    video, audio = VideoProcessor(image_size=16, num_frames=4), AudioProcessor(duration=1.0)
+    first_v, first_a = video(clip), audio(clip)
+    clip.unlink()  # a cached clip no longer needs its file
+    torch.testing.assert_close(video(clip), first_v)
+    torch.testing.assert_close(audio(clip), first_a)
+    assert first_v.shape == (4, 3, 16, 16) and first_a.shape == (RATE,)
+    with pytest.raises(DataError, match="c.mp4: no such file"):
+        VideoProcessor(image_size=16, num_frames=4, cache_mb=0)(clip)
+    cache = MediaCache(max_bytes=100)
+    for key in "abc":
+        cache.get(key, lambda: (np.zeros(40, np.uint8),))
+    assert list(cache.entries) == ["b", "c"] and cache.used == 80  # the oldest left to stay in budget
+    cache.get("big", lambda: (np.zeros(500, np.uint8),))
+    assert "big" not in cache.entries  # larger than the whole budget: returned, not kept

@@ -89,6 +89,11 @@ CASES = {
                              frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
         _video_inputs,
     ),
+    "frames-readout": Case(
+        lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_readout=4,
+                             frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+        _video_inputs,
+    ),
     "frames-tokens-with-audio": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_tokens=True,
                              frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2},

@@ -7,6 +7,7 @@ Writers are what the built-in benchmark and the tests use to make real media fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -116,6 +117,59 @@ def read_video(
             raise DataError(f"{path}: the video stream has no frames")
         order = _frame_order(np.asarray(times, dtype=np.float64), num_frames, fps, sampling, generator)
         return np.stack([frames[i].to_ndarray(format="rgb24", width=width, height=height) for i in order])
+
+
+def decode_video(path: str | Path, *, size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of a video file, for caching: (N, H, W, 3) uint8 and their times (N,) in seconds."""
+    height, width = (size, size) if isinstance(size, int) else (size or (None, None))
+    frames, times = [], []
+    with _open(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: has no video stream")
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                times.append(frame.time if frame.time is not None else len(times))
+        except av.FFmpegError as error:
+            raise DataError(f"{path}: corrupt video data after {len(frames)} frames ({_reason(error)})") from None
+    if not frames:
+        raise DataError(f"{path}: the video stream has no frames")
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+def sample_frames(frames: np.ndarray, times: np.ndarray, *, num_frames: int = 8, fps: float | None = None,
+                  sampling: str = "uniform", generator: np.random.Generator | None = None) -> np.ndarray:
+    """The frames `read_video` would return, taken from `decode_video`'s output."""
+    if sampling not in VIDEO_SAMPLING:
+        raise ValueError(f"sampling: expected one of {', '.join(VIDEO_SAMPLING)}, got {sampling!r}")
+    return frames[_frame_order(times, num_frames, fps, sampling, generator)]
+
+
+class MediaCache:
+    """Decoded media kept in memory up to `max_bytes` (the oldest entries leave first), so every epoch
+    after the first skips decoding. Each loader worker holds its own copy.
+
+    Args:
+        max_bytes: memory budget; 0 disables caching.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.entries: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def get(self, key: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        if key in self.entries:
+            return self.entries[key]
+        value = make()
+        size = sum(a.nbytes for a in value)
+        if size <= self.max_bytes:
+            while self.used + size > self.max_bytes and self.entries:
+                oldest = next(iter(self.entries))
+                self.used -= sum(a.nbytes for a in self.entries.pop(oldest))
+            self.entries[key] = value
+            self.used += size
+        return value
 
 
 def _frame_order(times: np.ndarray, num_frames: int, fps: float | None, sampling: str,

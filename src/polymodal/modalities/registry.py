@@ -115,16 +115,25 @@ def _audio_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {"sample_rate": settings.get("sample_rate", 16000), "duration": settings.get("duration", 2.0)}
 
 
+def _cache_mb(settings: dict[str, Any], where: str) -> int:
+    value = settings.get("cache_mb", 1024)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}.cache_mb: expected a whole number of MiB (0: no cache), got {value!r}")
+    return value
+
+
 def _video_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    cache_mb = _cache_mb(settings, "model.encoders.video")
     video = VideoProcessor(image_size=settings.get("image_size", 32), num_frames=settings.get("num_frames", 8),
-                           fps=settings["fps"], sampling=settings["sampling"], augment=augment)
+                           fps=settings["fps"], sampling=settings["sampling"], augment=augment, cache_mb=cache_mb)
     track = settings.get("audio")
-    audio = AudioProcessor(**_audio_settings(track), augment=augment) if track is not None else None
+    audio = AudioProcessor(**_audio_settings(track), augment=augment, cache_mb=cache_mb) if track is not None else None
     return VideoBatchProcessor(video, audio)
 
 
 def _audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    return AudioBatchProcessor(AudioProcessor(**_audio_settings(settings), augment=augment))
+    return AudioBatchProcessor(AudioProcessor(**_audio_settings(settings), augment=augment,
+                                              cache_mb=_cache_mb(settings, "model.encoders.audio")))
 
 
 def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
@@ -137,8 +146,9 @@ MODALITIES: dict[str, Modality] = {
     "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder}, _text_processor,
                      builder_provides=("out_dim", "vocab_size", "pad_id")),
     "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder},
-                      _video_processor, processor_options={"fps": None, "sampling": "uniform"}),
-    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}, _audio_processor),
+                      _video_processor, processor_options={"fps": None, "sampling": "uniform", "cache_mb": 1024}),
+    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}, _audio_processor,
+                      processor_options={"cache_mb": 1024}),
 }
 
 

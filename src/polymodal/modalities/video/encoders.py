@@ -136,15 +136,22 @@ class FrameEncoder(nn.Module):
         depth, num_heads: the temporal transformer.
         audio: an audio encoder config for the clip's sound track, e.g. {type: conv, duration: 2.0}
             (types: spectrogram, conv); None: pictures only.
-        frame_tokens: feed every frame's tokens (not only its pooled vector) to the temporal transformer.
+        frame_tokens: feed every frame's tokens (not only one vector per frame) to the temporal transformer.
+        frame_readout: 0: a frame's vector is its encoder's pooled vector (what is in the picture);
+            k > 0: every frame token is projected to k values and all of them, in place, map to the
+            frame's vector, so it also says *where* things are (what "which way does it move?" needs).
     """
 
     def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8,
                  frame: dict[str, Any] | None = None, depth: int = 1, num_heads: int = 4,
-                 audio: dict[str, Any] | None = None, frame_tokens: bool = False) -> None:
+                 audio: dict[str, Any] | None = None, frame_tokens: bool = False, frame_readout: int = 0) -> None:
         super().__init__()
         self.image_size, self.num_frames, self.frame_tokens = image_size, num_frames, frame_tokens
         self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size)
+        self.readout = None
+        if frame_readout > 0:
+            self.readout = nn.Sequential(nn.Linear(out_dim, frame_readout), nn.Flatten(1),
+                                         nn.Linear(frame_readout * self.frame.num_tokens, out_dim), nn.LayerNorm(out_dim))
         self.audio = _nested(TRACK_ENCODERS, audio, "audio", out_dim=out_dim) if audio is not None else None
         per_frame = self.frame.num_tokens if frame_tokens else 1
         self.time_positions = LearnedPositions(out_dim, num_frames * per_frame)
@@ -160,7 +167,12 @@ class FrameEncoder(nn.Module):
         _check_video(video, self.num_frames, self.image_size)
         batch = video.shape[0]
         frames = self.frame(video.flatten(0, 1))  # EncoderOutput over B·T frames
-        per_frame = frames.tokens if self.frame_tokens else frames.pooled[:, None]  # (B·T, n, D)
+        if self.frame_tokens:
+            per_frame = frames.tokens  # (B·T, n, D)
+        elif self.readout is not None:
+            per_frame = self.readout(frames.tokens)[:, None]  # (B·T, 1, D): what and where
+        else:
+            per_frame = frames.pooled[:, None]  # (B·T, 1, D)
         x = self.time_positions(per_frame.reshape(batch, -1, per_frame.shape[-1])) + self.types[0]  # (B, T·n, D)
         if self.audio is not None:
             if audio is None:

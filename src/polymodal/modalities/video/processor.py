@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymodal.data.media import VIDEO_SAMPLING, read_video
+from polymodal.data.media import VIDEO_SAMPLING, MediaCache, decode_video, sample_frames
 from polymodal.modalities.image.processor import JITTER
 
 
@@ -29,19 +29,22 @@ class VideoProcessor:
             training draws the frames at random, evaluation takes them deterministically.
         augment: with a generator, the same brightness/contrast jitter on every frame of the clip
             (no flips: "which way does it move?" must keep its answer).
+        cache_mb: keep this many MiB of decoded clips (at S x S) in memory; 0 decodes every time.
     """
 
     def __init__(self, *, image_size: int = 32, num_frames: int = 8, fps: float | None = None,
-                 sampling: str = "uniform", augment: bool = False) -> None:
+                 sampling: str = "uniform", augment: bool = False, cache_mb: int = 1024) -> None:
         if sampling not in VIDEO_SAMPLING:
             raise ValueError(f"sampling: expected one of {', '.join(VIDEO_SAMPLING)}, got {sampling!r}")
         self.image_size, self.num_frames, self.fps, self.sampling = image_size, num_frames, fps, sampling
         self.augment = augment
+        self.cache = MediaCache(cache_mb * 2**20)
 
     def __call__(self, path: str | Path, generator: torch.Generator | None = None) -> torch.Tensor:
         """(T, 3, S, S) float32 in [-1, 1]."""
-        frames = read_video(path, num_frames=self.num_frames, fps=self.fps, sampling=self.sampling,
-                            size=self.image_size, generator=numpy_generator(generator))
+        decoded, times = self.cache.get(str(path), lambda: decode_video(path, size=self.image_size))
+        frames = sample_frames(decoded, times, num_frames=self.num_frames, fps=self.fps, sampling=self.sampling,
+                               generator=numpy_generator(generator))
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S) in [0, 1]
         if self.augment and generator is not None:
             brightness, contrast = (1 + JITTER * (2 * torch.rand(2, generator=generator) - 1)).tolist()
