@@ -97,26 +97,12 @@ def read_video(
     Returns:
         (num_frames, H, W, 3) uint8.
     """
-    if sampling not in VIDEO_SAMPLING:
-        raise ValueError(f"sampling: expected one of {', '.join(VIDEO_SAMPLING)}, got {sampling!r}")
     if num_frames < 1:
         raise ValueError(f"num_frames: expected at least 1, got {num_frames}")
-    height, width = (size, size) if isinstance(size, int) else (size or (None, None))
-    frames, times = [], []
-    with _open(path) as container:
-        if not container.streams.video:
-            raise DataError(f"{path}: has no video stream")
-        stream = container.streams.video[0]
-        try:
-            for frame in container.decode(stream):
-                frames.append(frame)
-                times.append(frame.time if frame.time is not None else len(times))
-        except av.FFmpegError as error:
-            raise DataError(f"{path}: corrupt video data after {len(frames)} frames ({_reason(error)})") from None
-        if not frames:
-            raise DataError(f"{path}: the video stream has no frames")
-        order = _frame_order(np.asarray(times, dtype=np.float64), num_frames, fps, sampling, generator)
-        return np.stack([frames[i].to_ndarray(format="rgb24", width=width, height=height) for i in order])
+    if sampling not in VIDEO_SAMPLING:  # before decoding: a bad setting should not cost a decode
+        raise ValueError(f"sampling: expected one of {', '.join(VIDEO_SAMPLING)}, got {sampling!r}")
+    frames, times = decode_video(path, size=size)
+    return sample_frames(frames, times, num_frames=num_frames, fps=fps, sampling=sampling, generator=generator)
 
 
 def decode_video(path: str | Path, *, size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ Deterministic given the seed, like the image benchmark.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,19 +251,12 @@ def _statistics(records_by_split: dict[str, list[dict]]) -> dict:
     label = _majority([r["label"] for r in train])
     return {
         "counts": {split: len(records) for split, records in records_by_split.items()},
-        "question_types": {split: dict(sorted(_count(r["question_type"] for r in records).items()))
+        "question_types": {split: dict(sorted(Counter(r["question_type"] for r in records).items()))
                            for split, records in records_by_split.items()},
         "baselines": baselines,
         "majority_answers": majority,
         "label_baseline": {"label": label, "accuracy": sum(r["label"] == label for r in test) / max(1, len(test))},
     }
-
-
-def _count(values) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return counts
 
 
 def format_av_baselines(stats: dict) -> str:
