@@ -129,9 +129,12 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         provided = {"out_dim": width}
         if tokenizer is not None and "vocab_size" in modality.builder_provides:
             provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
-        encoders[name] = cls(**kwargs, **provided)
-        processors[name] = modality.make_processor(
-            {**kwargs, **options}, config.data.augment if augment is None else augment, tokenizer)
+        try:  # encoders and processors check their settings' consistency (sizes that must divide, ...)
+            encoders[name] = cls(**kwargs, **provided)
+            processors[name] = modality.make_processor(
+                {**kwargs, **options}, config.data.augment if augment is None else augment, tokenizer)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     backbone_cls = MODELS[model_type]
     backbone = backbone_cls(encoders, **bind(backbone_cls, spec, "model", provided=("encoders",)))

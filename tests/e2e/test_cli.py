@@ -81,6 +81,7 @@ def test_train_refuses_bad_manifest_unless_skip(broken_data, tmp_path):
     ("model.encoders.smell.type=x", "unknown modality 'smell'; known: audio, image, text, video"),
     ("model.encoders.video.type=x", "model.encoders.video.type: expected one of conv3d, frames, tubelet_vit"),
     ("train.lr=fast", "train.lr: expected a number"),
+    ("model.encoders.image.channels=[6]", "model.encoders.image: groups=8 does not divide channels=6"),
 ])
 def test_bad_config_names_the_key(shapes_data, tmp_path, override, needle):
     config = write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=2))

@@ -214,5 +214,7 @@ def test_too_long_or_wrong_sized_inputs_name_the_limit():
             CASES[name].build()(torch.randn(1, 3, 20, 20))
     with pytest.raises(ValueError, match="image_size=18.*patch_size=4"):
         ViTImageEncoder(out_dim=4, image_size=18, patch_size=4)
+    with pytest.raises(ValueError, match="frame_tokens and frame_readout"):
+        FrameEncoder(out_dim=4, frame_tokens=True, frame_readout=4)
     with pytest.raises(ValueError, match="positions='rotary'"):
         TextEncoder(vocab_size=10, out_dim=4, positions="rotary")

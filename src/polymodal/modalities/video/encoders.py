@@ -146,6 +146,8 @@ class FrameEncoder(nn.Module):
                  frame: dict[str, Any] | None = None, depth: int = 1, num_heads: int = 4,
                  audio: dict[str, Any] | None = None, frame_tokens: bool = False, frame_readout: int = 0) -> None:
         super().__init__()
+        if frame_tokens and frame_readout:
+            raise ValueError("frame_tokens and frame_readout are two ways to read a frame: choose one")
         self.image_size, self.num_frames, self.frame_tokens = image_size, num_frames, frame_tokens
         self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size)
         self.readout = None
@@ -157,10 +159,6 @@ class FrameEncoder(nn.Module):
         self.time_positions = LearnedPositions(out_dim, num_frames * per_frame)
         self.types = nn.Parameter(torch.randn(2, out_dim) * 0.02)  # 0: picture, 1: sound
         self.temporal = TransformerEncoder(out_dim, depth, num_heads)
-
-    @property
-    def wants_audio(self) -> bool:
-        return self.audio is not None
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor | None = None) -> EncoderOutput:
         """(B, T, 3, S, S) [+ (B, samples) audio] → tokens (B, T [·frame tokens] [+ audio tokens], D); pooled = mean."""
