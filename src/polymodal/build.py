@@ -162,7 +162,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             if not words:
                 raise ConfigError(f"{where}: no {cls.target_field!r} values in the training data to learn from")
             vocab[name] = list(words)
-            kwargs.update(width=width, vocab=vocab[name])
+            kwargs["vocab"] = vocab[name]
+        if "width" in inspect.signature(cls).parameters:
+            kwargs["width"] = width
         try:
             tasks[name] = cls(**kwargs)
         except ValueError as error:

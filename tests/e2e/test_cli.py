@@ -108,7 +108,8 @@ def test_video_and_audio_tasks_train_from_synthesised_clips(tmp_path):
             "text": {"type": "gru", "width": 32, "max_length": 16}},
             "tokenizer": {"vocab_size": 120}},
         "tasks": {"video_qa": {"type": "vqa", "hidden": 32, "inputs": {"video": "video", "text": "question"}},
-                  "sound": {"type": "classification", "hidden": 0, "inputs": {"audio": "audio"}}},
+                  "sound": {"type": "classification", "hidden": 0, "inputs": {"audio": "audio"}},
+                  "av_match": {"type": "matching", "hidden": 16}},
         "data": {"train": str(av / "train.jsonl"), "val": str(av / "val.jsonl")},
         "train": {"max_steps": 3, "batch_size": 8, "log_every": 1, "ckpt_every": 100},
     }
@@ -121,3 +122,4 @@ def test_video_and_audio_tasks_train_from_synthesised_clips(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert {"accuracy/temporal", "accuracy/sound", "accuracy/audiovisual"} <= set(result["video_qa"])
     assert 0.0 <= result["sound"]["accuracy"] <= 1.0
+    assert 0.0 <= result["av_match"]["accuracy"] <= 1.0

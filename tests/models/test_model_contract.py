@@ -12,13 +12,14 @@ from polymodal.errors import ConfigError
 from polymodal.models import MODELS
 from polymodal.tasks import TASKS
 
+TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}}}  # does this caption fit the picture?
 COMBINATIONS = [(m, t) for m in MODELS for t in TASKS if not (t == "contrastive" and m != "dual_encoder")]
 
 
 def build(data, model_type, task_type, encoders=TINY_ENCODERS, **model):
     config = from_dict({
         "model": {"type": model_type, "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200}, **model},
-        "tasks": {"t": {"type": task_type}},
+        "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {})}},
         "data": {}, "train": {},
     }, data)
     return build_system(config, read_manifest(data / "train.jsonl"))

@@ -41,9 +41,9 @@ class TaskDataset(Dataset):
         generator = None
         if epoch >= 0:
             generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
-        record = self.records[index]
+        record, target = self.task.example(self.records, index, generator)
         inputs = {m: self.processors[m].prepare(record[field], generator) for m, field in self.task.inputs.items()}
-        return {"inputs": inputs, "target": self.task.target(record), "index": index}
+        return {"inputs": inputs, "target": target, "index": index}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         inputs = {m: self.processors[m].collate([it["inputs"][m] for it in items]) for m in self.processors}

@@ -3,12 +3,14 @@
 from .base import Task
 from .classification import ClassificationTask
 from .contrastive import ContrastiveTask
+from .matching import MatchingTask
 from .vqa import VQATask
 
 TASKS: dict[str, type[Task]] = {
     "contrastive": ContrastiveTask,
     "vqa": VQATask,
     "classification": ClassificationTask,
+    "matching": MatchingTask,
 }
 
-__all__ = ["Task", "TASKS", "ClassificationTask", "ContrastiveTask", "VQATask"]
+__all__ = ["Task", "TASKS", "ClassificationTask", "ContrastiveTask", "MatchingTask", "VQATask"]

@@ -44,6 +44,15 @@ class Task(nn.Module):
         """A vocabulary learnt from the training records (answers, labels), or None."""
         return None
 
+    def example(self, records: list[dict[str, Any]], index: int,
+                generator: torch.Generator | None) -> tuple[dict[str, Any], Any]:
+        """The record whose fields feed the model for item `index`, and its target.
+
+        Most tasks use the record as it is; a task that builds its own examples (matching pairs a record
+        with another one's audio) overrides this. `generator` is None in evaluation: deterministic.
+        """
+        return records[index], self.target(records[index])
+
     def target(self, record: dict[str, Any]) -> Any:
         """The training target of one record (collated by `torch.as_tensor`)."""
         return 0
