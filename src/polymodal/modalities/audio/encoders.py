@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.layers import TransformerEncoder
 from polymodal.layers.positions import SinusoidalPositions
 from polymodal.modalities.audio.features import LogMelSpectrogram
 from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.patches import PatchTransformerEncoder
 
 
 class _LogMelFrontEnd(nn.Module):
@@ -34,7 +35,7 @@ class _LogMelFrontEnd(nn.Module):
         return (mel - mean) / std
 
 
-class SpectrogramTransformer(nn.Module):
+class SpectrogramTransformer(PatchTransformerEncoder):
     """Audio spectrogram transformer: non-overlapping (freq x time) log-mel patches + CLS → transformer.
 
     Args:
@@ -50,29 +51,22 @@ class SpectrogramTransformer(nn.Module):
                  n_fft: int = 400, hop_length: int = 160, patch_freq: int = 16, patch_time: int = 16,
                  width: int = 128, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0,
                  dropout: float = 0.0) -> None:
-        super().__init__()
-        self.front = _LogMelFrontEnd(sample_rate, duration, n_mels, n_fft, hop_length)
-        if n_mels % patch_freq or self.front.num_frames < patch_time:
+        front = _LogMelFrontEnd(sample_rate, duration, n_mels, n_fft, hop_length)
+        if n_mels % patch_freq or front.num_frames < patch_time:
             raise ValueError(f"n_mels={n_mels} must be a multiple of patch_freq={patch_freq} and the "
-                             f"{self.front.num_frames} frames at least patch_time={patch_time}")
-        self.grid = (n_mels // patch_freq, self.front.num_frames // patch_time)
-        self.num_tokens = 1 + self.grid[0] * self.grid[1]
+                             f"{front.num_frames} frames at least patch_time={patch_time}")
+        grid = (n_mels // patch_freq, front.num_frames // patch_time)
+        super().__init__(num_patches=grid[0] * grid[1], out_dim=out_dim, width=width, depth=depth,
+                         num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.front, self.grid = front, grid
         self.patch_embed = nn.Conv2d(1, width, kernel_size=(patch_freq, patch_time), stride=(patch_freq, patch_time))
-        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.positions = LearnedPositions(width, self.num_tokens)
-        self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
-        init_weights_(self)
+        self.init_weights()
 
     def forward(self, wave: torch.Tensor) -> EncoderOutput:
         """(B, S) waveforms → tokens (B, 1 + patches, D) with CLS first; pooled = CLS."""
         mel = self.front(wave)  # (B, M, T)
         frames = self.grid[1] * self.patch_embed.kernel_size[1]
-        patches = self.patch_embed(mel[:, None, :, :frames]).flatten(2).transpose(1, 2)  # (B, F'·T', width)
-        x = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
-        tokens = self.proj(self.encoder(self.positions(x)))  # (B, N, D)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])
+        return self.encode_patches(self.patch_embed(mel[:, None, :, :frames]).flatten(2).transpose(1, 2))
 
 
 class ConvAudioEncoder(nn.Module):

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.layers import LearnedPositions
 from polymodal.layers.positions import Sinusoidal2DPositions
 from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.patches import PatchTransformerEncoder
 
 
 def _check_image_size(images: torch.Tensor, image_size: int) -> None:
@@ -124,7 +125,7 @@ class CNNImageEncoder(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
 
 
-class ViTImageEncoder(nn.Module):
+class ViTImageEncoder(PatchTransformerEncoder):
     """Vision transformer: non-overlapping patches + a CLS token through a pre-norm transformer.
 
     Args:
@@ -150,18 +151,13 @@ class ViTImageEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         if image_size % patch_size != 0:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
+        super().__init__(num_patches=(image_size // patch_size) ** 2, out_dim=out_dim, width=width, depth=depth,
+                         num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.image_size = image_size
-        self.num_tokens = 1 + (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.positions = LearnedPositions(width, self.num_tokens)
-        self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        # the encoder already ends in a LayerNorm; a second square Linear would add nothing learnable
-        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
-        init_weights_(self)
+        self.init_weights()
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
         """Encode a batch of normalised images.
@@ -174,9 +170,4 @@ class ViTImageEncoder(nn.Module):
             pooled (B, out_dim) = the projected CLS token.
         """
         _check_image_size(images, self.image_size)
-        patches = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, patches, width)
-        cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, width)
-        x = self.positions(torch.cat([cls, patches], dim=1))  # (B, 1 + patches, width)
-        tokens = self.proj(self.encoder(x))  # (B, 1 + patches, out_dim)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, 1 + patches)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])
+        return self.encode_patches(self.patch_embed(images).flatten(2).transpose(1, 2))  # (B, patches, width) in

@@ -11,9 +11,10 @@ from torch import nn
 
 from polymodal.config import bind
 from polymodal.errors import ConfigError
-from polymodal.layers import LearnedPositions, TransformerEncoder, init_weights_
+from polymodal.layers import LearnedPositions, TransformerEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.patches import PatchTransformerEncoder
 from polymodal.modalities.image.encoders import CNNImageEncoder, ViTImageEncoder
 
 FRAME_ENCODERS = {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}
@@ -30,7 +31,7 @@ def _all_real(tokens: torch.Tensor) -> torch.Tensor:
     return torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
 
-class TubeletViT(nn.Module):
+class TubeletViT(PatchTransformerEncoder):
     """Video ViT: non-overlapping tubelets (tubelet frames x patch x patch) embedded by one 3-D convolution,
     a CLS token and learned positions, then a transformer; pooled = CLS.
 
@@ -44,27 +45,20 @@ class TubeletViT(nn.Module):
     def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8, patch_size: int = 8,
                  tubelet: int = 2, width: int = 128, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0,
                  dropout: float = 0.0) -> None:
-        super().__init__()
         if image_size % patch_size or num_frames % tubelet:
             raise ValueError(f"patch_size={patch_size} must divide image_size={image_size} and "
                              f"tubelet={tubelet} must divide num_frames={num_frames}")
+        super().__init__(num_patches=(num_frames // tubelet) * (image_size // patch_size) ** 2, out_dim=out_dim,
+                         width=width, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.image_size, self.num_frames = image_size, num_frames
-        self.num_tokens = 1 + (num_frames // tubelet) * (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv3d(3, width, kernel_size=(tubelet, patch_size, patch_size),
                                      stride=(tubelet, patch_size, patch_size))
-        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.positions = LearnedPositions(width, self.num_tokens)
-        self.encoder = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
-        init_weights_(self)
+        self.init_weights()
 
     def forward(self, video: torch.Tensor) -> EncoderOutput:
         """(B, T, 3, S, S) → tokens (B, 1 + tubelets, D), time-major after the CLS."""
         _check_video(video, self.num_frames, self.image_size)
-        tubelets = self.patch_embed(video.transpose(1, 2)).flatten(2).transpose(1, 2)  # (B, T'·h·w, width)
-        x = torch.cat([self.cls_token.expand(tubelets.shape[0], -1, -1), tubelets], dim=1)
-        tokens = self.proj(self.encoder(self.positions(x)))
-        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens[:, 0])
+        return self.encode_patches(self.patch_embed(video.transpose(1, 2)).flatten(2).transpose(1, 2))
 
 
 class _Block3d(nn.Module):
