@@ -49,10 +49,10 @@ class LoadedModel:
         return names[0]
 
     @torch.no_grad()
-    def _encode(self, **values: Any) -> Any:
+    def _encode(self, fuse: bool = True, **values: Any) -> Any:
         inputs = {m: self.system.processors[m].collate([self.system.processors[m].prepare(v, None) for v in vs])
                   for m, vs in values.items()}
-        return self.system.model.encode(inputs)
+        return self.system.model.encode(inputs, fuse=fuse)
 
     @staticmethod
     def _top(head: VocabularyTask, probs: torch.Tensor, top_k: int) -> Any:
@@ -74,14 +74,20 @@ class LoadedModel:
         return self._top(head, head.scores(self._encode(image=[image]))[0], top_k)
 
     @torch.no_grad()
-    def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-        """L2-normalised embeddings in the shared space: {"image": (N, E), "text": (M, E)}."""
+    def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = (), videos: Sequence[str | Path] = (),
+              audios: Sequence[str | Path] = ()) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings in the shared space, per modality given: {"image": (N, E), "text": (M, E),
+        "video": ..., "audio": ...}. Needs a model with a contrastive task (a dual encoder, or a joint
+        transformer with `embed_dim`)."""
         self._task_of(ContrastiveTask, None)
+        given = {"image": list(images), "text": list(texts), "video": list(videos), "audio": list(audios)}
         result = {}
-        if images:
-            result["image"] = self._encode(image=list(images)).embeddings["image"]
-        if texts:
-            result["text"] = self._encode(text=list(texts)).embeddings["text"]
+        for modality, values in given.items():
+            if values:
+                if modality not in self.system.processors:
+                    raise PolymodalError(f"this model has no {modality} encoder; it has: "
+                                         f"{', '.join(sorted(self.system.processors))}")
+                result[modality] = self._encode(fuse=False, **{modality: values}).embeddings[modality]
         return result
 
     def retrieve(self, text: str, images: Sequence[ImageLike], k: int = 5) -> list[tuple[int, float]]:

@@ -36,12 +36,12 @@ class PolymodalModel(nn.Module):
         self.backbone = backbone
         self.tasks = nn.ModuleDict(tasks)
 
-    def encode(self, inputs: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
-        return self.backbone(inputs)
+    def encode(self, inputs: dict[str, dict[str, torch.Tensor]], fuse: bool = True) -> ModelOutput:
+        return self.backbone(inputs, fuse=fuse)
 
     def forward(self, batches: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
         """Args: task name → collated batch. Returns: task name → {"loss": scalar, ...}."""
-        return {name: self.tasks[name](self.backbone(batch["inputs"]), batch["target"])
+        return {name: self.tasks[name](self.backbone(batch["inputs"], fuse=self.tasks[name].fused), batch["target"])
                 for name, batch in batches.items()}
 
 
@@ -153,9 +153,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if missing:
             raise ConfigError(f"{where}: task type {task_type!r} needs a {missing[0]!r} encoder; "
                               f"model.encoders has: {', '.join(sorted(encoders))}")
-        if task_type == "contrastive" and model_type != "dual_encoder":
-            raise ConfigError(f"{where}: task type 'contrastive' needs per-modality embeddings "
-                              f"(model.type: dual_encoder), got model.type {model_type!r}")
+        if task_type == "contrastive" and model_type != "dual_encoder" and spec.get("embed_dim") is None:
+            raise ConfigError(f"{where}: task type 'contrastive' needs per-modality embeddings: model.type "
+                              f"dual_encoder, or model.embed_dim set (got model.type {model_type!r} without it)")
         kwargs = bind(cls, task_spec, where, provided=("width", "vocab"))
         if "vocab" in inspect.signature(cls).parameters:
             words = saved_vocab.get(name) if saved_vocab else cls.vocab_from(records or [], task_spec)

@@ -1,4 +1,7 @@
-"""`polymodal demo`: the built-in benchmark end to end — synthesise, pre-train, fine-tune, evaluate, report."""
+"""`polymodal demo`: the built-in benchmarks end to end — synthesise, pre-train, fine-tune, evaluate, report.
+
+Images: CLIP-style pre-training, then VQA fine-tuning from its encoders. Clips: one joint model over
+video, audio and text trained on three tasks at once."""
 
 from __future__ import annotations
 
@@ -15,17 +18,23 @@ from .api import LoadedModel, load
 from .config import load_config
 from .data.manifest import read_manifest
 from .data.shapes import synthesize
+from .data.shapes_av import synthesize_av
 from .report import write_report
 from .training.trainer import train
 
-# (run name, shipped config, what the run demonstrates, extra overrides; {clip} is the clip run folder)
+# (run name, shipped config, data set, what the run demonstrates, extra overrides; {clip} is the clip run folder)
 RECIPES = [
-    ("clip", "shapes-clip.yaml", "dual encoder, contrastive pre-training (late fusion)", []),
-    ("vqa", "shapes-vqa.yaml", "joint transformer fine-tuned for VQA from the clip encoders (early fusion)",
-     ["train.init_from={clip}"]),
+    ("clip", "shapes-clip.yaml", "image", "dual encoder, contrastive pre-training (late fusion)", []),
+    ("vqa", "shapes-vqa.yaml", "image",
+     "joint transformer fine-tuned for VQA from the clip encoders (early fusion)", ["train.init_from={clip}"]),
+    ("av", "shapes-av.yaml", "av",
+     "joint transformer over video, audio and text: video QA and sound classification (a short schedule)",
+     ["train.max_steps=500", "train.val_every=250"]),
 ]
-SIZES = {"n_train": 20000, "n_val": 500, "n_test": 500}
-QUICK = {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 40}
+SIZES = {"image": {"n_train": 20000, "n_val": 500, "n_test": 500},
+         "av": {"n_train": 3000, "n_val": 200, "n_test": 400}}
+QUICK = {"image": {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 40},
+         "av": {"n_train": 64, "n_val": 16, "n_test": 32, "max_steps": 12}}
 
 
 def shipped_config(name: str) -> Path:
@@ -41,6 +50,37 @@ def _vqa_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 12
     answers = model.predict(next(iter(model.system.vocab)), chosen) if chosen else []
     return [{"image": r["image"], "question": r["question"], "answer": r["answer"], "prediction": p}
             for r, p in zip(chosen, answers)]
+
+
+def _av_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 6) -> list[dict[str, Any]]:
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_type.setdefault(r.get("question_type", "?"), []).append(r)
+    chosen = [r for i in range(n) for rs in by_type.values() if i < len(rs) for r in [rs[i]]][:n]
+    answers = model.predict("video_qa", chosen) if chosen else []
+    return [{"video": r["video"], "audio": r["audio"], "question": r["question"], "answer": r["answer"],
+             "prediction": p} for r, p in zip(chosen, answers)]
+
+
+def _synthesize(data: Path, kind: str, sizes: dict[str, int]) -> dict[str, Any]:
+    """The benchmark's statistics, synthesising it first unless it is there at this size."""
+    folder = data / "av" if kind == "av" else data
+    stats_path = folder / "stats.json"
+    if not stats_path.exists() or json.loads(stats_path.read_text())["counts"]["train"] != sizes["n_train"]:
+        Console().rule(f"[bold]synthesise the {'audio-visual ' if kind == 'av' else ''}shapes benchmark")
+        (synthesize_av if kind == "av" else synthesize)(data, **sizes)
+    return {"folder": folder, **json.loads(stats_path.read_text())}
+
+
+def _baselines(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Task → metric → the majority baseline beside it in the results table."""
+    image, av = stats["image"]["baselines"], stats["av"]["baselines"]
+    return {
+        "vqa": {"accuracy": image["overall"], **{f"accuracy/{t}": v for t, v in image.items() if t != "overall"}},
+        "video_qa": {"accuracy": av["overall"], **{f"accuracy/{t}": v for t, v in av.items() if t != "overall"}},
+        "sound": {"accuracy": stats["av"]["label_baseline"]["accuracy"]},
+        "av_match": {"accuracy": 0.5},
+    }
 
 
 def _retrieval_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 4,
@@ -60,30 +100,28 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     console = Console()
     started = time.perf_counter()
     data = out / "data"
-    sizes = {k: QUICK[k] for k in SIZES} if quick else SIZES
-    stats_path = data / "stats.json"
-    if not stats_path.exists() or json.loads(stats_path.read_text())["counts"]["train"] != sizes["n_train"]:
-        console.rule("[bold]synthesise the shapes benchmark")
-        synthesize(data, **sizes)
-    stats = json.loads(stats_path.read_text())
-    test = read_manifest(data / "test.jsonl")
+    sizes = {kind: {k: v for k, v in (QUICK if quick else SIZES)[kind].items() if k != "max_steps"}
+             for kind in SIZES}
+    stats = {kind: _synthesize(data, kind, sizes[kind]) for kind in SIZES}
+    tests = {kind: read_manifest(stats[kind]["folder"] / "test.jsonl") for kind in SIZES}
 
     runs, results, timings = {}, {}, {}
-    for name, config_name, what, overrides in RECIPES:
+    for name, config_name, kind, what, overrides in RECIPES:
         console.rule(f"[bold]train {name}: {what}")
-        sets = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-                f"data.test={data / 'test.jsonl'}", *(o.format(clip=out / "clip") for o in overrides)]
+        folder = stats[kind]["folder"]
+        sets = [f"data.train={folder / 'train.jsonl'}", f"data.val={folder / 'val.jsonl'}",
+                f"data.test={folder / 'test.jsonl'}", *(o.format(clip=out / "clip") for o in overrides)]
         if quick:
-            sets += [f"train.max_steps={QUICK['max_steps']}", "train.warmup_steps=10", "train.ckpt_every=1000"]
+            sets += [f"train.max_steps={QUICK[kind]['max_steps']}", "train.warmup_steps=5", "train.ckpt_every=1000",
+                     "train.val_every=1000"]
         config = load_config(shipped_config(config_name), sets)
         t0 = time.perf_counter()
         runs[name] = out / name
         train(config, runs[name])
         timings[name] = time.perf_counter() - t0
-        results[name] = load(runs[name]).evaluate(test)
+        results[name] = load(runs[name]).evaluate(tests[kind])
 
-    baselines = {"vqa": {"accuracy": stats["baselines"]["overall"],
-                         **{f"accuracy/{t}": v for t, v in stats["baselines"].items() if t != "overall"}}}
+    baselines = _baselines(stats)
     table = Table(title="Polymodal demo — test split")
     for column in ("run", "task", "metric", "value", "majority baseline"):
         table.add_column(column)
@@ -95,14 +133,15 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
                     table.add_row(run, task, metric, f"{value:.3f}", "" if base is None else f"{base:.3f}")
     console.print(table)
 
-    vqa_model, clip_model = load(runs["vqa"]), load(runs["clip"])
     total = time.perf_counter() - started
+    counts = {kind: " / ".join(f"{stats[kind]['counts'][k]} {k}" for k in ("train", "val", "test")) for kind in SIZES}
     notes = [f"Total time {total:.0f} s on this machine ("
              + ", ".join(f"{k} training {v:.0f} s" for k, v in timings.items()) + ").",
-             "Data: the built-in shapes benchmark, " + " / ".join(f"{stats['counts'][k]} {k}" for k in
-                                                                ("train", "val", "test")) + " examples."]
+             f"Data: the built-in shapes benchmark, {counts['image']} images; its audio-visual part, "
+             f"{counts['av']} clips."]
     report = write_report(out / "report", runs=runs, results=results, baselines=baselines,
-                          vqa_examples=_vqa_examples(vqa_model, test),
-                          retrieval_examples=_retrieval_examples(clip_model, test), notes=notes)
+                          vqa_examples=_vqa_examples(load(runs["vqa"]), tests["image"]),
+                          retrieval_examples=_retrieval_examples(load(runs["clip"]), tests["image"]),
+                          av_examples=_av_examples(load(runs["av"]), tests["av"]), notes=notes)
     console.print(f"report: {report}   (total {total:.0f} s)")
     return report

@@ -53,6 +53,30 @@ def plot_vqa_examples(examples: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_av_examples(examples: list[dict[str, Any]], path: Path, frames: int = 4) -> None:
+    """Clips as a strip of frames above their sound wave, with the question, predicted and true answer."""
+    from .data.media import read_audio, read_video
+
+    fig, axes = plt.subplots(2 * len(examples), frames, figsize=(1.6 * frames, 2.3 * len(examples)),
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1] * len(examples)})
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, ex in enumerate(examples):
+        pictures = read_video(ex["video"], num_frames=frames)
+        for col, picture in enumerate(pictures):
+            axes[2 * row, col].imshow(picture, interpolation="nearest")
+        wave = read_audio(ex["audio"])[0]
+        sound = fig.add_subplot(axes[2 * row + 1, 0].get_gridspec()[2 * row + 1, :])
+        sound.plot(wave, lw=0.4, color="black")
+        sound.axis("off")
+        ok = ex["prediction"] == ex["answer"]
+        axes[2 * row, 0].set_title(f"{ex['question']}  pred: {ex['prediction']}  (true: {ex['answer']})",
+                                   fontsize=8, loc="left", color="green" if ok else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_retrieval_examples(examples: list[dict[str, Any]], path: Path) -> None:
     """For each caption, the top retrieved images (green when their caption matches)."""
     k = max(len(ex["retrieved"]) for ex in examples)
@@ -88,7 +112,8 @@ def results_table(results: dict[str, dict[str, dict[str, float]]],
 
 def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[str, dict[str, float]]],
                  baselines: dict[str, dict[str, float]], vqa_examples: list[dict[str, Any]],
-                 retrieval_examples: list[dict[str, Any]], notes: list[str]) -> Path:
+                 retrieval_examples: list[dict[str, Any]], notes: list[str],
+                 av_examples: list[dict[str, Any]] | None = None) -> Path:
     """Write `out/report.md` with its plots beside it; returns the report path."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
@@ -103,6 +128,10 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
     if retrieval_examples:
         plot_retrieval_examples(retrieval_examples, out / "retrieval_examples.png")
         lines += ["## Example retrievals (text → image)", "", "![retrieval examples](retrieval_examples.png)", ""]
+    if av_examples:
+        plot_av_examples(av_examples, out / "av_examples.png")
+        lines += ["## Example answers about clips (frames over time, then the sound)", "",
+                  "![video QA examples](av_examples.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from polymodal.data import media
 from polymodal.data.media import _frame_order, crop_or_pad, read_audio, read_video, write_audio, write_video
 from polymodal.errors import DataError
 
@@ -93,6 +94,22 @@ def test_resampling_and_mono_mix_down(tmp_path):
     freqs = np.fft.rfftfreq(RATE, 1 / RATE)
     top_two = sorted(freqs[np.argsort(spectrum)[-2:]])
     np.testing.assert_allclose(top_two, [300, 1200], atol=3)  # the mix keeps both channels
+
+
+def test_wav_fast_path_reads_what_ffmpeg_reads(tmp_path, monkeypatch):
+    stereo = np.stack([_tone(300.0), _tone(1200.0)]) * 0.7
+    path = write_audio(tmp_path / "stereo.wav", stereo, RATE)
+    fast = [read_audio(path, mono=False), read_audio(path), read_audio(path, duration=0.5)]
+    monkeypatch.setattr(media, "_read_pcm_wav", lambda *_: None)  # FFmpeg for every file
+    slow = [read_audio(path, mono=False), read_audio(path), read_audio(path, duration=0.5)]
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and a.dtype == b.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    monkeypatch.undo()
+    for name, content in {"empty.wav": b"", "text.wav": b"RIFF but not really\n" * 20}.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=name):
+            read_audio(tmp_path / name)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from polymodal.api import load
 from polymodal.config import load_config
@@ -21,18 +22,27 @@ def av_data(tmp_path_factory):
 
 
 def test_every_config_is_covered():
-    assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-video-qa.yaml"}
+    assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-av.yaml"}
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, tmp_path):
-    data = av_data if "video" in config_path.name or "audio" in config_path.name else shapes_data
+    data = av_data if config_path.name.startswith(("shapes-av", "shapes-video")) else shapes_data
     config = load_config(config_path, [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
                                        f"data.test={data / 'test.jsonl'}", "train.max_steps=2",
                                        "train.batch_size=8", "train.warmup_steps=1", "train.val_every=0"])
     run = tmp_path / "run"
     train(config, run)
-    results = load(run).evaluate(read_manifest(data / "test.jsonl"))
+    model = load(run)
+    records = read_manifest(data / "test.jsonl")
+    results = model.evaluate(records)
     assert set(results) == set(config.tasks)
     for metrics in results.values():
         assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if k != "n")
+    if any(t["type"] == "contrastive" for t in config.tasks.values()):  # the shared space, from the API
+        given = {m: [r[m] for r in records[:3]] for m in ("image", "video", "audio", "text")
+                 if m in config.model["encoders"]}
+        embeddings = model.embed(**{f"{m}s": v for m, v in given.items()})
+        assert set(embeddings) == set(given)
+        for e in embeddings.values():
+            assert e.shape[0] == 3 and torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)

@@ -13,7 +13,7 @@ from polymodal.models import MODELS
 from polymodal.tasks import TASKS
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}}}  # does this caption fit the picture?
-COMBINATIONS = [(m, t) for m in MODELS for t in TASKS if not (t == "contrastive" and m != "dual_encoder")]
+COMBINATIONS = [(m, t) for m in MODELS for t in TASKS]
 
 
 def build(data, model_type, task_type, encoders=TINY_ENCODERS, **model):
@@ -28,7 +28,8 @@ def build(data, model_type, task_type, encoders=TINY_ENCODERS, **model):
 @pytest.mark.parametrize("model_type, task_type", COMBINATIONS)
 def test_forward_loss_and_gradients(shapes_data, model_type, task_type):
     torch.manual_seed(0)
-    system = build(shapes_data, model_type, task_type)
+    joint_contrastive = model_type == "joint_transformer" and task_type == "contrastive"
+    system = build(shapes_data, model_type, task_type, **({"embed_dim": 16} if joint_contrastive else {}))
     task = system.model.tasks["t"]
     dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task, system.processors)
     batch = dataset.collate([dataset[i] for i in range(8)])
@@ -39,6 +40,8 @@ def test_forward_loss_and_gradients(shapes_data, model_type, task_type):
     if model_type == "dual_encoder":
         unused += ["backbone.fusion"] if task_type == "contrastive" else ["backbone.logit_scale",
                                                                          "backbone.projections"]
+    if joint_contrastive:  # aligned before fusion: the joint layers are for the fused tasks
+        unused += ["backbone.fusion", "backbone.cls", "backbone.transformer", "backbone.positions"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
     for name, p in system.model.named_parameters():
@@ -64,9 +67,19 @@ def test_one_step_of_sgd_lowers_the_loss(shapes_data):
     assert loss.item() < 0.5 * first.item()
 
 
-def test_contrastive_needs_a_dual_encoder(shapes_data):
-    with pytest.raises(ConfigError, match="needs per-modality embeddings"):
+def test_contrastive_needs_an_embedding_space(shapes_data):
+    with pytest.raises(ConfigError, match="needs per-modality embeddings.*model.embed_dim"):
         build(shapes_data, "joint_transformer", "contrastive")
+
+
+def test_joint_embedding_space_has_the_dual_encoders_weight_names(shapes_data):
+    """So `train.init_from` carries a CLIP-style space into a joint model (and back)."""
+    dual = build(shapes_data, "dual_encoder", "contrastive", embed_dim=16).model.state_dict()
+    joint = build(shapes_data, "joint_transformer", "contrastive", embed_dim=16).model.state_dict()
+    space = {k: v.shape for k, v in dual.items() if k.startswith(("backbone.projections", "backbone.logit_scale"))}
+    assert space and space == {k: joint[k].shape for k in space}
+    plain = build(shapes_data, "joint_transformer", "vqa").model.state_dict()
+    assert not any(k.startswith("backbone.projections") for k in plain)  # no space unless asked for
 
 
 def test_vit_image_encoder_composes_too(shapes_data):

@@ -7,6 +7,7 @@ Writers are what the built-in benchmark and the tests use to make real media fil
 
 from __future__ import annotations
 
+import wave as wave_module
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -105,6 +106,9 @@ def read_video(
     return sample_frames(frames, times, num_frames=num_frames, fps=fps, sampling=sampling, generator=generator)
 
 
+_SMALL_FRAME = 320 * 240  # pixels; up to this size one decoding thread is fastest (workers parallelise files)
+
+
 def decode_video(path: str | Path, *, size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every frame of a video file, for caching: (N, H, W, 3) uint8 and their times (N,) in seconds."""
     height, width = (size, size) if isinstance(size, int) else (size or (None, None))
@@ -112,8 +116,11 @@ def decode_video(path: str | Path, *, size: int | tuple[int, int] | None = None)
     with _open(path) as container:
         if not container.streams.video:
             raise DataError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        if (stream.codec_context.width or 0) * (stream.codec_context.height or 0) <= _SMALL_FRAME:
+            stream.codec_context.thread_count = 1  # frame threads only add latency to small clips
         try:
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
                 times.append(frame.time if frame.time is not None else len(times))
         except av.FFmpegError as error:
@@ -269,12 +276,17 @@ def read_audio(
     Returns:
         (channels, samples) float32 in [-1, 1]; channels is 1 when `mono`.
     """
+    wave = _read_pcm_wav(path, sample_rate) if Path(path).suffix.lower() == ".wav" else None
+    if wave is not None:
+        if mono:
+            wave = wave.mean(axis=0, keepdims=True)
+        return crop_or_pad(wave, int(round(duration * sample_rate)), generator) if duration is not None else wave
     chunks = []
     with _open(path) as container:
         if not container.streams.audio:
             raise DataError(f"{path}: has no audio stream")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=sample_rate)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # mono: the channel mean, below
         try:
             for frame in container.decode(stream):
                 chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
@@ -284,9 +296,27 @@ def read_audio(
     if not chunks:
         raise DataError(f"{path}: the audio stream has no samples")
     wave = np.concatenate(chunks, axis=1).astype(np.float32)  # (C, S)
+    if mono:  # the plain mean of the channels (FFmpeg's own down-mix would scale by 1/sqrt 2)
+        wave = wave.mean(axis=0, keepdims=True)
     if duration is not None:
         wave = crop_or_pad(wave, int(round(duration * sample_rate)), generator)
     return wave
+
+
+def _read_pcm_wav(path: str | Path, sample_rate: int) -> np.ndarray | None:
+    """(C, S) float32 from a 16-bit PCM WAV already at `sample_rate` (the common case, read without
+    FFmpeg, several times faster); None for any other WAV, which FFmpeg then decodes and resamples."""
+    try:
+        with wave_module.open(str(path), "rb") as file:
+            if file.getsampwidth() != 2 or file.getframerate() != sample_rate or file.getnframes() == 0:
+                return None
+            channels, data = file.getnchannels(), file.readframes(file.getnframes())
+    except (wave_module.Error, EOFError, OSError):
+        return None  # not plain PCM (or broken): FFmpeg decodes it or names what is wrong
+    pcm = np.frombuffer(data, dtype="<i2")
+    if pcm.size % channels:
+        return None
+    return (pcm.reshape(-1, channels).T / 32768.0).astype(np.float32)
 
 
 def crop_or_pad(wave: np.ndarray, length: int, generator: np.random.Generator | None = None) -> np.ndarray:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..fusion.late import LateFusion
+from .embedding import embed, logit_scale, projections
 from .encoding import encode_all
 from .output import ModelOutput
-
-MAX_LOGIT_SCALE = math.log(100.0)  # OpenCLIP clamps the learnt temperature at 1/100
 
 
 class DualEncoder(nn.Module):
@@ -30,17 +25,18 @@ class DualEncoder(nn.Module):
                  init_temperature: float = 0.07, combine: str = "concat"):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
-        self.projections = nn.ModuleDict({name: nn.Linear(width, embed_dim, bias=False) for name in encoders})
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.projections = projections(list(encoders), width, embed_dim)
+        self.logit_scale = logit_scale(init_temperature)
         self.fusion = LateFusion(list(encoders), width, combine)
 
-    def forward(self, inputs: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
+    def forward(self, inputs: dict[str, dict[str, torch.Tensor]], fuse: bool = True) -> ModelOutput:
+        """`fuse` is for the joint models' sake: late fusion is one cheap layer, always computed."""
         outputs = encode_all(self.encoders, inputs)
-        embeddings = {name: F.normalize(self.projections[name](out.pooled), dim=-1) for name, out in outputs.items()}
+        embeddings, scale = embed(self.projections, self.logit_scale, outputs)
         pooled = self.fusion({name: out.pooled for name, out in outputs.items()})
         return ModelOutput(
             modalities=outputs,
             pooled=pooled,
             embeddings=embeddings,
-            logit_scale=self.logit_scale.clamp(0, MAX_LOGIT_SCALE).exp(),
+            logit_scale=scale,
         )

@@ -10,6 +10,7 @@ from ..fusion.early import EarlyFusion
 from ..layers.positions import LearnedPositions, SinusoidalPositions
 from ..layers.transformer import TransformerEncoder
 from ..modalities.base import EncoderOutput
+from .embedding import embed, logit_scale, projections
 from .encoding import encode_all
 from .output import ModelOutput
 
@@ -31,11 +32,16 @@ class JointTransformer(nn.Module):
             `readout_dim`, padding zeroed, the whole sequence flattened and mapped to D), so a head
             can tell *where* something is, not only *what* is there: what spatial questions need.
         readout_dim: per-token width of the positional readout.
+        embed_dim: E; when set, each modality's pooled encoder output is also projected into a shared,
+            L2-normalised space before fusion, so contrastive tasks can align the encoders (ALBEF's
+            "align before fuse") next to the fused tasks. None: no embedding space.
+        init_temperature: the contrastive temperature to start from, with `embed_dim`.
     """
 
     def __init__(self, encoders: dict[str, nn.Module], *, width: int, depth: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "sinusoidal",
-                 max_length: int = 512, pooling: str = "cls", readout_dim: int = 16):
+                 max_length: int = 512, pooling: str = "cls", readout_dim: int = 16, embed_dim: int | None = None,
+                 init_temperature: float = 0.07):
         super().__init__()
         if positions not in ("sinusoidal", "learned"):
             raise ConfigError(f"model.positions: expected 'sinusoidal' or 'learned', got {positions!r}")
@@ -47,14 +53,22 @@ class JointTransformer(nn.Module):
             self.readout_token = nn.Linear(width, readout_dim)
             self.readout = nn.Sequential(nn.Linear(width + max_length * readout_dim, width), nn.LayerNorm(width))
         self.encoders = nn.ModuleDict(encoders)
+        self.embed_dim = embed_dim
+        if embed_dim is not None:
+            self.projections = projections(list(encoders), width, embed_dim)
+            self.logit_scale = logit_scale(init_temperature)
         self.fusion = EarlyFusion(list(encoders), width)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         nn.init.normal_(self.cls, std=0.02)
         self.positions = (SinusoidalPositions if positions == "sinusoidal" else LearnedPositions)(width, max_length)
         self.transformer = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
 
-    def forward(self, inputs: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
+    def forward(self, inputs: dict[str, dict[str, torch.Tensor]], fuse: bool = True) -> ModelOutput:
+        """`fuse=False` stops after the encoders and the embedding space (what contrastive tasks read)."""
         outputs = encode_all(self.encoders, inputs)
+        embeddings, scale = embed(self.projections, self.logit_scale, outputs) if self.embed_dim else ({}, None)
+        if not fuse:
+            return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale)
         tokens, mask = self.fusion(outputs)  # (B, N, D), (B, N)
         batch = tokens.shape[0]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
@@ -65,6 +79,8 @@ class JointTransformer(nn.Module):
             modalities=outputs,
             pooled=pooled,
             fused=EncoderOutput(tokens=hidden, mask=mask, pooled=pooled),
+            embeddings=embeddings,
+            logit_scale=scale,
         )
 
     def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,14 +15,15 @@ class ModelOutput:
 
     Attributes:
         modalities: each modality's `EncoderOutput`.
-        pooled: (B, D) one fused vector per example (what classification / VQA heads read).
+        pooled: (B, D) one fused vector per example (what classification / VQA heads read); None when
+            the model was asked not to fuse.
         fused: the joint token sequence (B, N, D) + mask, for models that build one.
         embeddings: L2-normalised (B, E) per modality, for models with a shared embedding space.
         logit_scale: the contrastive temperature's inverse (a scalar), where the model learns one.
     """
 
     modalities: dict[str, EncoderOutput]
-    pooled: torch.Tensor
+    pooled: torch.Tensor | None
     fused: EncoderOutput | None = None
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     logit_scale: torch.Tensor | None = None

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
+
+import torch
 
 from ..evaluation.metrics import grouped_accuracy
 from .vocab_head import VocabularyTask
 
 
 class VQATask(VocabularyTask):
-    """Answer `question` about `image`; accuracy overall and per `question_type`."""
+    """Answer `question` about `image`; accuracy overall and per `question_type`.
+
+    Args:
+        more_questions: a record field listing other questions about the same media, each a mapping that
+            replaces the record's fields (`{"question": ..., "answer": ..., "question_type": ...}`). In
+            training every example asks one of the record's own question and these, drawn at random, so
+            each decoded clip or image teaches several questions (as CLEVR has ~10 per image); evaluation
+            asks the record's own question. None: one question per record.
+        (the rest as for `VocabularyTask`)
+    """
 
     inputs = {"image": "image", "text": "question"}
     target_field = "answer"
+
+    def __init__(self, *, width: int, vocab: list[str], hidden: int = 256, dropout: float = 0.0,
+                 weight: float = 1.0, inputs: dict[str, str] | None = None, more_questions: str | None = None):
+        super().__init__(width=width, vocab=vocab, hidden=hidden, dropout=dropout, weight=weight, inputs=inputs)
+        self.more_questions = more_questions
+
+    @classmethod
+    def vocab_from(cls, records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+        field = config.get("more_questions")
+        answers = [str(r["answer"]) for r in records if "answer" in r]
+        if field:
+            answers += [str(q["answer"]) for r in records for q in r.get(field) or () if "answer" in q]
+        counts = Counter(answers)
+        return sorted(counts, key=lambda v: (-counts[v], v))
+
+    def example(self, records: list[dict[str, Any]], index: int,
+                generator: torch.Generator | None) -> tuple[dict[str, Any], Any]:
+        record = records[index]
+        more = record.get(self.more_questions) if self.more_questions and generator is not None else None
+        if more:
+            pick = int(torch.randint(0, len(more) + 1, (), generator=generator))
+            if pick < len(more):
+                record = {**record, **more[pick]}
+        return record, self.target(record)
 
     def metrics(self, predictions: list[str], records: list[dict[str, Any]]) -> dict[str, float]:
         answers = [str(r["answer"]) for r in records]
