@@ -29,10 +29,10 @@ RECIPES = [
      "joint transformer fine-tuned for VQA from the clip encoders (early fusion)", ["train.init_from={clip}"]),
     ("av", "shapes-av.yaml", "av",
      "joint transformer over video, audio and text: video QA and sound classification (a short schedule)",
-     ["train.max_steps=500", "train.val_every=250"]),
+     ["train.max_steps=400", "train.val_every=200"]),
 ]
 SIZES = {"image": {"n_train": 20000, "n_val": 500, "n_test": 500},
-         "av": {"n_train": 3000, "n_val": 200, "n_test": 400}}
+         "av": {"n_train": 2000, "n_val": 200, "n_test": 400}}
 QUICK = {"image": {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 40},
          "av": {"n_train": 64, "n_val": 16, "n_test": 32, "max_steps": 12}}
 
@@ -113,7 +113,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
                 f"data.test={folder / 'test.jsonl'}", *(o.format(clip=out / "clip") for o in overrides)]
         if quick:
             sets += [f"train.max_steps={QUICK[kind]['max_steps']}", "train.warmup_steps=5", "train.ckpt_every=1000",
-                     "train.val_every=1000"]
+                     "train.log_every=4", "train.val_every=1000"]
         config = load_config(shipped_config(config_name), sets)
         t0 = time.perf_counter()
         runs[name] = out / name
