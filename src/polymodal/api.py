@@ -62,16 +62,34 @@ class LoadedModel:
         return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
     @torch.no_grad()
-    def answer(self, image: ImageLike, question: str, task: str | None = None, top_k: int = 1) -> Any:
-        """The answer to `question` about `image` (with top_k > 1: a list of (answer, probability))."""
-        head = self.system.model.tasks[self._task_of(VQATask, task)]
-        return self._top(head, head.scores(self._encode(image=[image], text=[question]))[0], top_k)
+    def answer(self, image: ImageLike | None = None, question: str = "", task: str | None = None, top_k: int = 1, *,
+               video: str | Path | None = None, audio: str | Path | None = None) -> Any:
+        """The answer to `question` about the task's media — `image`, or `video` (and `audio`) for a model
+        trained on clips (with top_k > 1: a list of (answer, probability))."""
+        name = self._task_of(VQATask, task)
+        head = self.system.model.tasks[name]
+        inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio, "text": question})
+        return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
 
     @torch.no_grad()
-    def classify(self, image: ImageLike, task: str | None = None, top_k: int = 1) -> Any:
-        """The label of `image` (with top_k > 1: a list of (label, probability))."""
-        head = self.system.model.tasks[self._task_of(ClassificationTask, task)]
-        return self._top(head, head.scores(self._encode(image=[image]))[0], top_k)
+    def classify(self, image: ImageLike | None = None, task: str | None = None, top_k: int = 1, *,
+                 video: str | Path | None = None, audio: str | Path | None = None) -> Any:
+        """The label of `image` (or `video` / `audio`, whichever the task reads), with top_k > 1: a list of
+        (label, probability)."""
+        name = self._task_of(ClassificationTask, task)
+        head = self.system.model.tasks[name]
+        inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio})
+        return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
+
+    def _task_inputs(self, name: str, given: dict[str, Any]) -> dict[str, list[Any]]:
+        """One example for task `name`: each modality it reads, from `given`; a clear error for a missing one."""
+        wanted = list(self.system.model.tasks[name].inputs)
+        missing = [m for m in wanted if given.get(m) in (None, "")]
+        if missing:
+            words = {"text": "question"}
+            raise PolymodalError(f"task {name!r} reads {', '.join(words.get(m, m) for m in wanted)}; "
+                                 f"missing: {', '.join(words.get(m, m) for m in missing)}")
+        return {m: [given[m]] for m in wanted}
 
     @torch.no_grad()
     def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = (), videos: Sequence[str | Path] = (),

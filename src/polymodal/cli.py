@@ -78,13 +78,16 @@ def _predict(args: argparse.Namespace) -> int:
     model = load(args.run)
     kinds = set(model.tasks.values())
     result: dict[str, object] = {}
+    media = {"image": (args.image or [None])[0], "video": args.video, "audio": args.audio}
     if args.question is not None:
-        result["answer"] = model.answer(args.image[0], args.question, top_k=args.top_k)
+        result["answer"] = model.answer(question=args.question, top_k=args.top_k, **media)
     elif args.text is not None:
+        if not args.image:
+            raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
     elif "ClassificationTask" in kinds:
-        result["label"] = model.classify(args.image[0], top_k=args.top_k)
+        result["label"] = model.classify(top_k=args.top_k, **media)
     else:
         raise PolymodalError(f"this model's tasks are {sorted(kinds)}: give --question for VQA or --text to "
                              f"rank the images by a caption")
@@ -154,8 +157,10 @@ def parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="one prediction from a trained run")
     pr.add_argument("run")
-    pr.add_argument("--image", action="append", required=True, help="image path (repeat to rank several)")
-    pr.add_argument("--question", help="a question about the image (VQA)")
+    pr.add_argument("--image", action="append", help="image path (repeat to rank several)")
+    pr.add_argument("--video", help="video path (a model trained on clips)")
+    pr.add_argument("--audio", help="audio path (a model trained on sounds)")
+    pr.add_argument("--question", help="a question about the image or clip (VQA)")
     pr.add_argument("--text", help="a caption to rank the images by (retrieval)")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--json", action="store_true")

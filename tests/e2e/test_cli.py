@@ -123,3 +123,12 @@ def test_video_and_audio_tasks_train_from_synthesised_clips(tmp_path):
     assert {"accuracy/temporal", "accuracy/sound", "accuracy/audiovisual"} <= set(result["video_qa"])
     assert 0.0 <= result["sound"]["accuracy"] <= 1.0
     assert 0.0 <= result["av_match"]["accuracy"] <= 1.0
+    record = json.loads((av / "test.jsonl").read_text().splitlines()[0])
+    r = polymodal("predict", run, "--video", av / record["video"], "--question", record["question"], "--json")
+    assert r.returncode == 0, r.stderr
+    vocab = json.loads((run / "model" / "vocab.json").read_text())
+    assert json.loads(r.stdout)["answer"] in vocab["video_qa"]
+    r = polymodal("predict", run, "--audio", av / record["audio"], "--json")  # the sound classifier
+    assert r.returncode == 0 and json.loads(r.stdout)["label"] in vocab["sound"], r.stderr
+    r = polymodal("predict", run, "--question", record["question"])
+    assert r.returncode == 1 and "task 'video_qa' reads question, video; missing: video" in r.stderr
