@@ -94,6 +94,10 @@ def test_the_asked_question_is_one_of_all_the_clip_answers():
         everything = all_questions(clip)
         assert len({q for q, _, _ in everything}) == len(everything)  # no question twice
         assert make_question(clip, rng) in everything
+        for question, _, _ in everything:  # motion is asked only about shapes on screen for a second or more
+            if question.startswith(("which way does the", "does the")) and "appear" not in question:
+                mover = next(m for m in clip.movers if f" {m.name} " in question)
+                assert sum(mover.visible(i / FPS) for i in range(NUM_FRAMES)) >= 8, question
 
 
 def test_sync_question_answers_are_balanced():

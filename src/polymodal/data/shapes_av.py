@@ -50,6 +50,7 @@ MAX_PULSES = 3
 SOUND_LENGTH = MAX_PULSES * (PULSE + GAP)  # the longest sound: it must end inside the clip
 IN_SYNC = 0.75  # share of one-bouncing-shape clips whose beep marks the bounce
 AV_QUESTION_TYPES = ("temporal", "sound", "audiovisual")
+SYNC_QUESTION = "is the sound in sync with the bounce?"
 _LO, _HI = SIZE / 2 + 0.03, 1 - SIZE / 2 - 0.03  # centre limits: the shape stays inside the picture
 
 
@@ -214,6 +215,13 @@ def sound_caption(clip: Clip) -> str:
     return f"{NUMBER_WORDS[clip.pulses]} {clip.pitch} {clip.sound} beep{'s' if clip.pulses > 1 else ''}"
 
 
+def _seen_long(m: Mover) -> bool:
+    """On screen for at least a second (8 frames): long enough to tell its direction and speed. A slow
+    shape seen for half a second moves 2 px in a 32 px picture; such shapes are only asked whether they
+    appear or disappear."""
+    return sum(m.visible(i / FPS) for i in range(NUM_FRAMES)) >= FPS
+
+
 def make_question(clip: Clip, rng: np.random.Generator) -> tuple[str, str, str]:
     """(question, answer, question_type), the type drawn evenly where the clip allows it.
 
@@ -221,13 +229,13 @@ def make_question(clip: Clip, rng: np.random.Generator) -> tuple[str, str, str]:
     balanced (IN_SYNC = 3/4)."""
     bounces = sum(m.bounce is not None for m in clip.movers)
     if bounces == 1 and (not clip.in_sync or rng.random() < (1 - IN_SYNC) / IN_SYNC):
-        return "is the sound in sync with the bounce?", "yes" if clip.in_sync else "no", "audiovisual"
+        return SYNC_QUESTION, "yes" if clip.in_sync else "no", "audiovisual"
     kinds = ["temporal", "sound"] + (["audiovisual"] if bounces == 2 else [])
     kind = str(rng.choice(kinds))
     if kind == "temporal":
         m = clip.movers[int(rng.integers(0, len(clip.movers)))]
         roll = rng.random()
-        if m.event is not None and m.bounce is None and roll < 0.4:
+        if m.event is not None and m.bounce is None and (roll < 0.4 or not _seen_long(m)):
             return f"does the {m.name} appear or disappear?", "appear" if m.appear is not None else "disappear", kind
         if roll > 0.7:
             return f"does the {m.name} move fast or slow?", m.speed, kind
@@ -246,8 +254,9 @@ def all_questions(clip: Clip) -> list[tuple[str, str, str]]:
     out = []
     for m in clip.movers:
         first = " first" if m.bounce is not None else ""
-        out.append((f"which way does the {m.name} move{first}?", m.direction, "temporal"))
-        out.append((f"does the {m.name} move fast or slow?", m.speed, "temporal"))
+        if _seen_long(m):
+            out.append((f"which way does the {m.name} move{first}?", m.direction, "temporal"))
+            out.append((f"does the {m.name} move fast or slow?", m.speed, "temporal"))
         if m.event is not None and m.bounce is None:
             out.append((f"does the {m.name} appear or disappear?", "appear" if m.appear is not None else "disappear",
                         "temporal"))
@@ -255,7 +264,7 @@ def all_questions(clip: Clip) -> list[tuple[str, str, str]]:
     out.append(("how many beeps are there?", NUMBER_WORDS[clip.pulses], "sound"))
     bounces = sum(m.bounce is not None for m in clip.movers)
     if bounces == 1:
-        out.append(("is the sound in sync with the bounce?", "yes" if clip.in_sync else "no", "audiovisual"))
+        out.append((SYNC_QUESTION, "yes" if clip.in_sync else "no", "audiovisual"))
     if bounces == 2:
         out.append(("which shape makes the sound?", clip.movers[clip.maker].shape, "audiovisual"))
     return out
@@ -285,7 +294,8 @@ def synthesize_av(out_dir: str | Path, *, n_train: int = 3000, n_val: int = 300,
             write_video(out / video_path, frames, fps=FPS, audio=sound, sample_rate=SAMPLE_RATE)
             write_audio(out / audio_path, sound, SAMPLE_RATE)
             question, answer, question_type = make_question(clip, rng)
-            more = [{"question": q, "answer": a, "question_type": t} for q, a, t in all_questions(clip) if q != question]
+            more = [{"question": q, "answer": a, "question_type": t} for q, a, t in all_questions(clip)
+                    if q not in (question, SYNC_QUESTION)]  # the sync question only where asked: balanced
             records.append({
                 "id": f"av-{split}-{index:06d}", "video": video_path, "audio": audio_path,
                 "text": video_caption(clip), "sound": sound_caption(clip), "label": f"{clip.pitch} {clip.sound}",
