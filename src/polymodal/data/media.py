@@ -24,7 +24,7 @@ VIDEO_SAMPLING = ("uniform", "segment")
 # and sound would be 64 ms (at 16 kHz) out of sync; Opus signals its pre-skip and decodes in place.
 VIDEO_FORMATS = {
     ".mp4": ("libx264", "yuv420p", "libopus"),
-    ".m4v": ("mpeg4", "yuv420p", "libopus"),  # MPEG-4 part 2
+    ".m4v": ("mpeg4", "yuv420p", "aac"),  # MPEG-4 part 2; its (ipod) muxer takes no Opus: AAC, primed as above
     ".mkv": ("libx264", "yuv420p", "libopus"),
     ".webm": ("libvpx-vp9", "yuv420p", "libopus"),
     ".gif": ("gif", "rgb8", None),
