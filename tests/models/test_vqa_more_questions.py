@@ -1,5 +1,6 @@
 """VQA with several questions per record: training draws among them, evaluation asks the record's own."""
 
+import pytest
 import torch
 
 from polymodal.tasks.vqa import VQATask
@@ -45,3 +46,13 @@ def test_evaluation_asks_the_records_own_question():
     plain = VQATask(width=8, vocab=["left"], hidden=0)
     record, _ = plain.example(RECORDS, 0, torch.Generator().manual_seed(0))
     assert record["question"] == "which way?"  # without the option, one question per record
+
+
+def test_own_question_share_sets_how_often_the_own_question_is_asked():
+    vocab = VQATask.vocab_from(RECORDS, {"more_questions": "more_questions"})
+    task = VQATask(width=8, vocab=vocab, hidden=0, more_questions="more_questions", own_question_share=0.8)
+    generator = torch.Generator().manual_seed(1)
+    own = sum(task.example(RECORDS, 0, generator)[0]["question"] == "which way?" for _ in range(1000))
+    assert 750 < own < 850  # 0.8, where an even draw would give 1/3
+    with pytest.raises(ValueError, match="own_question_share"):
+        VQATask(width=8, vocab=vocab, hidden=0, own_question_share=1.5)

@@ -20,6 +20,10 @@ class VQATask(VocabularyTask):
             training every example asks one of the record's own question and these, drawn at random, so
             each decoded clip or image teaches several questions (as CLEVR has ~10 per image); evaluation
             asks the record's own question. None: one question per record.
+        own_question_share: with `more_questions`, how often training asks the record's own question
+            (the rest drawn evenly from the others); None: every question of the record equally often.
+            Raise it when the own questions are the only source of a question kind (the benchmark's
+            balanced sync question).
         (the rest as for `VocabularyTask`)
     """
 
@@ -27,9 +31,13 @@ class VQATask(VocabularyTask):
     target_field = "answer"
 
     def __init__(self, *, width: int, vocab: list[str], hidden: int = 256, dropout: float = 0.0,
-                 weight: float = 1.0, inputs: dict[str, str] | None = None, more_questions: str | None = None):
+                 weight: float = 1.0, inputs: dict[str, str] | None = None, more_questions: str | None = None,
+                 own_question_share: float | None = None):
         super().__init__(width=width, vocab=vocab, hidden=hidden, dropout=dropout, weight=weight, inputs=inputs)
+        if own_question_share is not None and not 0.0 <= own_question_share <= 1.0:
+            raise ValueError(f"own_question_share: expected a number from 0 to 1, got {own_question_share!r}")
         self.more_questions = more_questions
+        self.own_question_share = own_question_share
 
     @classmethod
     def vocab_from(cls, records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
@@ -45,7 +53,12 @@ class VQATask(VocabularyTask):
         record = records[index]
         more = record.get(self.more_questions) if self.more_questions and generator is not None else None
         if more:
-            pick = int(torch.randint(0, len(more) + 1, (), generator=generator))
+            if self.own_question_share is None:
+                pick = int(torch.randint(0, len(more) + 1, (), generator=generator))  # len(more): the own one
+            elif torch.rand((), generator=generator) < self.own_question_share:
+                pick = len(more)
+            else:
+                pick = int(torch.randint(0, len(more), (), generator=generator))
             if pick < len(more):
                 record = {**record, **more[pick]}
         return record, self.target(record)
