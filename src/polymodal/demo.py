@@ -79,7 +79,6 @@ def _baselines(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         "vqa": {"accuracy": image["overall"], **{f"accuracy/{t}": v for t, v in image.items() if t != "overall"}},
         "video_qa": {"accuracy": av["overall"], **{f"accuracy/{t}": v for t, v in av.items() if t != "overall"}},
         "sound": {"accuracy": stats["av"]["label_baseline"]["accuracy"]},
-        "av_match": {"accuracy": 0.5},
     }
 
 
