@@ -67,3 +67,23 @@ def test_sinusoidal_table_2d_encodes_row_then_column():
             torch.testing.assert_close(table[r * 4 + c, 4:], cols[c])
     with pytest.raises(ValueError, match="divisible by 4"):
         sinusoidal_table_2d(2, 2, 6)
+
+
+def test_time_code_matches_its_formula():
+    from polymodal.layers.positions import time_code_table
+    dim, top = 8, 27.0
+    code = time_code_table(torch.tensor([0.3]), dim, max_frequency=top)[0]
+    for k in range(dim // 2):
+        frequency = top ** (k / (dim // 2 - 1))
+        assert code[2 * k].item() == pytest.approx(math.sin(2 * math.pi * frequency * 0.3), abs=1e-5)
+        assert code[2 * k + 1].item() == pytest.approx(math.cos(2 * math.pi * frequency * 0.3), abs=1e-5)
+
+
+def test_time_code_is_most_alike_at_the_same_time_and_zero_without_time():
+    from polymodal.layers.positions import interval_centres, time_code_table
+    frames, steps = time_code_table(interval_centres(16), 32), time_code_table(interval_centres(48), 32)
+    # every audio step (48 per clip) is closest to the code of the video frame (16 per clip) it falls in
+    assert torch.equal((steps @ frames.T).argmax(dim=1), torch.arange(48) // 3)
+    assert torch.equal(time_code_table(torch.tensor([float("nan")]), 32), torch.zeros(1, 32))
+    with pytest.raises(ValueError, match="even"):
+        time_code_table(torch.tensor([0.5]), 7)

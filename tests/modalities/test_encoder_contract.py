@@ -94,6 +94,16 @@ CASES = {
                              frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
         _video_inputs,
     ),
+    "frames-motion-vit": Case(
+        lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, motion=True,
+                             frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2}),
+        _video_inputs,
+    ),
+    "frames-motion-cnn": Case(
+        lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, motion=True,
+                             frame_readout=4, frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+        _video_inputs,
+    ),
     "frames-tokens-with-audio": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_tokens=True,
                              frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2},
@@ -218,3 +228,41 @@ def test_too_long_or_wrong_sized_inputs_name_the_limit():
         FrameEncoder(out_dim=4, frame_tokens=True, frame_readout=4)
     with pytest.raises(ValueError, match="positions='rotary'"):
         TextEncoder(vocab_size=10, out_dim=4, positions="rotary")
+
+
+TIMED = {"tubelet-vit", "conv3d", "frames", "frames-readout", "frames-motion-vit", "frames-motion-cnn", "frames-tokens-with-audio", "audio-spectrogram",
+         "audio-conv"}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_timed_encoders_say_when_each_token_happens(name):
+    _, _, out = _run(name)
+    if name not in TIMED:
+        assert out.times is None
+        return
+    assert out.times.shape == (out.tokens.shape[1],)
+    timed = out.times[~torch.isnan(out.times)]
+    assert ((timed > 0) & (timed < 1)).all()
+    assert timed.min() <= 0.25 and timed.max() >= 0.75  # the tokens cover the whole clip
+
+
+def test_frame_times_are_frame_centres_and_audio_tokens_follow():
+    _, _, out = _run("frames-tokens-with-audio")
+    encoder = CASES["frames-tokens-with-audio"].build()
+    per_frame = encoder.frame.num_tokens
+    frame_times = out.times[: FRAMES * per_frame].reshape(FRAMES, per_frame)
+    torch.testing.assert_close(frame_times, ((torch.arange(FRAMES) + 0.5) / FRAMES)[:, None].expand(-1, per_frame))
+    sound = out.times[FRAMES * per_frame:]
+    assert len(sound) == encoder.audio.num_tokens and (sound.diff() > 0).all()
+
+
+def test_motion_gives_each_frame_its_change_from_the_frame_before():
+    encoder = CASES["frames-motion-cnn"].build()
+    seen = []
+    encoder.frame.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    video = _video_inputs()[0]
+    encoder(video)
+    frames = seen[0].reshape(B, FRAMES, 6, IMAGE, IMAGE)
+    torch.testing.assert_close(frames[:, :, :3], video)
+    torch.testing.assert_close(frames[:, 1:, 3:], video[:, 1:] - video[:, :-1])
+    assert (frames[:, 0, 3:] == 0).all()

@@ -29,3 +29,14 @@ class EarlyFusion(nn.Module):
             tokens.append(t)
             masks.append(m)
         return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+
+    @staticmethod
+    def times(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
+        """(sum(N_m + 1),) each fused token's time (`EncoderOutput.times`), laid out as `forward` lays out
+        the tokens; NaN for the markers and for every token of an untimed modality."""
+        parts = []
+        for name in sorted(outputs):
+            out = outputs[name]
+            times = out.times if out.times is not None else out.tokens.new_full((out.tokens.shape[1],), float("nan"))
+            parts.append(torch.cat([times.new_full((1,), float("nan")), times.float()]))
+        return torch.cat(parts)

@@ -112,3 +112,36 @@ class Sinusoidal2DPositions(nn.Module):
         if x.shape[1] != self.table.shape[0]:
             raise ValueError(f"expected {self.table.shape[0]} grid tokens, got {x.shape[1]}")
         return x + self.table.to(x.dtype)
+
+
+def interval_centres(count: int, device: torch.device | None = None) -> torch.Tensor:
+    """(count,) the centres of `count` equal intervals of [0, 1): where, in a clip, each of `count`
+    consecutive frames (or time steps) lies, as a fraction of the clip."""
+    return (torch.arange(count, dtype=torch.float32, device=device) + 0.5) / count
+
+
+def time_code_table(times: torch.Tensor, dim: int, max_frequency: float = 32.0) -> torch.Tensor:
+    """A code for continuous times, so that two tokens at the same moment get the same vector.
+
+    Channel pairs (2k, 2k+1) are sin/cos(2π f_k t) with f_k from 1 to `max_frequency` cycles per clip,
+    geometrically spaced: the slowest pair tells every t in [0, 1) apart, the fastest resolves about
+    1 / max_frequency of the clip, and the dot product of two codes is largest where the times are equal.
+
+    Args:
+        times: (N,) fractions of the clip in [0, 1); NaN for tokens with no time (they get zeros).
+        dim: code width; must be even.
+        max_frequency: the fastest pair's cycles per clip.
+
+    Returns:
+        (N, dim) float32.
+    """
+    if dim % 2:
+        raise ValueError(f"a time code needs an even dim, got dim={dim}")
+    pairs = dim // 2
+    exponents = torch.arange(pairs, dtype=torch.float64, device=times.device) / max(pairs - 1, 1)
+    frequencies = max_frequency ** exponents  # (dim/2,) 1 .. max_frequency
+    timed = ~torch.isnan(times)
+    angles = 2 * torch.pi * torch.where(timed, times, 0.0).double()[:, None] * frequencies  # (N, dim/2)
+    table = torch.empty(times.shape[0], dim, dtype=torch.float64, device=times.device)
+    table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
+    return (table * timed[:, None]).float()

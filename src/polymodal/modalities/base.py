@@ -15,11 +15,16 @@ class EncoderOutput:
         tokens: (B, N, D) token sequence, already projected to the model width D.
         mask: (B, N) bool, True for real tokens, False for padding.
         pooled: (B, D) one vector per example (CLS token or masked mean).
+        times: (N,) for encoders of timed media (video, audio): when each token happens, as a fraction
+            [0, 1) of the span the encoder was given, NaN for a token with no time (a CLS); None for
+            untimed modalities. A joint model with `time_code` lines up tokens of different modalities
+            by these times.
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
+    times: torch.Tensor | None = None
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

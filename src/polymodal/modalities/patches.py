@@ -35,9 +35,13 @@ class PatchTransformerEncoder(nn.Module):
         """GPT/BERT-style initialisation of everything, patch embedding included (call last in __init__)."""
         init_weights_(self)
 
-    def encode_patches(self, patches: torch.Tensor) -> EncoderOutput:
-        """(B, patches, width) → tokens (B, 1 + patches, D) with the CLS first, an all-True mask, pooled = CLS."""
+    def encode_patches(self, patches: torch.Tensor, patch_times: torch.Tensor | None = None) -> EncoderOutput:
+        """(B, patches, width) → tokens (B, 1 + patches, D) with the CLS first, an all-True mask, pooled = CLS.
+        `patch_times` (patches,): when each patch happens (timed media); the CLS gets NaN."""
         x = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)  # (B, 1 + N, width)
         tokens = self.proj(self.encoder(self.positions(x)))  # (B, 1 + N, D)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])
+        times = None
+        if patch_times is not None:
+            times = torch.cat([patch_times.new_full((1,), float("nan")), patch_times])
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0], times=times)

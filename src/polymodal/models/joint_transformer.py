@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..fusion.early import EarlyFusion
-from ..layers.positions import LearnedPositions, SinusoidalPositions
+from ..layers.positions import LearnedPositions, SinusoidalPositions, time_code_table
 from ..layers.transformer import TransformerEncoder
 from ..modalities.base import EncoderOutput
 from .embedding import embed, logit_scale, projections
@@ -36,12 +36,17 @@ class JointTransformer(nn.Module):
             L2-normalised space before fusion, so contrastive tasks can align the encoders (ALBEF's
             "align before fuse") next to the fused tasks. None: no embedding space.
         init_temperature: the contrastive temperature to start from, with `embed_dim`.
+        time_code: also add to every timed token (video frames, audio steps: `EncoderOutput.times`) a code
+            of *when* it happens (`time_code_table`), the same for every modality, so attention can line up
+            a sound with the frame it belongs to ("is the sound in sync with the bounce?"). The times are
+            fractions of what each encoder was given: they line up when the frames and the audio cover
+            the same span (uniform frame sampling over the whole clip, audio `duration` = clip length).
     """
 
     def __init__(self, encoders: dict[str, nn.Module], *, width: int, depth: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "sinusoidal",
                  max_length: int = 512, pooling: str = "cls", readout_dim: int = 16, embed_dim: int | None = None,
-                 init_temperature: float = 0.07):
+                 init_temperature: float = 0.07, time_code: bool = False):
         super().__init__()
         if positions not in ("sinusoidal", "learned"):
             raise ConfigError(f"model.positions: expected 'sinusoidal' or 'learned', got {positions!r}")
@@ -49,6 +54,7 @@ class JointTransformer(nn.Module):
             raise ConfigError(f"model.pooling: expected 'cls' or 'positional', got {pooling!r}")
         self.pooling = pooling
         self.max_length = max_length
+        self.width, self.time_code = width, time_code
         if pooling == "positional":
             self.readout_token = nn.Linear(width, readout_dim)
             self.readout = nn.Sequential(nn.Linear(width + max_length * readout_dim, width), nn.LayerNorm(width))
@@ -70,6 +76,8 @@ class JointTransformer(nn.Module):
         if not fuse:
             return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale)
         tokens, mask = self.fusion(outputs)  # (B, N, D), (B, N)
+        if self.time_code:
+            tokens = tokens + time_code_table(self.fusion.times(outputs), self.width).to(tokens)
         batch = tokens.shape[0]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)

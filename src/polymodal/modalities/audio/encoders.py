@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from polymodal.layers import TransformerEncoder
-from polymodal.layers.positions import SinusoidalPositions
+from polymodal.layers.positions import SinusoidalPositions, interval_centres
 from polymodal.modalities.audio.features import LogMelSpectrogram
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.patches import PatchTransformerEncoder
@@ -66,7 +66,9 @@ class SpectrogramTransformer(PatchTransformerEncoder):
         """(B, S) waveforms → tokens (B, 1 + patches, D) with CLS first; pooled = CLS."""
         mel = self.front(wave)  # (B, M, T)
         frames = self.grid[1] * self.patch_embed.kernel_size[1]
-        return self.encode_patches(self.patch_embed(mel[:, None, :, :frames]).flatten(2).transpose(1, 2))
+        # patches are frequency-major: every time step of the lowest band first; the dropped frames are time too
+        times = (interval_centres(self.grid[1], wave.device) * frames / self.front.num_frames).repeat(self.grid[0])
+        return self.encode_patches(self.patch_embed(mel[:, None, :, :frames]).flatten(2).transpose(1, 2), times)
 
 
 class ConvAudioEncoder(nn.Module):
@@ -109,4 +111,5 @@ class ConvAudioEncoder(nn.Module):
         if self.encoder is not None:
             tokens = self.encoder(tokens)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1),
+                             times=interval_centres(tokens.shape[1], tokens.device))

@@ -13,10 +13,10 @@ from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.patches import PatchTransformerEncoder
 
 
-def _check_image_size(images: torch.Tensor, image_size: int) -> None:
-    if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
+def _check_image_size(images: torch.Tensor, image_size: int, in_channels: int = 3) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != (in_channels, image_size, image_size):
         raise ValueError(
-            f"expected images (B, 3, {image_size}, {image_size}) for image_size={image_size}, "
+            f"expected images (B, {in_channels}, {image_size}, {image_size}) for image_size={image_size}, "
             f"got {tuple(images.shape)}"
         )
 
@@ -66,6 +66,7 @@ class CNNImageEncoder(nn.Module):
         positions: `learned` per grid cell, or fixed `sinusoidal2d` (row and column each readable).
         coordinates: feed x and y coordinate channels to the first convolution (CoordConv), so the
             features themselves know where they are; a plain CNN is translation-equivariant.
+        in_channels: input channels (3: RGB; a video frame encoder with `motion` gives 6).
     """
 
     def __init__(
@@ -78,12 +79,14 @@ class CNNImageEncoder(nn.Module):
         groups: int = 8,
         positions: str = "learned",
         coordinates: bool = False,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.image_size = image_size
+        self.image_size, self.in_channels = image_size, in_channels
         self.coordinates = coordinates
         self.stem = nn.Sequential(
-            nn.Conv2d(5 if coordinates else 3, channels[0], 3, padding=1, bias=False), _group_norm(groups, channels[0]), nn.GELU()
+            nn.Conv2d(in_channels + 2 * coordinates, channels[0], 3, padding=1, bias=False),
+            _group_norm(groups, channels[0]), nn.GELU()
         )
         stages = []
         in_channels, side = channels[0], image_size
@@ -107,13 +110,13 @@ class CNNImageEncoder(nn.Module):
         """Encode a batch of normalised images.
 
         Args:
-            images: (B, 3, image_size, image_size) float.
+            images: (B, in_channels, image_size, image_size) float.
 
         Returns:
             EncoderOutput with tokens (B, num_tokens, out_dim), an all-True mask (B, num_tokens) and
             pooled (B, out_dim) = mean of the tokens.
         """
-        _check_image_size(images, self.image_size)
+        _check_image_size(images, self.image_size, self.in_channels)
         if self.coordinates:
             side = torch.linspace(-1.0, 1.0, self.image_size, device=images.device, dtype=images.dtype)
             y, x = torch.meshgrid(side, side, indexing="ij")  # (S, S) each
@@ -137,6 +140,7 @@ class ViTImageEncoder(PatchTransformerEncoder):
         num_heads: attention heads (must divide `width`).
         mlp_ratio: MLP hidden width as a multiple of `width`.
         dropout: dropout inside the transformer.
+        in_channels: input channels (3: RGB; a video frame encoder with `motion` gives 6).
     """
 
     def __init__(
@@ -150,24 +154,25 @@ class ViTImageEncoder(PatchTransformerEncoder):
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        in_channels: int = 3,
     ) -> None:
         if image_size % patch_size != 0:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         super().__init__(num_patches=(image_size // patch_size) ** 2, out_dim=out_dim, width=width, depth=depth,
                          num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        self.image_size = image_size
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.image_size, self.in_channels = image_size, in_channels
+        self.patch_embed = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.init_weights()
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
         """Encode a batch of normalised images.
 
         Args:
-            images: (B, 3, image_size, image_size) float.
+            images: (B, in_channels, image_size, image_size) float.
 
         Returns:
             EncoderOutput with tokens (B, 1 + patches, out_dim) (CLS first), an all-True mask and
             pooled (B, out_dim) = the projected CLS token.
         """
-        _check_image_size(images, self.image_size)
+        _check_image_size(images, self.image_size, self.in_channels)
         return self.encode_patches(self.patch_embed(images).flatten(2).transpose(1, 2))  # (B, patches, width) in

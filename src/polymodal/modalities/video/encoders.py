@@ -12,6 +12,7 @@ from torch import nn
 from polymodal.config import bind
 from polymodal.errors import ConfigError
 from polymodal.layers import LearnedPositions, TransformerEncoder
+from polymodal.layers.positions import interval_centres
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.patches import PatchTransformerEncoder
@@ -58,7 +59,10 @@ class TubeletViT(PatchTransformerEncoder):
     def forward(self, video: torch.Tensor) -> EncoderOutput:
         """(B, T, 3, S, S) → tokens (B, 1 + tubelets, D), time-major after the CLS."""
         _check_video(video, self.num_frames, self.image_size)
-        return self.encode_patches(self.patch_embed(video.transpose(1, 2)).flatten(2).transpose(1, 2))
+        patches = self.patch_embed(video.transpose(1, 2))  # (B, width, T', h, w)
+        steps, cells = patches.shape[2], patches.shape[3] * patches.shape[4]
+        times = interval_centres(steps, video.device).repeat_interleave(cells)
+        return self.encode_patches(patches.flatten(2).transpose(1, 2), times)
 
 
 class _Block3d(nn.Module):
@@ -115,7 +119,8 @@ class Conv3DEncoder(nn.Module):
         _check_video(video, self.num_frames, self.image_size)
         features = self.blocks(self.stem(video.transpose(1, 2)))  # (B, C, T', h, w)
         tokens = self.positions(self.proj(features.flatten(2).transpose(1, 2)))
-        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1))
+        times = interval_centres(features.shape[2], video.device).repeat_interleave(features.shape[3] * features.shape[4])
+        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1), times=times)
 
 
 class FrameEncoder(nn.Module):
@@ -134,16 +139,21 @@ class FrameEncoder(nn.Module):
         frame_readout: 0: a frame's vector is its encoder's pooled vector (what is in the picture);
             k > 0: every frame token is projected to k values and all of them, in place, map to the
             frame's vector, so it also says *where* things are (what "which way does it move?" needs).
+        motion: give the frame encoder each frame together with its difference from the frame before
+            (zero for the first), 6 channels: what moved, and which way, is then in one frame's input
+            (TSN's "RGB difference"), not only in the comparison of two frames' vectors.
     """
 
     def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8,
                  frame: dict[str, Any] | None = None, depth: int = 1, num_heads: int = 4,
-                 audio: dict[str, Any] | None = None, frame_tokens: bool = False, frame_readout: int = 0) -> None:
+                 audio: dict[str, Any] | None = None, frame_tokens: bool = False, frame_readout: int = 0,
+                 motion: bool = False) -> None:
         super().__init__()
         if frame_tokens and frame_readout:
             raise ValueError("frame_tokens and frame_readout are two ways to read a frame: choose one")
-        self.image_size, self.num_frames, self.frame_tokens = image_size, num_frames, frame_tokens
-        self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size)
+        self.image_size, self.num_frames, self.frame_tokens, self.motion = image_size, num_frames, frame_tokens, motion
+        self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size,
+                             in_channels=6 if motion else 3)
         self.readout = None
         if frame_readout > 0:
             self.readout = nn.Sequential(nn.Linear(out_dim, frame_readout), nn.Flatten(1),
@@ -158,6 +168,9 @@ class FrameEncoder(nn.Module):
         """(B, T, 3, S, S) [+ (B, samples) audio] → tokens (B, T [·frame tokens] [+ audio tokens], D); pooled = mean."""
         _check_video(video, self.num_frames, self.image_size)
         batch = video.shape[0]
+        if self.motion:
+            change = torch.cat([torch.zeros_like(video[:, :1]), video[:, 1:] - video[:, :-1]], dim=1)
+            video = torch.cat([video, change], dim=2)  # (B, T, 6, S, S)
         frames = self.frame(video.flatten(0, 1))  # EncoderOutput over B·T frames
         if self.frame_tokens:
             per_frame = frames.tokens  # (B·T, n, D)
@@ -166,12 +179,15 @@ class FrameEncoder(nn.Module):
         else:
             per_frame = frames.pooled[:, None]  # (B·T, 1, D)
         x = self.time_positions(per_frame.reshape(batch, -1, per_frame.shape[-1])) + self.types[0]  # (B, T·n, D)
+        times = interval_centres(self.num_frames, video.device).repeat_interleave(per_frame.shape[1])
         if self.audio is not None:
             if audio is None:
                 raise ValueError("this video encoder fuses the audio track: pass audio (B, samples) too")
-            x = torch.cat([x, self.audio(audio).tokens + self.types[1]], dim=1)
+            track = self.audio(audio)
+            x = torch.cat([x, track.tokens + self.types[1]], dim=1)
+            times = torch.cat([times, track.times])
         tokens = self.temporal(x)
-        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1))
+        return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1), times=times)
 
 
 def _nested(kinds: dict[str, type[nn.Module]], spec: dict[str, Any], key: str, **provided: Any) -> nn.Module:
