@@ -138,10 +138,11 @@ def time_code_table(times: torch.Tensor, dim: int, max_frequency: float = 32.0) 
     if dim % 2:
         raise ValueError(f"a time code needs an even dim, got dim={dim}")
     pairs = dim // 2
-    exponents = torch.arange(pairs, dtype=torch.float64, device=times.device) / max(pairs - 1, 1)
+    # float32 throughout (angles stay below 2π · max_frequency): every accelerator backend has it
+    exponents = torch.arange(pairs, dtype=torch.float32, device=times.device) / max(pairs - 1, 1)
     frequencies = max_frequency ** exponents  # (dim/2,) 1 .. max_frequency
     timed = ~torch.isnan(times)
-    angles = 2 * torch.pi * torch.where(timed, times, 0.0).double()[:, None] * frequencies  # (N, dim/2)
-    table = torch.empty(times.shape[0], dim, dtype=torch.float64, device=times.device)
+    angles = 2 * torch.pi * torch.where(timed, times, 0.0).float()[:, None] * frequencies  # (N, dim/2)
+    table = torch.empty(times.shape[0], dim, dtype=torch.float32, device=times.device)
     table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return (table * timed[:, None]).float()
+    return table * timed[:, None]
