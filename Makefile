@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Not part of `make test`: applies each plausible bug of tests/mutation/mutants.py and runs the suite.
+mutants: $(STAMP)
+	$(BIN)/python tests/mutation/run.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clip_vs_hf.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from polymodal.data.shapes import synthesize
@@ -44,3 +45,18 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def record_steps(trainer) -> list[dict]:
+    """Wrap the optimiser's step: what it is given (gradients, their norm, the learning rate) each time."""
+    seen, step = [], trainer.optimizer.step
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        seen.append({"grads": grads, "norm": torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item(),
+                     "lr": [g["lr"] for g in trainer.optimizer.param_groups]})
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return seen

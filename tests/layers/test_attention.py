@@ -130,3 +130,32 @@ def test_wrong_mode_arguments_are_errors():
         MultiHeadAttention(DIM, HEADS)(torch.randn(B, N, DIM), mask=torch.ones(B, N, dtype=torch.long))
     with pytest.raises(ValueError, match="num_heads=5"):
         MultiHeadAttention(DIM, 5)
+
+
+def test_padded_context_tokens_change_nothing_in_cross_attention():
+    context_dim, m = 10, 5
+    ours, _ = _pair(context_dim)
+    x, ctx = torch.randn(B, N, DIM), torch.randn(B, m, context_dim)
+    ctx_mask = torch.ones(B, m, dtype=torch.bool)
+    ctx_mask[1, 3:] = False
+    padded_ctx = torch.cat([ctx, 1e3 * torch.randn(B, 4, context_dim)], dim=1)
+    padded_mask = torch.cat([ctx_mask, torch.zeros(B, 4, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(ours(x, padded_ctx, context_mask=padded_mask), ours(x, ctx, context_mask=ctx_mask),
+                               atol=ATOL, rtol=0)
+    # example 1 sees only its first 3 context tokens: the same as being given just those
+    torch.testing.assert_close(ours(x[1:2], padded_ctx[1:2], context_mask=padded_mask[1:2]),
+                               ours(x[1:2], ctx[1:2, :3]), atol=ATOL, rtol=0)
+
+
+def test_an_example_with_no_context_is_finite_and_leaves_the_others_unchanged():
+    # a modality absent from one example: every one of its context keys is masked
+    context_dim, m = 6, 4
+    ours, _ = _pair(context_dim)
+    x, ctx = torch.randn(B, N, DIM, requires_grad=True), torch.randn(B, m, context_dim)
+    ctx_mask = torch.ones(B, m, dtype=torch.bool)
+    ctx_mask[2] = False
+    y = ours(x, ctx, context_mask=ctx_mask)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y[:2], ours(x[:2], ctx[:2]), atol=ATOL, rtol=0)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()

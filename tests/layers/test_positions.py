@@ -87,3 +87,9 @@ def test_time_code_is_most_alike_at_the_same_time_and_zero_without_time():
     assert torch.equal(time_code_table(torch.tensor([float("nan")]), 32), torch.zeros(1, 32))
     with pytest.raises(ValueError, match="even"):
         time_code_table(torch.tensor([0.5]), 7)
+
+
+def test_interval_centres_are_the_middles_of_equal_intervals():
+    from polymodal.layers.positions import interval_centres
+    torch.testing.assert_close(interval_centres(4), torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    torch.testing.assert_close(interval_centres(1), torch.tensor([0.5]))

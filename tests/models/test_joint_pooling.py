@@ -68,3 +68,18 @@ def _train_where(pooling: str) -> float:
 def test_positional_readout_learns_where_a_token_is_and_cls_cannot_without_attention():
     assert _train_where("positional") > 0.98
     assert _train_where("cls") < 0.6  # the CLS output alone never sees the other tokens at depth 0
+
+
+def test_joint_sequence_is_cls_then_early_fusion_with_positions_and_the_cls_is_attended_to():
+    # the composition written out: [CLS; m; X] + PE → transformer with the CLS a real key; pooled = CLS output
+    model = _model("cls", depth=2).eval()
+    tokens, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    out = model({"grid": {"data": tokens, "mask": mask}})
+    fused, fused_mask = model.fusion({"grid": EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])})
+    sequence = torch.cat([model.cls.expand(2, -1, -1), fused], dim=1)  # (2, 1 + 1 + 5, 16)
+    full_mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), fused_mask], dim=1)
+    expected = model.transformer(model.positions(sequence), full_mask)
+    torch.testing.assert_close(out.fused.tokens, expected)
+    assert torch.equal(out.fused.mask, full_mask)
+    torch.testing.assert_close(out.pooled, expected[:, 0])

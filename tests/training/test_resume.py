@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import tiny_config, write_config
 from polymodal.config import load_config
 from polymodal.training.checkpoint import list_checkpoints
@@ -18,8 +20,13 @@ def losses(run):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_resume_after_stop_matches_uninterrupted(shapes_data, tmp_path):
-    path = write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=6, ckpt_every=2))
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_after_stop_matches_uninterrupted(shapes_data, tmp_path, dropout):
+    # with dropout the global random state is drawn from every step: the checkpoint must restore it
+    config = tiny_config(shapes_data, "vqa", max_steps=6, ckpt_every=2)
+    config["model"]["dropout"] = dropout
+    config["tasks"]["vqa"]["dropout"] = dropout
+    path = write_config(tmp_path, config)
     config = load_config(path)
     Trainer(config, tmp_path / "full", log=lambda _: None).fit()
     # Stop after step 3: the newest checkpoint is step 2, so step 3 must be recomputed on resume.

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config, write_config
+from conftest import record_steps, tiny_config, write_config
 from polymodal.config import load_config
 from polymodal.data.loader import StepSampler
 from polymodal.training.checkpoint import TRAINER, list_checkpoints
@@ -70,3 +70,38 @@ def test_freeze_keeps_named_parameters_fixed_and_rejects_unknown_prefixes(shapes
     bad = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", freeze=["encoders.imag"]), "b.yaml"))
     with pytest.raises(ConfigError, match="train.freeze: 'encoders.imag' matches no parameter"):
         Trainer(bad, tmp_path / "run2", log=lambda _: None)
+
+
+def test_accumulated_gradients_equal_one_big_batch(shapes_data, tmp_path):
+    base = tiny_config(shapes_data, "vqa", max_steps=1, batch_size=16, grad_clip=0.0)
+    seen = {}
+    for accumulate in (1, 2, 4):
+        config = load_config(write_config(tmp_path, {**base, "train": {**base["train"], "accumulate": accumulate}},
+                                          f"a{accumulate}.yaml"))
+        trainer = Trainer(config, tmp_path / f"run{accumulate}", log=lambda _: None)
+        seen[accumulate] = record_steps(trainer)
+        trainer.train_step()
+    for accumulate in (2, 4):
+        for big, small in zip(seen[1][0]["grads"], seen[accumulate][0]["grads"]):
+            torch.testing.assert_close(small, big, rtol=1e-4, atol=1e-6)
+
+
+def test_the_loss_is_the_weighted_sum_of_the_task_losses(shapes_data, tmp_path):
+    base = tiny_config(shapes_data, "vqa", max_steps=1)
+    base["tasks"] = {"vqa": {"type": "vqa", "hidden": 16, "weight": 0.5},
+                     "shape": {"type": "classification", "hidden": 16, "weight": 2.0}}
+    trainer = Trainer(load_config(write_config(tmp_path, base)), tmp_path / "run", log=lambda _: None)
+    values = trainer.train_step()
+    assert values["loss"] == pytest.approx(0.5 * values["loss/vqa"] + 2.0 * values["loss/shape"], rel=1e-6)
+    assert values["loss/vqa"] != pytest.approx(values["loss/shape"], rel=1e-2)  # the weights must matter
+
+
+def test_the_optimiser_gets_the_scheduled_learning_rate(shapes_data, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", max_steps=5, warmup_steps=2)))
+    trainer = Trainer(config, tmp_path / "run", log=lambda _: None)
+    seen = record_steps(trainer)
+    trainer.fit()
+    kw = dict(lr=3e-3, warmup_steps=2, max_steps=5, min_lr_ratio=config.train.min_lr_ratio)
+    assert [s["lr"] for s in seen] == [[pytest.approx(lr_at(step, **kw))] * 2 for step in range(5)]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in logged if "lr" in r] == pytest.approx([lr_at(step, **kw) for step in range(5)])

@@ -108,8 +108,10 @@ class StepSampler(Sampler):
 
 def train_loader(dataset: TaskDataset, sampler: StepSampler, num_workers: int) -> DataLoader:
     """An endless loader over `sampler`'s batches."""
+    # its own generator: starting the loader (which draws worker seeds) must not move the global random
+    # state, or a resumed run's dropout would differ from an uninterrupted run's
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=num_workers,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def eval_loader(dataset: TaskDataset, batch_size: int, num_workers: int = 0) -> DataLoader:

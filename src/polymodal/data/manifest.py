@@ -150,6 +150,18 @@ def read_manifest(
     return records
 
 
+def write_manifest(path: str | Path, records: Sequence[dict]) -> Path:
+    """Write records as a manifest, one JSON object per line (the `_line` that reading adds is left out).
+
+    Media paths are written as given: relative ones are read back relative to the manifest's folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        file.writelines(json.dumps({k: v for k, v in r.items() if k != "_line"}) + "\n" for r in records)
+    return path
+
+
 def format_report(path: str | Path, problems: Sequence[Problem]) -> str:
     """A human-readable listing of a manifest's problems (at most 50 lines of them).
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from polymodal.data.manifest import write_manifest
 from polymodal.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle")
@@ -126,9 +127,7 @@ def synthesize(
             )
             if (index + 1) % 2000 == 0 and index + 1 < counts[split]:
                 log(f"shapes: {split} {index + 1}/{counts[split]} images")
-        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as file:
-            for record in records:
-                file.write(json.dumps(record) + "\n")
+        write_manifest(out / f"{split}.jsonl", records)
         log(f"shapes: wrote {len(records)} {split} records to {out / f'{split}.jsonl'}")
         records_by_split[split] = records
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from polymodal.data.manifest import write_manifest
 from polymodal.data.media import write_audio, write_video
 from polymodal.data.shapes import COLORS, NUMBER_WORDS, SHAPES, SIZES, SPLITS, ShapeObject, _majority, render
 
@@ -303,8 +304,7 @@ def synthesize_av(out_dir: str | Path, *, n_train: int = 3000, n_val: int = 300,
             })
             if (index + 1) % 500 == 0 and index + 1 < counts[split]:
                 log(f"shapes-av: {split} {index + 1}/{counts[split]} clips")
-        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as file:
-            file.writelines(json.dumps(record) + "\n" for record in records)
+        write_manifest(out / f"{split}.jsonl", records)
         log(f"shapes-av: wrote {len(records)} {split} records to {out / f'{split}.jsonl'}")
         records_by_split[split] = records
     stats = _statistics(records_by_split)

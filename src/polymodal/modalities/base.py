@@ -26,16 +26,3 @@ class EncoderOutput:
     pooled: torch.Tensor
     times: torch.Tensor | None = None
 
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens.
-
-    Args:
-        tokens: (B, N, D).
-        mask: (B, N) bool, True for real tokens.
-
-    Returns:
-        (B, D) mean of the tokens where mask is True.
-    """
-    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, N, 1)
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)

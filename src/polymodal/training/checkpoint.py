@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,45 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
     return torch.load(path / TRAINER, weights_only=True)
 
 
-def load_matching_weights(model: nn.Module, path: Path) -> tuple[int, int]:
-    """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning).
+@dataclass
+class WarmStart:
+    """What `load_matching_weights` did, weight tensor by weight tensor.
 
-    Returns:
-        (loaded, total) weight-tensor counts.
+    Attributes:
+        loaded: names copied from the source (same name, same shape).
+        reshaped: names in both whose shapes differ → (source shape, model shape); left as initialised.
+        missing: the model's names the source lacks; left as initialised.
+        unused: the source's names the model lacks.
     """
+
+    loaded: list[str]
+    reshaped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+    missing: list[str]
+    unused: list[str]
+
+    def summary(self, source: Path | str, shown: int = 4) -> str:
+        """One line for the log: how many loaded and, for the rest, which and why."""
+        total = len(self.loaded) + len(self.reshaped) + len(self.missing)
+        parts = [f"initialised {len(self.loaded)} of {total} weight tensors from {source}"]
+        if self.reshaped:
+            named = [f"{n} {tuple(a)} there vs {tuple(b)} here" for n, (a, b) in list(self.reshaped.items())[:shown]]
+            more = f" and {len(self.reshaped) - shown} more" if len(self.reshaped) > shown else ""
+            parts.append(f"skipped {len(self.reshaped)} of another shape ({'; '.join(named)}{more})")
+        if self.missing:
+            more = f" and {len(self.missing) - shown} more" if len(self.missing) > shown else ""
+            parts.append(f"{len(self.missing)} not in the source ({', '.join(self.missing[:shown])}{more})")
+        if self.unused:
+            parts.append(f"{len(self.unused)} of the source's unused")
+        return "; ".join(parts)
+
+
+def load_matching_weights(model: nn.Module, path: Path) -> WarmStart:
+    """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning);
+    the model's other weights keep their initial values."""
     source = load_file(str(path))
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
-    return len(matched), len(own)
+    reshaped = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in source.items() if k in own and k not in matched}
+    return WarmStart(loaded=sorted(matched), reshaped=dict(sorted(reshaped.items())),
+                     missing=sorted(k for k in own if k not in source), unused=sorted(k for k in source if k not in own))

@@ -119,10 +119,11 @@ class Trainer:
         self.model = self.system.model.to(self.device)
         if tc.init_from and not checkpoints:
             source = model_folder(tc.init_from) / WEIGHTS
-            loaded, total = load_matching_weights(self.model, source)
-            if loaded == 0:
-                raise PolymodalError(f"train.init_from: no weights of {source} match this model")
-            self.log(f"initialised {loaded} of {total} weight tensors from {source}")
+            warm = load_matching_weights(self.model, source)
+            if not warm.loaded:
+                raise PolymodalError(f"train.init_from: no weights of {source} match this model "
+                                     f"({warm.summary(source)})")
+            self.log(warm.summary(source))
         freeze(self.model, tc.freeze)
         self.optimizer = make_optimizer(self.model, tc.lr, tc.weight_decay)
         self.step = 0
