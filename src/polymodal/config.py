@@ -8,6 +8,7 @@ names the key and the allowed ones, wherever it is.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import os
 import dataclasses
@@ -102,7 +103,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             return None
         raise ConfigError(f"{where}: expected null, got {value!r}")
-    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence) or tp in (tuple, list, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]

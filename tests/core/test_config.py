@@ -75,3 +75,16 @@ def test_unknown_top_level_section_and_yaml_syntax_errors_name_the_file(tmp_path
         load_config(write(tmp_path, "model: [1, 2\n"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_string_is_not_a_list_of_channels():
+    # Sequence[int] annotations: a YAML string must not pass as a sequence of characters
+    from polymodal.config import bind
+    from polymodal.modalities.image.encoders import CNNImageEncoder
+
+    with pytest.raises(ConfigError, match=r"model.encoders.image.channels: expected a list, got 'abc'"):
+        bind(CNNImageEncoder, {"channels": "abc"}, "model.encoders.image", provided=("out_dim",))
+    with pytest.raises(ConfigError, match=r"model.encoders.image.channels\[1\]: expected an integer"):
+        bind(CNNImageEncoder, {"channels": [8, "x"]}, "model.encoders.image", provided=("out_dim",))
+    assert bind(CNNImageEncoder, {"channels": [8, 16]}, "model.encoders.image", provided=("out_dim",)) == {
+        "channels": [8, 16]}

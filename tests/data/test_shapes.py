@@ -147,8 +147,6 @@ def test_question_types_and_baselines(synth) -> None:
         assert stats["baselines"][kind] == expected
     overall = sum(r["answer"] == stats["majority_answers"][r["question_type"]] for r in test) / len(test)
     assert stats["baselines"]["overall"] == overall
-    for accuracy in [*stats["baselines"].values(), stats["label_baseline"]["accuracy"]]:
-        assert accuracy is None or 0.0 <= accuracy <= 1.0
     label = stats["label_baseline"]["answer"]
     assert stats["label_baseline"]["accuracy"] == sum(r["label"] == label for r in test) / len(test)
 

@@ -86,7 +86,15 @@ def test_vit_image_encoder_composes_too(shapes_data):
     encoders = {**TINY_ENCODERS, "image": {"type": "vit", "image_size": 32, "patch_size": 8, "width": 32,
                                            "depth": 1, "num_heads": 2}}
     system = build(shapes_data, "joint_transformer", "vqa", encoders)
-    assert "vit" in type(system.model.backbone.encoders["image"]).__name__.lower()
+    task = system.model.tasks["t"]
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:4], task, system.processors)
+    batch = dataset.collate([dataset[i] for i in range(4)])
+    image = system.model.encode(batch["inputs"]).modalities["image"]
+    assert image.tokens.shape == (4, 1 + (32 // 8) ** 2, 32)  # CLS + a 4 × 4 grid of 8 px patches
+    system.model({"t": batch})["t"]["loss"].backward()
+    vit = system.model.backbone.encoders["image"]
+    for name, p in vit.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_gru_text_and_positional_pooling_compose(shapes_data):

@@ -270,4 +270,9 @@ MUTANTS = [
            "        media = root / given\n", "        media = Path(given)\n",
            "media paths resolve against the working directory, not the manifest's folder",
            ("tests/data/test_manifest.py",)),
+    # --- config ---
+    Mutant("config_sequence_accepts_strings", "config.py",
+           "if origin in (tuple, list, collections.abc.Sequence) or tp in (tuple, list, collections.abc.Sequence):",
+           "if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):",
+           "a Sequence[int] setting accepts a string (`channels: abc`)", ("tests/core/test_config.py",)),
 ]
