@@ -17,7 +17,8 @@ from torch import nn
 
 from .config import Config, bind
 from .errors import ConfigError
-from .models import MODELS
+from .fusion import FUSIONS
+from .models import MultimodalModel
 from .models.output import ModelOutput
 from .modalities.registry import Processor, get_modality
 from .modalities.text.tokenizer import TextTokenizer
@@ -26,6 +27,13 @@ from .tasks import TASKS, Task
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.json"
 TOKENIZER_FIELDS = ("text", "question")  # record fields a learnt tokenizer reads
+
+# Model types of Polymodal 0.1, kept as aliases: each is the one composition with a fusion (and defaults);
+# its keys are the model's (`width`, `embed_dim`, `init_temperature`) and the fusion's, side by side.
+MODEL_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "joint_transformer": ("early", {}),
+    "dual_encoder": ("late", {"embed_dim": 128}),
+}
 
 
 class PolymodalModel(nn.Module):
@@ -87,6 +95,39 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
     return TextTokenizer.train(texts, vocab_size=int(spec.get("vocab_size", 1000)))
 
 
+NEEDS = {  # what a task may need from the model, and the setting that provides it
+    "pooled": "a fused vector (every fusion gives one)",
+    "embeddings": "per-modality embeddings in a shared space: set model.embed_dim",
+}
+
+
+def _split_model_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+    """(fusion type, its settings, where they are in the config, the model's own settings) from `model`:
+    `model.fusion: {type: ..., ...}`, or a legacy `model.type` whose fusion settings sit beside the model's."""
+    spec = dict(spec)
+    model_type, fusion = spec.pop("type", None), spec.pop("fusion", None)
+    if model_type is None:
+        if not isinstance(fusion, dict) or fusion.get("type") not in FUSIONS:
+            got = fusion.get("type") if isinstance(fusion, dict) else fusion
+            raise ConfigError(f"model.fusion.type: expected one of {', '.join(FUSIONS)}, got {got!r}")
+        fusion = dict(fusion)
+        return fusion.pop("type"), fusion, "model.fusion", spec
+    if model_type not in MODEL_ALIASES:
+        raise ConfigError(f"model.type: expected one of {', '.join(sorted(MODEL_ALIASES))}, got {model_type!r} "
+                          f"(or leave model.type out and choose model.fusion)")
+    if fusion is not None:
+        raise ConfigError(f"model.fusion: model.type {model_type!r} already chooses the fusion; give one of the two")
+    fusion_type, defaults = MODEL_ALIASES[model_type]
+    fusion_keys = set(inspect.signature(FUSIONS[fusion_type]).parameters) - {"modalities", "width"}
+    model_keys = set(inspect.signature(MultimodalModel).parameters) - {"encoders", "fusion"}
+    unknown = sorted(set(spec) - fusion_keys - model_keys)
+    if unknown:
+        allowed = ", ".join(sorted(fusion_keys | model_keys | {"encoders", "tokenizer", "type"}))
+        raise ConfigError(f"model: unknown key {unknown[0]!r} for model.type {model_type!r}; allowed keys: {allowed}")
+    fusion_spec = {k: v for k, v in spec.items() if k in fusion_keys}
+    return fusion_type, fusion_spec, "model", {**defaults, **{k: v for k, v in spec.items() if k in model_keys}}
+
+
 def build_system(config: Config, records: list[dict[str, Any]] | None = None, artifacts: Path | None = None,
                  augment: bool | None = None) -> System:
     """Build the model, processors and heads a config describes.
@@ -98,14 +139,13 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         augment: override `data.augment` (evaluation and serving never augment).
     """
     spec = dict(config.model)
-    model_type = spec.pop("type", None)
-    if model_type not in MODELS:
-        raise ConfigError(f"model.type: expected one of {', '.join(sorted(MODELS))}, got {model_type!r}")
     encoder_specs = spec.pop("encoders", None)
     spec.pop("tokenizer", None)
     if not isinstance(encoder_specs, dict) or not encoder_specs:
         raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
-    width = spec.get("width")
+    fusion_type, fusion_spec, fusion_where, model_spec = _split_model_spec(spec)
+    model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"))
+    width = model_kwargs.get("width")
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"model.width: expected a positive integer, got {width!r}")
 
@@ -136,8 +176,14 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
 
-    backbone_cls = MODELS[model_type]
-    backbone = backbone_cls(encoders, **bind(backbone_cls, spec, "model", provided=("encoders",)))
+    fusion_cls = FUSIONS[fusion_type]
+    fusion_kwargs = bind(fusion_cls, fusion_spec, fusion_where, provided=("modalities", "width"))
+    try:
+        fusion = fusion_cls(sorted(encoders), width, **fusion_kwargs)
+    except ValueError as error:
+        raise ConfigError(f"{fusion_where}.{error}") from None
+    backbone = MultimodalModel(encoders, fusion, **model_kwargs)
+    provides = {"pooled"} | ({"embeddings"} if backbone.embed_dim is not None else set())
 
     saved_vocab = json.loads((artifacts / VOCAB_FILE).read_text()) if artifacts is not None else {}
     tasks, vocab = {}, {}
@@ -153,9 +199,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if missing:
             raise ConfigError(f"{where}: task type {task_type!r} needs a {missing[0]!r} encoder; "
                               f"model.encoders has: {', '.join(sorted(encoders))}")
-        if task_type == "contrastive" and model_type != "dual_encoder" and spec.get("embed_dim") is None:
-            raise ConfigError(f"{where}: task type 'contrastive' needs per-modality embeddings: model.type "
-                              f"dual_encoder, or model.embed_dim set (got model.type {model_type!r} without it)")
+        lacking = [need for need in cls.needs if need not in provides]
+        if lacking:
+            raise ConfigError(f"{where}: task type {task_type!r} needs {NEEDS[lacking[0]]}")
         kwargs = bind(cls, task_spec, where, provided=("width", "vocab"))
         if "vocab" in inspect.signature(cls).parameters:
             words = saved_vocab.get(name) if saved_vocab else cls.vocab_from(records or [], task_spec)

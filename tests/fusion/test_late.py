@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from polymodal.errors import ConfigError
 from polymodal.fusion.late import LateFusion
 
 A = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
@@ -12,8 +11,8 @@ B = torch.tensor([[0.5, -2.0], [1.0, 4.0]])
 
 def test_mean_and_product():
     pooled = {"text": B, "image": A}
-    torch.testing.assert_close(LateFusion(["image", "text"], 2, "mean")(pooled), (A + B) / 2)
-    torch.testing.assert_close(LateFusion(["image", "text"], 2, "product")(pooled), A * B)
+    torch.testing.assert_close(LateFusion(["image", "text"], 2, "mean").combine_pooled(pooled), (A + B) / 2)
+    torch.testing.assert_close(LateFusion(["image", "text"], 2, "product").combine_pooled(pooled), A * B)
 
 
 def test_weighted_is_a_softmax_of_the_learnt_weights():
@@ -21,22 +20,23 @@ def test_weighted_is_a_softmax_of_the_learnt_weights():
     with torch.no_grad():
         fusion.logits.copy_(torch.tensor([0.0, 1.0]))  # sorted order: image, text
     w = torch.tensor([1.0, torch.e]) / (1 + torch.e)
-    torch.testing.assert_close(fusion({"image": A, "text": B}), w[0] * A + w[1] * B)
-    torch.testing.assert_close(fusion({"text": B}), B)  # one left: all its weight
+    torch.testing.assert_close(fusion.combine_pooled({"image": A, "text": B}), w[0] * A + w[1] * B)
+    torch.testing.assert_close(fusion.combine_pooled({"text": B}), B)  # one left: all its weight
 
 
 def test_concat_is_a_linear_map_of_the_sorted_concatenation_with_zeros_for_a_missing_one():
     fusion = LateFusion(["text", "image"], 2, "concat")
-    torch.testing.assert_close(fusion({"text": B, "image": A}), fusion.proj(torch.cat([A, B], dim=-1)))
-    torch.testing.assert_close(fusion({"text": B}), fusion.proj(torch.cat([torch.zeros_like(B), B], dim=-1)))
+    torch.testing.assert_close(fusion.combine_pooled({"text": B, "image": A}), fusion.proj(torch.cat([A, B], dim=-1)))
+    torch.testing.assert_close(fusion.combine_pooled({"text": B}),
+                               fusion.proj(torch.cat([torch.zeros_like(B), B], dim=-1)))
 
 
 def test_mean_leaves_a_missing_modality_out():
-    torch.testing.assert_close(LateFusion(["image", "text"], 2, "mean")({"image": A}), A)
+    torch.testing.assert_close(LateFusion(["image", "text"], 2, "mean").combine_pooled({"image": A}), A)
 
 
 def test_errors_name_what_is_wrong():
-    with pytest.raises(ConfigError, match="combine: expected one of concat, mean, weighted, product, got 'max'"):
+    with pytest.raises(ValueError, match="combine: expected one of concat, mean, weighted, product, got 'max'"):
         LateFusion(["image"], 2, "max")
     with pytest.raises(ValueError, match="at least one of"):
-        LateFusion(["image"], 2, "mean")({})
+        LateFusion(["image"], 2, "mean").combine_pooled({})

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.errors import ConfigError
+from polymodal.fusion import EarlyFusion
+from polymodal.fusion.early import concat_with_markers
 from polymodal.modalities.base import EncoderOutput
-from polymodal.models import JointTransformer
+from polymodal.models import MultimodalModel
 
 
 class _Tokens(nn.Module):
@@ -16,10 +17,10 @@ class _Tokens(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
 
 
-def _model(pooling: str, depth: int = 1) -> JointTransformer:
+def _model(pooling: str, depth: int = 1) -> MultimodalModel:
     torch.manual_seed(0)
-    return JointTransformer({"grid": _Tokens()}, width=16, depth=depth, num_heads=2, max_length=24,
-                            pooling=pooling, readout_dim=4)
+    fusion = EarlyFusion(["grid"], 16, depth=depth, num_heads=2, max_length=24, pooling=pooling, readout_dim=4)
+    return MultimodalModel({"grid": _Tokens()}, fusion, width=16)
 
 
 def test_positional_pooling_ignores_appended_padding():
@@ -34,7 +35,7 @@ def test_positional_pooling_ignores_appended_padding():
 
 
 def test_unknown_pooling_names_the_choices():
-    with pytest.raises(ConfigError, match="model.pooling.*'cls' or 'positional'.*'max'"):
+    with pytest.raises(ValueError, match="pooling: expected 'cls' or 'positional', got 'max'"):
         _model("max")
 
 
@@ -76,10 +77,11 @@ def test_joint_sequence_is_cls_then_early_fusion_with_positions_and_the_cls_is_a
     tokens, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
     mask[0, 3:] = False
     out = model({"grid": {"data": tokens, "mask": mask}})
-    fused, fused_mask = model.fusion({"grid": EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])})
-    sequence = torch.cat([model.cls.expand(2, -1, -1), fused], dim=1)  # (2, 1 + 1 + 5, 16)
-    full_mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), fused_mask], dim=1)
-    expected = model.transformer(model.positions(sequence), full_mask)
+    fusion = model.fusion
+    concatenated, concat_mask = concat_with_markers(fusion.markers, {"grid": EncoderOutput(tokens, mask, tokens[:, 0])})
+    sequence = torch.cat([fusion.cls.expand(2, -1, -1), concatenated], dim=1)  # (2, 1 + 1 + 5, 16)
+    full_mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), concat_mask], dim=1)
+    expected = fusion.transformer(fusion.positions(sequence), full_mask)
     torch.testing.assert_close(out.fused.tokens, expected)
     assert torch.equal(out.fused.mask, full_mask)
     torch.testing.assert_close(out.pooled, expected[:, 0])

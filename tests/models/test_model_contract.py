@@ -9,27 +9,32 @@ from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError
-from polymodal.models import MODELS
+from polymodal.fusion import FUSIONS
 from polymodal.tasks import TASKS
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}}}  # does this caption fit the picture?
-COMBINATIONS = [(m, t) for m in MODELS for t in TASKS]
+FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}}
+# every registered fusion, and the two legacy model types (aliases of early and late fusion)
+MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {})}} for f in FUSIONS},
+               "dual_encoder": {"type": "dual_encoder"}, "joint_transformer": {"type": "joint_transformer"}}
+COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS]
 
 
-def build(data, model_type, task_type, encoders=TINY_ENCODERS, **model):
+def build(data, model_kind, task_type, encoders=TINY_ENCODERS, **model):
     config = from_dict({
-        "model": {"type": model_type, "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200}, **model},
+        "model": {**MODEL_KINDS[model_kind], "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200},
+                  **model},
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {})}},
         "data": {}, "train": {},
     }, data)
     return build_system(config, read_manifest(data / "train.jsonl"))
 
 
-@pytest.mark.parametrize("model_type, task_type", COMBINATIONS)
-def test_forward_loss_and_gradients(shapes_data, model_type, task_type):
+@pytest.mark.parametrize("model_kind, task_type", COMBINATIONS)
+def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
     torch.manual_seed(0)
-    joint_contrastive = model_type == "joint_transformer" and task_type == "contrastive"
-    system = build(shapes_data, model_type, task_type, **({"embed_dim": 16} if joint_contrastive else {}))
+    needs_space = task_type == "contrastive" and model_kind != "dual_encoder"
+    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}))
     task = system.model.tasks["t"]
     dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task, system.processors)
     batch = dataset.collate([dataset[i] for i in range(8)])
@@ -37,11 +42,10 @@ def test_forward_loss_and_gradients(shapes_data, model_type, task_type):
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     unused = []  # parameters a task legitimately leaves alone
-    if model_type == "dual_encoder":
-        unused += ["backbone.fusion"] if task_type == "contrastive" else ["backbone.logit_scale",
-                                                                         "backbone.projections"]
-    if joint_contrastive:  # aligned before fusion: the joint layers are for the fused tasks
-        unused += ["backbone.fusion", "backbone.cls", "backbone.transformer", "backbone.positions"]
+    if task_type == "contrastive":  # aligned before fusion: the fusion is for the fused tasks
+        unused += ["backbone.fusion"]
+    else:  # the embedding space is for contrastive tasks
+        unused += ["backbone.logit_scale", "backbone.projections"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
     for name, p in system.model.named_parameters():
@@ -107,3 +111,38 @@ def test_gru_text_and_positional_pooling_compose(shapes_data):
     out["loss"].backward()
     for name, p in system.model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("alias, fusion", [
+    ({"type": "joint_transformer", "depth": 1, "pooling": "positional", "max_length": 96, "embed_dim": 16},
+     {"fusion": {"type": "early", "depth": 1, "pooling": "positional", "max_length": 96}, "embed_dim": 16}),
+    ({"type": "dual_encoder", "combine": "mean"}, {"fusion": {"type": "late", "combine": "mean"}, "embed_dim": 128}),
+])
+def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, alias, fusion):
+    def built(model):
+        torch.manual_seed(0)
+        config = from_dict({"model": {"width": 32, "encoders": TINY_ENCODERS, "tokenizer": {"vocab_size": 200},
+                                      **model}, "tasks": {"t": {"type": "vqa"}}, "data": {}, "train": {}}, shapes_data)
+        return build_system(config, read_manifest(shapes_data / "train.jsonl")).model.state_dict()
+
+    old, new = built(alias), built(fusion)
+    assert old.keys() == new.keys()
+    assert all(torch.equal(old[k], new[k]) for k in old)
+
+
+@pytest.mark.parametrize("model, needle", [
+    ({"type": "joint_transformer", "fusion": {"type": "early"}}, "model.fusion: model.type 'joint_transformer' "
+                                                                   "already chooses the fusion"),
+    ({"fusion": {"type": "blend"}}, "model.fusion.type: expected one of early, late, got 'blend'"),
+    ({}, "model.fusion.type: expected one of"),
+    ({"fusion": {"type": "early", "pooling": "max"}}, "model.fusion.pooling: expected 'cls' or 'positional'"),
+    ({"fusion": {"type": "early", "depht": 2}}, "model.fusion: unknown key 'depht'; allowed keys: depth"),
+    ({"type": "joint_transformer", "combine": "mean"}, "model: unknown key 'combine' for model.type "
+                                                        "'joint_transformer'; allowed keys:"),
+])
+def test_model_config_errors_name_the_key(shapes_data, model, needle):
+    config = from_dict({"model": {"width": 32, "encoders": TINY_ENCODERS, "tokenizer": {"vocab_size": 200}, **model},
+                        "tasks": {"t": {"type": "vqa"}}, "data": {}, "train": {}}, shapes_data)
+    with pytest.raises(ConfigError) as error:
+        build_system(config, read_manifest(shapes_data / "train.jsonl"))
+    assert needle in str(error.value)

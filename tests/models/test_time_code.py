@@ -4,10 +4,11 @@ lets a small model tell whether a sound happens with a picture event, which it c
 import torch
 from torch import nn
 
-from polymodal.fusion.early import EarlyFusion
+from polymodal.fusion.early import EarlyFusion, concat_times, concat_with_markers
+from polymodal.layers.markers import ModalityMarkers
 from polymodal.layers.positions import interval_centres
 from polymodal.modalities.base import EncoderOutput
-from polymodal.models import JointTransformer
+from polymodal.models import MultimodalModel
 
 WIDTH = 16
 
@@ -24,6 +25,11 @@ class _Untimed(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
 
 
+def _joint(encoders: dict[str, nn.Module], **fusion) -> MultimodalModel:
+    """A single-stream joint model (early fusion) over stand-in encoders."""
+    return MultimodalModel(encoders, EarlyFusion(sorted(encoders), WIDTH, **fusion), width=WIDTH)
+
+
 def _inputs(**tokens: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
     return {name: {"data": x, "mask": torch.ones(x.shape[:2], dtype=torch.bool)} for name, x in tokens.items()}
 
@@ -34,15 +40,15 @@ def test_fused_times_follow_the_token_layout():
     nan = float("nan")
     # sorted: text (marker, 2 tokens), video (marker, 4 frames)
     expected = torch.tensor([nan, nan, nan, nan, 0.125, 0.375, 0.625, 0.875])
-    torch.testing.assert_close(EarlyFusion.times(outputs), expected, equal_nan=True)
-    tokens, _ = EarlyFusion(["text", "video"], 8)(outputs)
+    torch.testing.assert_close(concat_times(outputs), expected, equal_nan=True)
+    tokens, _ = concat_with_markers(ModalityMarkers(["text", "video"], 8), outputs)
     assert tokens.shape[1] == len(expected)
 
 
 def test_time_code_leaves_untimed_inputs_alone():
     torch.manual_seed(0)
-    plain = JointTransformer({"text": _Untimed()}, width=WIDTH, depth=1, num_heads=2, max_length=16)
-    coded = JointTransformer({"text": _Untimed()}, width=WIDTH, depth=1, num_heads=2, max_length=16, time_code=True)
+    plain = _joint({"text": _Untimed()}, depth=1, num_heads=2, max_length=16)
+    coded = _joint({"text": _Untimed()}, depth=1, num_heads=2, max_length=16, time_code=True)
     coded.load_state_dict(plain.state_dict())  # the code has no weights of its own
     x = _inputs(text=torch.randn(2, 5, WIDTH))
     torch.testing.assert_close(coded(x).pooled, plain(x).pooled)
@@ -66,8 +72,8 @@ def _sync_batch(n: int, generator: torch.Generator) -> tuple[dict, torch.Tensor]
 def _sync_accuracy(time_code: bool) -> tuple[float, float]:
     """(accuracy, majority-answer accuracy) on held-out examples after training."""
     torch.manual_seed(0)
-    model = JointTransformer({"picture": _Timed(), "sound": _Timed()}, width=WIDTH, depth=2, num_heads=4,
-                             max_length=32, time_code=time_code)
+    model = _joint({"picture": _Timed(), "sound": _Timed()}, depth=2, num_heads=4, max_length=32,
+                   time_code=time_code)
     head = nn.Linear(WIDTH, 2)
     optimizer = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=1e-3)
     generator = torch.Generator().manual_seed(0)

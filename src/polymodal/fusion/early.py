@@ -1,4 +1,5 @@
-"""Early fusion (seed §2.2, §4.1): concatenate the modality sequences, each opened by its marker token."""
+"""Early fusion (seed §2.2, §2.3 single-stream, §4.1): every modality's tokens in one sequence, each
+opened by its marker token, behind a CLS, through one joint transformer."""
 
 from __future__ import annotations
 
@@ -6,37 +7,97 @@ import torch
 from torch import nn
 
 from ..layers.markers import ModalityMarkers
+from ..layers.positions import LearnedPositions, SinusoidalPositions, time_code_table
+from ..layers.transformer import TransformerEncoder
 from ..modalities.base import EncoderOutput
+from .base import FusionOutput
+
+POSITIONS = {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}
+POOLING = ("cls", "positional")
+
+
+def concat_with_markers(markers: ModalityMarkers,
+                        outputs: dict[str, EncoderOutput]) -> tuple[torch.Tensor, torch.Tensor]:
+    """X = [m_1; X^(1); m_2; X^(2); ...] over the modalities in sorted order.
+
+    Returns:
+        tokens (B, sum(N_m + 1), D), mask (B, sum(N_m + 1)).
+    """
+    tokens, masks = [], []
+    for name in sorted(outputs):
+        t, m = markers(name, outputs[name].tokens, outputs[name].mask)
+        tokens.append(t)
+        masks.append(m)
+    return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+
+
+def concat_times(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
+    """(sum(N_m + 1),) each concatenated token's time (`EncoderOutput.times`), laid out as
+    `concat_with_markers` lays out the tokens; NaN for the markers and for untimed modalities."""
+    parts = []
+    for name in sorted(outputs):
+        out = outputs[name]
+        times = out.times if out.times is not None else out.tokens.new_full((out.tokens.shape[1],), float("nan"))
+        parts.append(torch.cat([times.new_full((1,), float("nan")), times.float()]))
+    return torch.cat(parts)
 
 
 class EarlyFusion(nn.Module):
-    """X = [m_1; X^(1); m_2; X^(2); ...] over modalities in sorted order.
+    """[CLS; m_1; X^(1); m_2; X^(2) ...] + PE → transformer → pooled.
 
     Args:
         modalities: the modality names this fusion accepts.
-        width: token width D.
+        width: D.
+        depth: joint transformer layers.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / D.
+        dropout: dropout in the joint layers.
+        positions: `sinusoidal` (seed §4.3) or `learned`, over the joint sequence.
+        max_length: longest joint sequence (CLS included).
+        pooling: how the pooled vector is read. `cls`: the CLS output. `positional`: the CLS output
+            together with every position's output through its own weights (each token is projected to
+            `readout_dim`, padding zeroed, the whole sequence flattened and mapped to D), so a head
+            can tell *where* something is, not only *what* is there: what spatial questions need.
+        readout_dim: per-token width of the positional readout.
+        time_code: also add to every timed token (video frames, audio steps: `EncoderOutput.times`) a code
+            of *when* it happens (`time_code_table`), the same for every modality, so attention can line up
+            a sound with the frame it belongs to. The times are fractions of what each encoder was given:
+            they line up when the frames and the audio cover the same span.
     """
 
-    def __init__(self, modalities: list[str], width: int):
+    def __init__(self, modalities: list[str], width: int, *, depth: int = 4, num_heads: int = 4,
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "sinusoidal",
+                 max_length: int = 512, pooling: str = "cls", readout_dim: int = 16, time_code: bool = False):
         super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"positions: expected 'sinusoidal' or 'learned', got {positions!r}")
+        if pooling not in POOLING:
+            raise ValueError(f"pooling: expected 'cls' or 'positional', got {pooling!r}")
+        self.width, self.max_length, self.pooling, self.time_code = width, max_length, pooling, time_code
         self.markers = ModalityMarkers(sorted(modalities), width)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.normal_(self.cls, std=0.02)
+        self.positions = POSITIONS[positions](width, max_length)
+        self.transformer = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        if pooling == "positional":
+            self.readout_token = nn.Linear(width, readout_dim)
+            self.readout = nn.Sequential(nn.Linear(width + max_length * readout_dim, width), nn.LayerNorm(width))
 
-    def forward(self, outputs: dict[str, EncoderOutput]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: outputs per modality. Returns: tokens (B, sum(N_m + 1), D), mask (B, sum(N_m + 1))."""
-        tokens, masks = [], []
-        for name in sorted(outputs):
-            t, m = self.markers(name, outputs[name].tokens, outputs[name].mask)
-            tokens.append(t)
-            masks.append(m)
-        return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+    def forward(self, outputs: dict[str, EncoderOutput]) -> FusionOutput:
+        tokens, mask = concat_with_markers(self.markers, outputs)  # (B, N, D), (B, N)
+        if self.time_code:
+            tokens = tokens + time_code_table(concat_times(outputs), self.width).to(tokens)
+        batch = tokens.shape[0]
+        tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
+        mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
+        hidden = self.transformer(self.positions(tokens), mask)
+        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
+        return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)
 
-    @staticmethod
-    def times(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
-        """(sum(N_m + 1),) each fused token's time (`EncoderOutput.times`), laid out as `forward` lays out
-        the tokens; NaN for the markers and for every token of an untimed modality."""
-        parts = []
-        for name in sorted(outputs):
-            out = outputs[name]
-            times = out.times if out.times is not None else out.tokens.new_full((out.tokens.shape[1],), float("nan"))
-            parts.append(torch.cat([times.new_full((1,), float("nan")), times.float()]))
-        return torch.cat(parts)
+    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + N, D) outputs, (B, 1 + N) mask → (B, D) from the CLS and every position's own weights."""
+        batch, length = mask.shape
+        per_token = self.readout_token(hidden[:, 1:]) * mask[:, 1:, None]  # (B, N, readout_dim), padding zeroed
+        flat = torch.zeros(batch, self.max_length, per_token.shape[-1], dtype=per_token.dtype, device=per_token.device)
+        flat[:, : length - 1] = per_token  # (B, max_length, readout_dim): a fixed place per position
+        return self.readout(torch.cat([hidden[:, 0], flat.flatten(1)], dim=-1))  # (B, D)

@@ -1,11 +1,12 @@
-"""Late fusion (seed §2.2): encode each modality apart, combine the pooled vectors at the top."""
+"""Late fusion (seed §2.2, §2.3 dual encoder): encode each modality apart, combine the pooled vectors at the top."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..modalities.base import EncoderOutput
+from .base import FusionOutput
 
 COMBINE = ("concat", "mean", "weighted", "product")
 
@@ -23,7 +24,7 @@ class LateFusion(nn.Module):
     def __init__(self, modalities: list[str], width: int, combine: str = "concat"):
         super().__init__()
         if combine not in COMBINE:
-            raise ConfigError(f"late fusion combine: expected one of {', '.join(COMBINE)}, got {combine!r}")
+            raise ValueError(f"combine: expected one of {', '.join(COMBINE)}, got {combine!r}")
         self.modalities = sorted(modalities)
         self.combine = combine
         if combine == "concat":
@@ -31,7 +32,11 @@ class LateFusion(nn.Module):
         if combine == "weighted":
             self.logits = nn.Parameter(torch.zeros(len(self.modalities)))
 
-    def forward(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, outputs: dict[str, EncoderOutput]) -> FusionOutput:
+        """Args: each present modality's encoder output. Returns: the combined pooled vectors (B, D)."""
+        return FusionOutput(pooled=self.combine_pooled({name: out.pooled for name, out in outputs.items()}))
+
+    def combine_pooled(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
         """Args: pooled (B, D) per modality; a subset of the modalities is allowed. Returns: (B, D).
 
         A missing modality contributes zeros to `concat` and is left out of `mean`, `weighted` and `product`.

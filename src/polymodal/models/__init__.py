@@ -1,9 +1,6 @@
-"""Joint models (seed §2.3): each composes modality encoders with one fusion strategy."""
+"""Joint models (seed §2.3): one composition of modality encoders, an embedding space and a fusion."""
 
-from .dual_encoder import DualEncoder
-from .joint_transformer import JointTransformer
+from .composition import MultimodalModel
 from .output import ModelOutput
 
-MODELS = {"dual_encoder": DualEncoder, "joint_transformer": JointTransformer}
-
-__all__ = ["DualEncoder", "JointTransformer", "ModelOutput", "MODELS"]
+__all__ = ["ModelOutput", "MultimodalModel"]

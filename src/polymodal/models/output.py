@@ -20,6 +20,7 @@ class ModelOutput:
         fused: the joint token sequence (B, N, D) + mask, for models that build one.
         embeddings: L2-normalised (B, E) per modality, for models with a shared embedding space.
         logit_scale: the contrastive temperature's inverse (a scalar), where the model learns one.
+        streams: per-modality token streams after their interaction, from multi-stream fusions.
     """
 
     modalities: dict[str, EncoderOutput]
@@ -27,3 +28,4 @@ class ModelOutput:
     fused: EncoderOutput | None = None
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     logit_scale: torch.Tensor | None = None
+    streams: dict[str, EncoderOutput] = field(default_factory=dict)

@@ -25,6 +25,7 @@ class Task(nn.Module):
     inputs: dict[str, str] = {}
     target_field: str | None = None
     fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
+    needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
 
     def __init__(self, *, weight: float = 1.0, inputs: dict[str, str] | None = None):
         super().__init__()

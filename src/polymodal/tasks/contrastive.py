@@ -43,6 +43,7 @@ class ContrastiveTask(Task):
 
     inputs = {"image": "image", "text": "text"}
     fused = False
+    needs = ("embeddings",)
 
     def __init__(self, *, weight: float = 1.0, inputs: dict[str, str] | None = None, caption_field: str = "text"):
         super().__init__(weight=weight, inputs=inputs)

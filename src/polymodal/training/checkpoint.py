@@ -25,6 +25,23 @@ TRAINER = "trainer.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+# Polymodal 0.1's joint transformer kept its joint layers beside the encoders; since fusion became a part
+# (`model.fusion`), they live in the early fusion module.
+LEGACY_PREFIXES = {f"backbone.{name}": f"backbone.fusion.{name}"
+                   for name in ("cls", "positions", "transformer", "readout_token", "readout")}
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights saved by an earlier version, under today's names (the same dict if nothing changed)."""
+    if "backbone.cls" not in state:
+        return state
+    upgraded = {}
+    for key, value in state.items():
+        old = next((p for p in LEGACY_PREFIXES if key == p or key.startswith(p + ".")), None)
+        upgraded[LEGACY_PREFIXES[old] + key[len(old):] if old else key] = value
+    return upgraded
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
     """Model weights as safetensors, written to a temporary file then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +60,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise PolymodalError(f"model weights not found: {path}")
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(upgrade_state_dict(load_file(str(path))))
     except RuntimeError as e:
         raise PolymodalError(f"{path}: weights do not fit the model its config builds: {e}") from None
 
@@ -117,7 +134,7 @@ class WarmStart:
 def load_matching_weights(model: nn.Module, path: Path) -> WarmStart:
     """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning);
     the model's other weights keep their initial values."""
-    source = load_file(str(path))
+    source = upgrade_state_dict(load_file(str(path)))
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
