@@ -5,9 +5,21 @@ it, and the fusion contract tests cover it from then on.
 """
 
 from .base import FusionOutput
+from .coattention import CoAttentionFusion
+from .cross import CrossAttentionFusion
 from .early import EarlyFusion
+from .gated import GatedCrossAttentionFusion
 from .late import LateFusion
+from .perceiver import PerceiverFusion
 
-FUSIONS = {"early": EarlyFusion, "late": LateFusion}
+FUSIONS = {
+    "early": EarlyFusion,  # one stream: [CLS; m_1; X^(1); ...] through a joint transformer
+    "late": LateFusion,  # pooled vectors combined at the top
+    "cross": CrossAttentionFusion,  # a stream per modality, §4.4 bidirectional cross-attention at chosen layers
+    "coattn": CoAttentionFusion,  # two streams, ViLBERT co-attention blocks
+    "gated": GatedCrossAttentionFusion,  # one stream reads the others through tanh gates (Flamingo)
+    "perceiver": PerceiverFusion,  # a latent array reads every modality (modality-agnostic)
+}
 
-__all__ = ["EarlyFusion", "FUSIONS", "FusionOutput", "LateFusion"]
+__all__ = ["CoAttentionFusion", "CrossAttentionFusion", "EarlyFusion", "FUSIONS", "FusionOutput",
+           "GatedCrossAttentionFusion", "LateFusion", "PerceiverFusion"]

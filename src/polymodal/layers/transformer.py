@@ -74,6 +74,11 @@ class TransformerBlock(nn.Module):
             raise ValueError("context given to a block built without context_dim")
         return x + self.mlp(self.ln2(x))
 
+    def without_context(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False) -> torch.Tensor:
+        """Self-attention and MLP only, skipping any cross-attention (a layer with nothing to attend to)."""
+        x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal))
+        return x + self.mlp(self.ln2(x))
+
 
 class TransformerEncoder(nn.Module):
     """A stack of `TransformerBlock`s followed by a final LayerNorm.

@@ -1,0 +1,151 @@
+"""The contract every registered fusion keeps (timm-style, over `FUSIONS`): shapes, no NaN, padding and
+batch independence, every parameter learns; plus each strategy's own defining property."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from polymodal.fusion import FUSIONS, CrossAttentionFusion, GatedCrossAttentionFusion
+from polymodal.modalities.base import EncoderOutput
+
+D = 16
+OPTIONS = {"early": {"depth": 2, "num_heads": 2}, "cross": {"depth": 2, "num_heads": 2},
+           "coattn": {"depth": 2, "num_heads": 2}, "gated": {"target": "text", "depth": 2, "num_heads": 2},
+           "perceiver": {"num_latents": 4, "depth": 2, "num_heads": 2}}
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return FUSIONS[name](["image", "text"], D, **OPTIONS.get(name, {})).eval()
+
+
+def encoded(batch: int = 3, seed: int = 0) -> dict[str, EncoderOutput]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, 5, D, generator=g)
+    text = torch.randn(batch, 4, D, generator=g)
+    text_mask = torch.ones(batch, 4, dtype=torch.bool)
+    text_mask[0, 2:] = False  # a shorter text
+    return {"image": EncoderOutput(image, torch.ones(batch, 5, dtype=torch.bool), image.mean(1)),
+            "text": EncoderOutput(text, text_mask, text[:, 0])}
+
+
+def pad(out: EncoderOutput, extra: int) -> EncoderOutput:
+    """The same output with `extra` padded tokens of large values appended."""
+    batch = out.tokens.shape[0]
+    return EncoderOutput(torch.cat([out.tokens, 1e3 * torch.randn(batch, extra, D)], dim=1),
+                         torch.cat([out.mask, torch.zeros(batch, extra, dtype=torch.bool)], dim=1), out.pooled)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_shapes_and_finite(name):
+    out = build(name)(encoded())
+    assert out.pooled.shape == (3, D) and torch.isfinite(out.pooled).all()
+    if out.tokens is not None:
+        assert out.tokens.shape[:2] == out.mask.shape and out.tokens.shape[0] == 3
+        assert torch.isfinite(out.tokens).all()
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_padding_changes_nothing(name):
+    fusion, inputs = build(name), encoded()
+    padded = {"image": inputs["image"], "text": pad(inputs["text"], 3)}
+    torch.testing.assert_close(fusion(padded).pooled, fusion(inputs).pooled, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_each_example_is_fused_as_if_alone(name):
+    fusion, inputs = build(name), encoded()
+    together = fusion(inputs).pooled
+    for i in range(3):
+        alone = {m: EncoderOutput(o.tokens[i:i + 1], o.mask[i:i + 1], o.pooled[i:i + 1]) for m, o in inputs.items()}
+        torch.testing.assert_close(together[i], fusion(alone).pooled[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_every_parameter_learns(name):
+    fusion = build(name).train()
+    with torch.no_grad():  # open the gates that start shut (gated cross-attention), or nothing flows through them
+        for pname, p in fusion.named_parameters():
+            if pname.endswith("gate"):
+                p.fill_(0.5)
+    inputs = encoded()
+    out = fusion(inputs)
+    loss = out.pooled.pow(2).sum() + (out.tokens.pow(2).mean() if out.tokens is not None else 0)
+    loss.backward()
+    for pname, p in fusion.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_the_output_depends_on_every_modality(name):
+    fusion = build(name)
+    with torch.no_grad():
+        for pname, p in fusion.named_parameters():
+            if pname.endswith("gate"):
+                p.fill_(0.5)
+    inputs, other = encoded(seed=0), encoded(seed=1)
+    base = fusion(inputs).pooled
+    for modality in inputs:
+        changed = fusion({**inputs, modality: other[modality]}).pooled
+        assert (changed - base).abs().max() > 1e-4, modality
+
+
+def attention_by_hand(attn, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """CrossAttention(Q, K, V = K) of seed §4.2 written out for one example: softmax(q kᵀ / √d) v per head."""
+    d, heads = attn.dim, attn.num_heads
+    q = queries @ attn.q.weight.T + attn.q.bias  # (N, d)
+    k = keys @ attn.kv.weight[:d].T + attn.kv.bias[:d]  # (M, d)
+    v = keys @ attn.kv.weight[d:].T + attn.kv.bias[d:]
+    h = d // heads
+    out = []
+    for i in range(heads):
+        qi, ki, vi = q[:, i * h:(i + 1) * h], k[:, i * h:(i + 1) * h], v[:, i * h:(i + 1) * h]
+        scores = (qi @ ki.T) / math.sqrt(h)
+        scores = scores.masked_fill(~key_mask[None, :], float("-inf"))
+        out.append(scores.softmax(-1) @ vi)
+    return torch.cat(out, dim=-1) @ attn.out.weight.T + attn.out.bias
+
+
+def test_cross_attention_fusion_is_the_seed_formula_in_both_directions():
+    # one layer: O^A = X^A + SelfAttn(X^A); O^{A→B} = CrossAttention(O^A, X^B, X^B); then the MLP
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(["image", "text"], D, depth=1, num_heads=2).eval()
+    inputs = encoded(batch=1)
+    with torch.no_grad():
+        tokens, masks = fusion.starts(inputs)
+        layer = fusion.blocks[0]
+        for a, b in (("image", "text"), ("text", "image")):  # A→B and B→A
+            block = layer[a]
+            x_a, x_b = tokens[a][0], layer[b].ln1(tokens[b])[0]
+            o_a = x_a + block.attn(block.ln1(tokens[a]), mask=masks[a])[0]
+            o_ab = o_a + attention_by_hand(block.cross, block.ln_c(o_a), x_b, masks[b][0])
+            expected = o_ab + block.mlp(block.ln2(o_ab))
+            streams = fusion(inputs).streams
+            torch.testing.assert_close(streams[a].tokens[0], fusion.readout.norm(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_cross_attends_only_at_the_chosen_layers():
+    fusion = CrossAttentionFusion(["image", "text"], D, depth=4, layers=[1, 3], num_heads=2)
+    assert [layer["text"].cross is not None for layer in fusion.blocks] == [True, False, True, False]
+    with pytest.raises(ValueError, match="layers: expected layer numbers from 1 to depth=4"):
+        CrossAttentionFusion(["image", "text"], D, depth=4, layers=[5])
+
+
+def test_gated_fusion_starts_as_the_unimodal_stream():
+    torch.manual_seed(0)
+    fusion = GatedCrossAttentionFusion(["image", "text"], D, target="text", depth=2, num_heads=2).eval()
+    inputs, other = encoded(seed=0), encoded(seed=1)
+    start = fusion(inputs).pooled
+    torch.testing.assert_close(fusion({**inputs, "image": other["image"]}).pooled, start)  # the gates are shut
+    torch.testing.assert_close(fusion({"text": inputs["text"]}).pooled, start)  # the same as text alone
+
+
+@pytest.mark.parametrize("name", ["perceiver", "early", "late", "cross"])
+def test_any_subset_of_modalities_fuses(name):
+    fusion, inputs = build(name), encoded()
+    for modality in inputs:
+        out = fusion({modality: inputs[modality]})
+        assert out.pooled.shape == (3, D) and torch.isfinite(out.pooled).all()
