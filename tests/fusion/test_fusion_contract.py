@@ -55,13 +55,31 @@ def test_padding_changes_nothing(name):
     torch.testing.assert_close(fusion(padded).pooled, fusion(inputs).pooled, atol=1e-5, rtol=1e-4)
 
 
+def alone(out: EncoderOutput, i: int) -> EncoderOutput:
+    """Example i as a batch of one, without the padding the batch gave it."""
+    n = int(out.mask[i].sum())
+    return EncoderOutput(out.tokens[i:i + 1, :n], out.mask[i:i + 1, :n], out.pooled[i:i + 1])
+
+
 @pytest.mark.parametrize("name", sorted(FUSIONS))
 def test_each_example_is_fused_as_if_alone(name):
     fusion, inputs = build(name), encoded()
     together = fusion(inputs).pooled
     for i in range(3):
-        alone = {m: EncoderOutput(o.tokens[i:i + 1], o.mask[i:i + 1], o.pooled[i:i + 1]) for m, o in inputs.items()}
-        torch.testing.assert_close(together[i], fusion(alone).pooled[0], atol=1e-5, rtol=1e-4)
+        single = {m: alone(o, i) for m, o in inputs.items()}
+        torch.testing.assert_close(together[i], fusion(single).pooled[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(set(FUSIONS) - {"coattn"}))  # co-attention pairs exactly two
+def test_padding_inside_the_sequence_changes_nothing(name):
+    # sorted, "text" sits between "image" and "video": its padding is inside an early-fused sequence
+    torch.manual_seed(0)
+    fusion = FUSIONS[name](["image", "text", "video"], D, **OPTIONS.get(name, {})).eval()
+    video = torch.randn(3, 6, D)
+    inputs = {**encoded(), "video": EncoderOutput(video, torch.ones(3, 6, dtype=torch.bool), video.mean(1))}
+    together = fusion(inputs).pooled
+    single = {m: alone(o, 0) for m, o in inputs.items()}  # example 0 has the shorter text
+    torch.testing.assert_close(together[0], fusion(single).pooled[0], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(FUSIONS))

@@ -90,14 +90,18 @@ class EarlyFusion(nn.Module):
         batch = tokens.shape[0]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
-        hidden = self.transformer(self.positions(tokens), mask)
-        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
+        # a token's position counts the real tokens before it: padding inside the sequence (a short text
+        # followed by video) moves nothing, so an example gives the same output in any batch
+        position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, 1 + N)
+        hidden = self.transformer(tokens + self.positions.at(position_ids).to(tokens.dtype), mask)
+        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask, position_ids)
         return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)
 
-    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + N, D) outputs, (B, 1 + N) mask → (B, D) from the CLS and every position's own weights."""
-        batch, length = mask.shape
+    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + N, D) outputs → (B, D) from the CLS and every real token through its position's own weights."""
+        batch = mask.shape[0]
         per_token = self.readout_token(hidden[:, 1:]) * mask[:, 1:, None]  # (B, N, readout_dim), padding zeroed
-        flat = torch.zeros(batch, self.max_length, per_token.shape[-1], dtype=per_token.dtype, device=per_token.device)
-        flat[:, : length - 1] = per_token  # (B, max_length, readout_dim): a fixed place per position
+        flat = per_token.new_zeros(batch, self.max_length, per_token.shape[-1])
+        slots = (position_ids[:, 1:] - 1).clamp(min=0)[..., None].expand_as(per_token)  # the CLS is position 0
+        flat = flat.scatter_add(1, slots, per_token)  # (B, max_length, readout_dim): a fixed place per position
         return self.readout(torch.cat([hidden[:, 0], flat.flatten(1)], dim=-1))  # (B, D)

@@ -60,6 +60,11 @@ class SinusoidalPositions(nn.Module):
         _check_length(x.shape[1], self.max_len)
         return x + self.table[: x.shape[1]].to(x.dtype)
 
+    def at(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """PE at given positions: (B, N) long ids → (B, N, dim)."""
+        _check_length(int(position_ids.max()) + 1, self.max_len)
+        return self.table[position_ids]
+
 
 class LearnedPositions(nn.Module):
     """Adds one learned vector per position, initialised N(0, 0.02).
@@ -85,6 +90,11 @@ class LearnedPositions(nn.Module):
         """
         _check_length(x.shape[1], self.max_len)
         return x + self.weight[: x.shape[1]]
+
+    def at(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """The learned vectors at given positions: (B, N) long ids → (B, N, dim)."""
+        _check_length(int(position_ids.max()) + 1, self.max_len)
+        return self.weight[position_ids]
 
 
 def sinusoidal_table_2d(height: int, width: int, dim: int) -> torch.Tensor:
