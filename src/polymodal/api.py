@@ -10,6 +10,7 @@ from PIL import Image
 
 from .build import System, build_system
 from .config import load_config
+from .data.loader import collate_present
 from .errors import PolymodalError
 from .evaluation.harness import evaluate, predict
 from .tasks import ClassificationTask, ContrastiveTask, VQATask
@@ -50,7 +51,8 @@ class LoadedModel:
 
     @torch.no_grad()
     def _encode(self, fuse: bool = True, **values: Any) -> Any:
-        inputs = {m: self.system.processors[m].collate([self.system.processors[m].prepare(v, None) for v in vs])
+        processors = self.system.processors
+        inputs = {m: collate_present(processors[m], [None if v is None else processors[m].prepare(v, None) for v in vs])
                   for m, vs in values.items()}
         return self.system.model.encode(inputs, fuse=fuse)
 
@@ -82,14 +84,17 @@ class LoadedModel:
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
 
     def _task_inputs(self, name: str, given: dict[str, Any]) -> dict[str, list[Any]]:
-        """One example for task `name`: each modality it reads, from `given`; a clear error for a missing one."""
-        wanted = list(self.system.model.tasks[name].inputs)
-        missing = [m for m in wanted if given.get(m) in (None, "")]
-        if missing:
+        """One example for task `name`: each modality it reads, from `given` (None where the task can do
+        without it: a learned placeholder); a clear error for a missing one it needs."""
+        task = self.system.model.tasks[name]
+        wanted = list(task.inputs)
+        have = [m for m in wanted if given.get(m) not in (None, "")]
+        missing = [m for m in task.required_modalities if m not in have]
+        if missing or not have:
             words = {"text": "question"}
             raise PolymodalError(f"task {name!r} reads {', '.join(words.get(m, m) for m in wanted)}; "
-                                 f"missing: {', '.join(words.get(m, m) for m in missing)}")
-        return {m: [given[m]] for m in wanted}
+                                 f"missing: {', '.join(words.get(m, m) for m in (missing or wanted))}")
+        return {m: [given[m] if m in have else None] for m in wanted}
 
     @torch.no_grad()
     def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = (), videos: Sequence[str | Path] = (),
@@ -118,8 +123,10 @@ class LoadedModel:
     def predict(self, task: str, records: list[dict[str, Any]], batch_size: int = 256) -> list[Any]:
         return predict(self.system, task, records, batch_size)
 
-    def evaluate(self, records: list[dict[str, Any]], batch_size: int = 256) -> dict[str, dict[str, float]]:
-        return evaluate(self.system, records, batch_size)
+    def evaluate(self, records: list[dict[str, Any]], batch_size: int = 256,
+                 drop: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+        """{task: {metric: value}}; `drop`: modalities removed from every record first."""
+        return evaluate(self.system, records, batch_size, drop=drop)
 
 
 def load(path: str | Path) -> LoadedModel:

@@ -40,6 +40,11 @@ def _data_check(args: argparse.Namespace) -> int:
         print(format_report(args.manifest, problems))
         return 1
     print(f"{args.manifest}: ok, {len(records)} records")
+    lacking = {m: sum(m not in r for r in records) for m in ("image", "video", "audio", "text")}
+    present = {m: n for m, n in lacking.items() if n < len(records)}  # the modalities this manifest has
+    if any(present.values()):
+        print("  records without " + ", ".join(f"{m}: {n}" for m, n in present.items() if n)
+              + " (tasks use a learned placeholder where they can do without it)")
     return 0
 
 
@@ -60,8 +65,12 @@ def _eval(args: argparse.Namespace) -> int:
     from .training.trainer import format_results
 
     model = load(args.run)
+    known = sorted(model.system.processors)
+    unknown = [m for m in args.drop_modality if m not in known]
+    if unknown:
+        raise PolymodalError(f"--drop-modality: this model has no {unknown[0]!r} encoder; it has: {', '.join(known)}")
     records = read_manifest(args.data, on_error=args.on_error, log=lambda s: print(s, file=sys.stderr))
-    results = model.evaluate(records, batch_size=args.batch_size)
+    results = model.evaluate(records, batch_size=args.batch_size, drop=tuple(args.drop_modality))
     if not results:
         fields = {name: task.fields for name, task in model.system.model.tasks.items()}
         raise PolymodalError(f"{args.data}: no record carries the fields any task of this model needs: {fields}")
@@ -153,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object {task: {metric: value}}")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    ev.add_argument("--drop-modality", action="append", default=[], metavar="NAME",
+                    help="evaluate with this modality removed from every record (repeatable)")
     ev.set_defaults(func=_eval)
 
     pr = sub.add_parser("predict", help="one prediction from a trained run")

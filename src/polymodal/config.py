@@ -59,6 +59,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     init_from: str | None = None  # a run folder or model folder whose matching weights start this run
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. encoders.image
+    modality_dropout: dict[str, float] = field(default_factory=dict)  # modality → chance a training example lacks it
     progress: bool = True
 
 

@@ -24,6 +24,12 @@ def test_synth_check_train_eval_predict(tmp_path):
     assert "majority" in r.stdout
     r = polymodal("data", "check", data / "train.jsonl")
     assert r.returncode == 0 and "ok, 64 records" in r.stdout
+    assert "records without" not in r.stdout  # every record has its image and caption
+    lines = (data / "train.jsonl").read_text().splitlines()
+    blind = [json.dumps({k: v for k, v in json.loads(line).items() if k != "image"}) for line in lines[:5]]
+    (data / "partial.jsonl").write_text("\n".join(blind + lines[5:]) + "\n")
+    r = polymodal("data", "check", data / "partial.jsonl")
+    assert r.returncode == 0 and "ok, 64 records" in r.stdout and "records without image: 5" in r.stdout, r.stdout
     config = write_config(tmp_path, tiny_config(data, "vqa", max_steps=4))
     run = tmp_path / "run"
     r = polymodal("train", config, "--out", run, "--set", f"data.train={data / 'train.jsonl'}")
@@ -43,6 +49,14 @@ def test_synth_check_train_eval_predict(tmp_path):
     assert result["vqa"]["n"] == len(test) == 16
     count = [ok for r, ok in zip(test, right) if r["question_type"] == "count"]
     assert result["vqa"]["accuracy/count"] == pytest.approx(sum(count) / len(count))
+    # without the images: every question is still asked (the image a learned placeholder), answered blind
+    r = polymodal("eval", run, "--data", data / "test.jsonl", "--json", "--drop-modality", "image")
+    assert r.returncode == 0, r.stderr
+    blind = json.loads(r.stdout)["vqa"]
+    right = [model.answer(None, r["question"]) == r["answer"] for r in test]
+    assert blind["n"] == 16 and blind["accuracy"] == pytest.approx(sum(right) / len(test))
+    r = polymodal("eval", run, "--data", data / "test.jsonl", "--drop-modality", "smell")
+    assert r.returncode == 1 and "--drop-modality: this model has no 'smell' encoder; it has: image, text" in r.stderr
     record = json.loads((data / "test.jsonl").read_text().splitlines()[0])
     r = polymodal("predict", run, "--image", data / record["image"], "--question", record["question"], "--json")
     assert r.returncode == 0, r.stderr
@@ -145,5 +159,8 @@ def test_video_and_audio_tasks_train_from_synthesised_clips(tmp_path):
     assert json.loads(r.stdout)["answer"] in vocab["video_qa"]
     r = polymodal("predict", run, "--audio", av / record["audio"], "--json")  # the sound classifier
     assert r.returncode == 0 and json.loads(r.stdout)["label"] in vocab["sound"], r.stderr
-    r = polymodal("predict", run, "--question", record["question"])
-    assert r.returncode == 1 and "task 'video_qa' reads question, video; missing: video" in r.stderr
+    r = polymodal("predict", run, "--video", av / record["video"])  # no question: the sound classifier, no audio
+    assert r.returncode == 1 and "task 'sound' reads audio; missing: audio" in r.stderr, r.stderr
+    # the clip's question without the clip: video QA can do without its video (a learned placeholder)
+    r = polymodal("predict", run, "--question", record["question"], "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["answer"] in vocab["video_qa"], r.stderr

@@ -65,6 +65,8 @@ def test_freeze_keeps_named_parameters_fixed_and_rejects_unknown_prefixes(shapes
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.fit()
     for name, p in trainer.model.named_parameters():
+        if name.startswith("backbone.absent."):  # no example lacks a modality: placeholders never move
+            continue
         changed = not torch.equal(before[name], p.detach())
         assert changed != name.startswith("backbone.encoders.image"), name
     bad = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", freeze=["encoders.imag"]), "b.yaml"))

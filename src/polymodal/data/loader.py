@@ -27,11 +27,15 @@ class TaskDataset(Dataset):
         seed: base seed for augmentation.
     """
 
-    def __init__(self, records: list[dict[str, Any]], task: Task, processors: dict[str, Processor], seed: int = 0):
+    def __init__(self, records: list[dict[str, Any]], task: Task, processors: dict[str, Processor], seed: int = 0,
+                 modality_dropout: dict[str, float] | None = None):
         self.records = records
         self.task = task
         self.processors = {name: processors[name] for name in task.inputs}
         self.seed = seed
+        # only modalities the task may do without are dropped
+        self.dropout = {m: p for m, p in sorted((modality_dropout or {}).items())
+                        if m in task.inputs and m not in task.required_modalities and p > 0}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -42,16 +46,41 @@ class TaskDataset(Dataset):
         if epoch >= 0:
             generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
         record, target = self.task.example(self.records, index, generator)
-        inputs = {m: self.processors[m].prepare(record[field], generator) for m, field in self.task.inputs.items()}
+        dropped = self._dropped(record, epoch, index) if generator is not None and self.dropout else set()
+        inputs = {m: self.processors[m].prepare(record[field], generator)
+                  if field in record and m not in dropped else None for m, field in self.task.inputs.items()}
         return {"inputs": inputs, "target": target, "index": index}
 
+    def _dropped(self, record: dict[str, Any], epoch: int, index: int) -> set[str]:
+        """Modalities to drop from this training example (`train.modality_dropout`), never all of them.
+
+        Drawn from a generator of their own, so turning dropout on leaves the augmentation draws as they were.
+        """
+        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 10_000_019 + index) ^ 0x5EED)
+        have = [m for m, field in self.task.inputs.items() if field in record]
+        dropped = {m for m, p in self.dropout.items() if m in have and float(torch.rand((), generator=generator)) < p}
+        return dropped if len(dropped) < len(have) else set()
+
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = {m: self.processors[m].collate([it["inputs"][m] for it in items]) for m in self.processors}
+        inputs = {m: collate_present(self.processors[m], [it["inputs"][m] for it in items]) for m in self.processors}
         return {
             "inputs": inputs,
             "target": torch.as_tensor([it["target"] for it in items]),
             "index": torch.as_tensor([it["index"] for it in items]),
         }
+
+
+def collate_present(processor: Processor, values: list[Any]) -> dict[str, torch.Tensor]:
+    """A modality's part of a batch where some examples may lack it (None): those get a copy of a present
+    example as filler and `present` (B,) marks them; with none present, only `present` is there."""
+    present = [v is not None for v in values]
+    if all(present):
+        return processor.collate(values)
+    if not any(present):
+        return {"present": torch.zeros(len(values), dtype=torch.bool)}
+    filler = next(v for v in values if v is not None)
+    return {**processor.collate([v if v is not None else filler for v in values]),
+            "present": torch.tensor(present)}
 
 
 class StepSampler(Sampler):

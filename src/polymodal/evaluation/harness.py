@@ -11,9 +11,15 @@ from ..data.loader import TaskDataset, eval_loader
 
 
 def task_records(system: System, task_name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records that carry every field `task_name` needs."""
-    fields = system.model.tasks[task_name].fields
-    return [r for r in records if all(f in r for f in fields)]
+    """The records `task_name` can use: its required fields and at least one of its inputs."""
+    task = system.model.tasks[task_name]
+    return [r for r in records if task.usable(r)]
+
+
+def without(records: list[dict[str, Any]], task, modalities: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The records with the fields that feed `modalities` into `task` removed."""
+    fields = {task.inputs[m] for m in modalities if m in task.inputs}
+    return [{k: v for k, v in r.items() if k not in fields} for r in records] if fields else records
 
 
 @torch.no_grad()
@@ -33,11 +39,14 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
 
 
 def evaluate(system: System, records: list[dict[str, Any]], batch_size: int = 256,
-             device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
-    """{task name: {metric: value}} over the records each task can use; tasks with none are left out."""
+             device: torch.device | str = "cpu", drop: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    """{task name: {metric: value}} over the records each task can use; tasks with none are left out.
+
+    `drop`: modalities removed from every record first (a task that cannot do without one is left out).
+    """
     results = {}
     for name, task in system.model.tasks.items():
-        usable = task_records(system, name, records)
+        usable = task_records(system, name, without(records, task, drop))
         if not usable:
             continue
         metrics = task.metrics(predict(system, name, usable, batch_size, device), usable)

@@ -42,6 +42,16 @@ def concat_times(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def concat_presence(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
+    """(B, sum(N_m + 1)) 1 where the example has the modality of that concatenated token, else 0."""
+    parts = []
+    for name in sorted(outputs):
+        out = outputs[name]
+        present = out.present if out.present is not None else out.mask.new_ones(out.mask.shape[0])
+        parts.append(present[:, None].expand(-1, out.tokens.shape[1] + 1))
+    return torch.cat(parts, dim=1)
+
+
 class EarlyFusion(nn.Module):
     """[CLS; m_1; X^(1); m_2; X^(2) ...] + PE → transformer → pooled.
 
@@ -85,8 +95,9 @@ class EarlyFusion(nn.Module):
 
     def forward(self, outputs: dict[str, EncoderOutput]) -> FusionOutput:
         tokens, mask = concat_with_markers(self.markers, outputs)  # (B, N, D), (B, N)
-        if self.time_code:
-            tokens = tokens + time_code_table(concat_times(outputs), self.width).to(tokens)
+        if self.time_code:  # (N, D) per layout position, zero for examples that lack the modality
+            code = time_code_table(concat_times(outputs), self.width).to(tokens)
+            tokens = tokens + code * concat_presence(outputs).to(tokens)[..., None]
         batch = tokens.shape[0]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)

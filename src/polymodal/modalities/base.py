@@ -19,10 +19,13 @@ class EncoderOutput:
             [0, 1) of the span the encoder was given, NaN for a token with no time (a CLS); None for
             untimed modalities. A joint model with `time_code` lines up tokens of different modalities
             by these times.
+        present: (B,) bool, False for examples that lack this modality (their tokens are a learned
+            placeholder, see `models.absent`); None when every example has it.
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
     times: torch.Tensor | None = None
+    present: torch.Tensor | None = None
 

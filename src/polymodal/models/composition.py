@@ -10,13 +10,15 @@ import torch
 from torch import nn
 
 from ..modalities.base import EncoderOutput
+from .absent import AbsentModalities
 from .embedding import embed, logit_scale, projections
 from .encoding import encode_all
 from .output import ModelOutput
 
 
 class MultimodalModel(nn.Module):
-    """Encoders, then (with `embed_dim`) per-modality embeddings, then the fusion.
+    """Encoders, then (with `embed_dim`) per-modality embeddings, then the fusion. An example that lacks a
+    modality gets that modality's learned placeholder (`absent`) in its place.
 
     Args:
         encoders: modality name → encoder returning `EncoderOutput` of width `width`.
@@ -33,6 +35,7 @@ class MultimodalModel(nn.Module):
         super().__init__()
         self.width, self.embed_dim = width, embed_dim
         self.encoders = nn.ModuleDict(encoders)
+        self.absent = AbsentModalities(list(encoders), width)
         if embed_dim is not None:
             self.projections = projections(list(encoders), width, embed_dim)
             self.logit_scale = logit_scale(init_temperature)
@@ -40,7 +43,7 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], fuse: bool = True) -> ModelOutput:
         """`fuse=False` stops after the encoders and the embedding space (what contrastive tasks read)."""
-        outputs = encode_all(self.encoders, inputs)
+        outputs = encode_all(self.encoders, inputs, self.absent)
         embeddings, scale = embed(self.projections, self.logit_scale, outputs) if self.embed_dim else ({}, None)
         if not fuse:
             return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale)

@@ -23,6 +23,7 @@ class Task(nn.Module):
     """
 
     inputs: dict[str, str] = {}
+    required: tuple[str, ...] | None = None  # modalities a record cannot lack; None: every one of `inputs`
     target_field: str | None = None
     fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
     needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
@@ -36,10 +37,19 @@ class Task(nn.Module):
             self.inputs = dict(inputs)
 
     @property
+    def required_modalities(self) -> tuple[str, ...]:
+        """The inputs an example cannot do without; the others may be absent (a learned placeholder)."""
+        return tuple(self.inputs) if self.required is None else tuple(m for m in self.inputs if m in self.required)
+
+    @property
     def fields(self) -> tuple[str, ...]:
-        """Record fields a record needs to be used by this task."""
+        """Record fields a record needs to be used by this task (besides at least one of its inputs)."""
         extra = (self.target_field,) if self.target_field else ()
-        return tuple(dict.fromkeys([*self.inputs.values(), *extra]))
+        return tuple(dict.fromkeys([*(self.inputs[m] for m in self.required_modalities), *extra]))
+
+    def usable(self, record: dict[str, Any]) -> bool:
+        """Whether `record` can be an example: it has the required fields and at least one input."""
+        return all(f in record for f in self.fields) and any(f in record for f in self.inputs.values())
 
     @staticmethod
     def vocab_from(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str] | None:

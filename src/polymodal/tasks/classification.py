@@ -12,6 +12,7 @@ class ClassificationTask(VocabularyTask):
     """Predict `label` from the image, or from the `inputs` configured (top-1 accuracy)."""
 
     inputs = {"image": "image"}
+    required = ()  # any of its inputs will do
     target_field = "label"
 
     def metrics(self, predictions: list[str], records: list[dict[str, Any]]) -> dict[str, float]:

@@ -28,6 +28,7 @@ class VQATask(VocabularyTask):
     """
 
     inputs = {"image": "image", "text": "question"}
+    required = ("text",)  # a question; the media may be absent
     target_field = "answer"
 
     def __init__(self, *, width: int, vocab: list[str], hidden: int = 256, dropout: float = 0.0,

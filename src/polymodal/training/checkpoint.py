@@ -27,6 +27,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 # Polymodal 0.1's joint transformer kept its joint layers beside the encoders; since fusion became a part
 # (`model.fusion`), they live in the early fusion module.
+ABSENT_PREFIX = "backbone.absent."
 LEGACY_PREFIXES = {f"backbone.{name}": f"backbone.fusion.{name}"
                    for name in ("cls", "positions", "transformer", "readout_token", "readout")}
 
@@ -59,8 +60,12 @@ def save_weights(model: nn.Module, path: Path) -> None:
 def load_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise PolymodalError(f"model weights not found: {path}")
+    state = upgrade_state_dict(load_file(str(path)))
+    # runs made before absent-modality placeholders existed keep the placeholders' initial values
+    missing = [k for k in model.state_dict() if k not in state]
+    strict = not missing or not all(k.startswith(ABSENT_PREFIX) for k in missing)
     try:
-        model.load_state_dict(upgrade_state_dict(load_file(str(path))))
+        model.load_state_dict(state, strict=strict)
     except RuntimeError as e:
         raise PolymodalError(f"{path}: weights do not fit the model its config builds: {e}") from None
 

@@ -141,7 +141,17 @@ class Trainer:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             # a task may leave parts unused (an image-only task skips the text encoder)
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        self._check_modality_dropout()
         self.loaders = self._loaders()
+
+    def _check_modality_dropout(self) -> None:
+        for modality, chance in self.config.train.modality_dropout.items():
+            where = f"train.modality_dropout.{modality}"
+            if modality not in self.model.backbone.encoders:
+                raise ConfigError(f"{where}: this model has no {modality!r} encoder; it has: "
+                                  f"{', '.join(sorted(self.model.backbone.encoders))}")
+            if not isinstance(chance, (int, float)) or isinstance(chance, bool) or not 0 <= chance < 1:
+                raise ConfigError(f"{where}: expected a chance from 0 to below 1, got {chance!r}")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop log lines past `step`: a resumed run writes them again."""
@@ -155,6 +165,10 @@ class Trainer:
         tc, loaders = self.config.train, {}
         for name, task in self.model.tasks.items():
             records = task_records(self.system, name, self.train_records)
+            lacking = {m: sum(f not in r for r in records) for m, f in task.inputs.items()}
+            if any(lacking.values()):
+                self.log(f"tasks.{name}: {len(records)} training records; without "
+                         + ", ".join(f"{m}: {n}" for m, n in lacking.items() if n) + " (a learned placeholder)")
             if not records:
                 raise PolymodalError(f"tasks.{name}: no training record carries the fields it needs "
                                      f"({', '.join(task.fields)})")
@@ -164,7 +178,8 @@ class Trainer:
                                       micro_batches=tc.accumulate, max_steps=tc.max_steps)
             except ValueError as e:
                 raise ConfigError(f"train.batch_size: {e} (task {name})") from None
-            dataset = TaskDataset(records, task, self.system.processors, seed=tc.seed)
+            dataset = TaskDataset(records, task, self.system.processors, seed=tc.seed,
+                                  modality_dropout=tc.modality_dropout)
             loaders[name] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
         return loaders
 
