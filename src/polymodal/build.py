@@ -101,7 +101,7 @@ NEEDS = {  # what a task may need from the model, and the setting that provides 
 }
 
 
-def _split_model_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+def split_model_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
     """(fusion type, its settings, where they are in the config, the model's own settings) from `model`:
     `model.fusion: {type: ..., ...}`, or a legacy `model.type` whose fusion settings sit beside the model's."""
     spec = dict(spec)
@@ -143,7 +143,7 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     spec.pop("tokenizer", None)
     if not isinstance(encoder_specs, dict) or not encoder_specs:
         raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
-    fusion_type, fusion_spec, fusion_where, model_spec = _split_model_spec(spec)
+    fusion_type, fusion_spec, fusion_where, model_spec = split_model_spec(spec)
     model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"))
     width = model_kwargs.get("width")
     if not isinstance(width, int) or width < 1:

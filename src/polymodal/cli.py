@@ -113,6 +113,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from .ablation import run_ablation
+    from .config import load_config
+
+    config = load_config(args.config, args.set)
+    fusions = [f.strip() for f in args.fusion.split(",") if f.strip()]
+    run_ablation(config, fusions, Path(args.out))
+    print(f"ablation written to {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -155,6 +166,14 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     train.set_defaults(func=_train)
+
+    ab = sub.add_parser("ablate", help="train and evaluate one config under several fusion strategies")
+    ab.add_argument("config")
+    ab.add_argument("--fusion", default="early,late,cross,coattn,gated,perceiver",
+                    help="comma-separated fusion types (default: all)")
+    ab.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
+    ab.add_argument("--out", required=True, help="folder for one run per variant and the ablation report")
+    ab.set_defaults(func=_ablate)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on a manifest")
     ev.add_argument("run")
