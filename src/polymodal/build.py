@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .fusion import FUSIONS
 from .models import MultimodalModel
 from .models.output import ModelOutput
-from .modalities.registry import Processor, get_modality
+from .modalities.registry import Processor, get_modality, with_defaults
 from .modalities.text.tokenizer import TextTokenizer
 from .tasks import TASKS, Task
 
@@ -172,7 +172,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         try:  # encoders and processors check their settings' consistency (sizes that must divide, ...)
             encoders[name] = cls(**kwargs, **provided)
             processors[name] = modality.make_processor(
-                {**kwargs, **options}, config.data.augment if augment is None else augment, tokenizer)
+                {**with_defaults(cls, kwargs), **options}, config.data.augment if augment is None else augment,
+                tokenizer)
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
 

@@ -266,3 +266,13 @@ def test_motion_gives_each_frame_its_change_from_the_frame_before():
     torch.testing.assert_close(frames[:, :, :3], video)
     torch.testing.assert_close(frames[:, 1:, 3:], video[:, 1:] - video[:, :-1])
     assert (frames[:, 0, 3:] == 0).all()
+
+
+def test_every_registered_encoder_is_under_contract():
+    # the registry is the source of truth: a new encoder fails here until it has a case above
+    from polymodal.modalities.registry import MODALITIES
+
+    covered = {type(case.build()) for case in CASES.values()}
+    for modality in MODALITIES.values():
+        for type_name, cls in modality.encoders.items():
+            assert cls in covered, f"model.encoders.{modality.name}.type {type_name!r} ({cls.__name__}) has no case"

@@ -5,6 +5,7 @@ Adding a modality = one module with its processor and encoders + one `Modality` 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -94,7 +95,7 @@ class Modality:
     """A modality: its encoder classes by config `type`, and how to make its processor.
 
     `make_processor(settings, augment, tokenizer)` builds the processor that matches an encoder, from
-    the encoder's arguments plus the `processor_options` of the config entry.
+    the encoder's arguments (its defaults filled in: `with_defaults`) plus the `processor_options`.
     `builder_provides` are encoder arguments the builder fills (never from the config).
     `processor_options` are config keys (with their defaults) that only the processor reads, such as
     how frames are sampled; they sit beside the encoder's keys in `model.encoders.<modality>`.
@@ -107,12 +108,20 @@ class Modality:
     processor_options: dict[str, Any] = field(default_factory=dict)
 
 
-def _image_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    return ImageBatchProcessor(kwargs.get("image_size", 64), augment)
+def with_defaults(encoder: type[nn.Module], settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` completed with the encoder's own defaults, so a processor reads the sizes the encoder
+    was built with and never a default of its own that could disagree."""
+    defaults = {name: p.default for name, p in inspect.signature(encoder).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **settings}
+
+
+def _image_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    return ImageBatchProcessor(settings["image_size"], augment)
 
 
 def _audio_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    return {"sample_rate": settings.get("sample_rate", 16000), "duration": settings.get("duration", 2.0)}
+    return {"sample_rate": settings["sample_rate"], "duration": settings["duration"]}
 
 
 def _cache_mb(settings: dict[str, Any], where: str) -> int:
@@ -124,10 +133,14 @@ def _cache_mb(settings: dict[str, Any], where: str) -> int:
 
 def _video_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
     cache_mb = _cache_mb(settings, "model.encoders.video")
-    video = VideoProcessor(image_size=settings.get("image_size", 32), num_frames=settings.get("num_frames", 8),
+    video = VideoProcessor(image_size=settings["image_size"], num_frames=settings["num_frames"],
                            fps=settings["fps"], sampling=settings["sampling"], augment=augment, cache_mb=cache_mb)
-    track = settings.get("audio")
-    audio = AudioProcessor(**_audio_settings(track), augment=augment, cache_mb=cache_mb) if track is not None else None
+    track = settings.get("audio")  # the sound-track encoder's config, when the video encoder fuses sound
+    audio = None
+    if track is not None:
+        track_encoder = MODALITIES["audio"].encoders[track["type"]]  # checked when the encoder was built
+        audio = AudioProcessor(**_audio_settings(with_defaults(track_encoder, track)), augment=augment,
+                               cache_mb=cache_mb)
     return VideoBatchProcessor(video, audio)
 
 
@@ -138,7 +151,7 @@ def _audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTok
 
 def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
     assert tokenizer is not None, "the builder makes the tokenizer before text processors"
-    return TextProcessor(tokenizer, kwargs.get("max_length", 64))
+    return TextProcessor(tokenizer, kwargs["max_length"])
 
 
 MODALITIES: dict[str, Modality] = {
