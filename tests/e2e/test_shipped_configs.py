@@ -22,7 +22,8 @@ def av_data(tmp_path_factory):
 
 
 def test_every_config_is_covered():
-    assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-av.yaml"}
+    assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-av.yaml",
+                                         "image-classification.yaml", "audio-classification.yaml"}
 
 
 def expected_metrics(task_type, task, records):
@@ -36,7 +37,7 @@ def expected_metrics(task_type, task, records):
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, tmp_path):
-    data = av_data if config_path.name.startswith(("shapes-av", "shapes-video")) else shapes_data
+    data = av_data if config_path.name.startswith(("shapes-av", "shapes-video", "audio-")) else shapes_data
     config = load_config(config_path, [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
                                        f"data.test={data / 'test.jsonl'}", "train.max_steps=2",
                                        "train.batch_size=8", "train.warmup_steps=1", "train.val_every=0"])
