@@ -127,7 +127,7 @@ def test_vqa_cross_entropy_over_its_vocabulary_by_hand():
     logits = task.head(pooled).tolist()
     expected = (nll_of_row(logits[0], 1) + nll_of_row(logits[1], 2) + nll_of_row(logits[3], 0)) / 3
     assert result["loss"].item() == pytest.approx(expected, abs=1e-5)
-    assert task.predict(pooled_output(pooled)) == [vocab[max(range(3), key=row.__getitem__)] for row in logits]
+    assert task.predict_output(pooled_output(pooled)) == [vocab[max(range(3), key=row.__getitem__)] for row in logits]
 
 
 def test_classification_predicts_the_argmax_label_and_scores_sum_to_one():
@@ -136,6 +136,6 @@ def test_classification_predicts_the_argmax_label_and_scores_sum_to_one():
     pooled = torch.randn(6, 4)
     scores = task.scores(pooled_output(pooled))
     torch.testing.assert_close(scores.sum(-1), torch.ones(6))
-    assert task.predict(pooled_output(pooled)) == [["circle", "square"][i] for i in scores.argmax(-1).tolist()]
+    assert task.predict_output(pooled_output(pooled)) == [["circle", "square"][i] for i in scores.argmax(-1).tolist()]
     assert task.metrics(["circle", "square", "circle"], [{"label": "circle"}, {"label": "circle"},
                                                          {"label": "circle"}]) == {"accuracy": 2 / 3}

@@ -33,7 +33,7 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
     predictions: list[Any] = []
     for batch in eval_loader(TaskDataset(records, task, system.processors), batch_size):
         inputs = {m: {k: v.to(device) for k, v in part.items()} for m, part in batch["inputs"].items()}
-        predictions.extend(task.predict(model.encode(inputs, fuse=task.fused)))
+        predictions.extend(task.predict(model, inputs))
     model.train(was_training)
     return predictions
 

@@ -73,8 +73,16 @@ class Task(nn.Module):
         """Returns at least {"loss": scalar}."""
         raise NotImplementedError
 
-    def predict(self, out: ModelOutput) -> list[Any]:
-        """One prediction per example (an answer, a label, an embedding)."""
+    def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]]) -> list[Any]:
+        """One prediction per example of a collated batch's `inputs`, from `model` (a `PolymodalModel`).
+
+        The default encodes once and reads the output (`predict_output`); a task whose prediction is a
+        loop over the model (generating text token by token, ragged targets) overrides this.
+        """
+        return self.predict_output(model.encode(inputs, fuse=self.fused))
+
+    def predict_output(self, out: ModelOutput) -> list[Any]:
+        """One prediction per example (an answer, a label, an embedding) from one model output."""
         raise NotImplementedError
 
     def metrics(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, float]:

@@ -57,7 +57,7 @@ class ContrastiveTask(Task):
         b = gather_with_grad(out.embeddings[self.second].float())
         return {"loss": info_nce(a, b, out.logit_scale.float())}
 
-    def predict(self, out: ModelOutput) -> list[dict[str, torch.Tensor]]:
+    def predict_output(self, out: ModelOutput) -> list[dict[str, torch.Tensor]]:
         a, b = out.embeddings[self.first].float(), out.embeddings[self.second].float()
         return [{self.first: x, self.second: y} for x, y in zip(a, b)]
 

@@ -66,7 +66,7 @@ class MatchingTask(Task):
         logits = self.head(out.pooled).squeeze(-1)  # (B,)
         return {"loss": F.binary_cross_entropy_with_logits(logits.float(), target.float()), "logits": logits}
 
-    def predict(self, out: ModelOutput) -> list[float]:
+    def predict_output(self, out: ModelOutput) -> list[float]:
         """The probability that each pair belongs together."""
         return torch.sigmoid(self.head(out.pooled).squeeze(-1).float()).tolist()
 

@@ -49,7 +49,7 @@ class VocabularyTask(Task):
         logits = self.head(out.pooled)  # (B, V)
         return {"loss": F.cross_entropy(logits.float(), target, ignore_index=-100), "logits": logits}
 
-    def predict(self, out: ModelOutput) -> list[str]:
+    def predict_output(self, out: ModelOutput) -> list[str]:
         return [self.vocab[i] for i in self.head(out.pooled).argmax(-1).tolist()]
 
     def scores(self, out: ModelOutput) -> torch.Tensor:
