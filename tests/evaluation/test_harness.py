@@ -28,3 +28,23 @@ def test_the_harness_scores_what_the_tasks_predict_hook_returns(shapes_data, tmp
     result = evaluate(system, records, batch_size=10)["shape"]
     assert batches == [10, 10, 10, 2]
     assert result == {"accuracy": sum(r["label"] == "square" for r in records) / len(records), "n": 32.0}
+
+
+def test_drop_removes_the_modality_from_every_record_a_task_reads(shapes_data, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa")))
+    records = read_manifest(shapes_data / "val.jsonl", log=lambda _: None)
+    system = build_system(config, records)
+    task = system.model.tasks["vqa"]
+    seen = []
+
+    def record_inputs(model, inputs):
+        seen.append({m: sorted(part) for m, part in inputs.items()})
+        return ["yes"] * inputs["text"]["data"].shape[0]
+
+    task.predict = record_inputs
+    assert evaluate(system, records, batch_size=32, drop=("image",))["vqa"]["n"] == 32  # VQA can do without
+    assert seen == [{"image": ["present"], "text": ["data", "mask"]}]  # no image data: the placeholder
+    seen.clear()
+    evaluate(system, records, batch_size=32)
+    assert seen == [{"image": ["data"], "text": ["data", "mask"]}]
+    assert evaluate(system, records, drop=("text",)) == {}  # without its question VQA has no record left

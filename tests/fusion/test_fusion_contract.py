@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from polymodal.fusion import FUSIONS, CrossAttentionFusion, GatedCrossAttentionFusion
+from polymodal.fusion import FUSIONS, CoAttentionFusion, CrossAttentionFusion, GatedCrossAttentionFusion
 from polymodal.modalities.base import EncoderOutput
 
 D = 16
@@ -143,6 +143,21 @@ def test_cross_attention_fusion_is_the_seed_formula_in_both_directions():
             expected = o_ab + block.mlp(block.ln2(o_ab))
             streams = fusion(inputs).streams
             torch.testing.assert_close(streams[a].tokens[0], fusion.readout.norm(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_coattention_swaps_keys_and_values_between_the_two_streams():
+    # a' = a + Attn_a(q = LN(a), kv = LN(b)); b' = b + Attn_b(q = LN(b), kv = LN(a)); then each stream's MLP
+    torch.manual_seed(0)
+    fusion = CoAttentionFusion(["image", "text"], D, depth=1, num_heads=2).eval()
+    with torch.no_grad():
+        tokens, masks = fusion.starts(encoded(batch=1))
+        co = fusion.co[0]
+        got = co(tokens, masks)
+        for a, b in (("image", "text"), ("text", "image")):
+            query, keys = co.norm[a](tokens[a])[0], co.norm[b](tokens[b])[0]
+            mixed = tokens[a][0] + attention_by_hand(co.attend[a], query, keys, masks[b][0])
+            expected = mixed + co.mlp[a](co.mlp_norm[a](mixed))
+            torch.testing.assert_close(got[a][0], expected, atol=1e-5, rtol=1e-4)
 
 
 def test_cross_attends_only_at_the_chosen_layers():
