@@ -95,6 +95,21 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
     return TextTokenizer.train(texts, vocab_size=int(spec.get("vocab_size", 1000)))
 
 
+def _nested_encoder(modality_name: str, spec: Any, where: str, provided: dict[str, Any]) -> nn.Module:
+    """An encoder inside another one (a video encoder's frame encoder), from its config mapping."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with a type, got {spec!r}")
+    spec = dict(spec)
+    modality, kind = get_modality(modality_name, where), spec.pop("type", None)
+    if kind not in modality.encoders:
+        raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(modality.encoders))}, got {kind!r}")
+    cls = modality.encoders[kind]
+    try:
+        return cls(**bind(cls, spec, where, provided=tuple(provided)), **provided)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 NEEDS = {  # what a task may need from the model, and the setting that provides it
     "pooled": "a fused vector (every fusion gives one)",
     "embeddings": "per-modality embeddings in a shared space: set model.embed_dim",
@@ -160,8 +175,10 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(modality.encoders))}, got {enc_type!r}")
         cls = modality.encoders[enc_type]
         options = {key: enc_spec.pop(key, default) for key, default in modality.processor_options.items()}
+        nested = getattr(cls, "nested", {})  # keys that hold another modality's encoder (a video's frames)
+        nested_specs = {key: enc_spec.pop(key, default) for key, (_, default) in nested.items()}
         try:
-            kwargs = bind(cls, enc_spec, where, provided=modality.builder_provides)
+            kwargs = bind(cls, enc_spec, where, provided=(*modality.builder_provides, *nested))
         except ConfigError as error:  # name the processor's keys among the allowed ones too
             if modality.processor_options and "allowed keys:" in str(error):
                 raise ConfigError(f"{error}; processor keys: {', '.join(sorted(modality.processor_options))}") from None
@@ -169,11 +186,14 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         provided = {"out_dim": width}
         if tokenizer is not None and "vocab_size" in modality.builder_provides:
             provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+        inner = {key: _nested_encoder(nested[key][0], spec, f"{where}.{key}",
+                                      cls.nested_settings(key, **with_defaults(cls, {**kwargs, **provided})))
+                 for key, spec in nested_specs.items() if spec is not None}
         try:  # encoders and processors check their settings' consistency (sizes that must divide, ...)
-            encoders[name] = cls(**kwargs, **provided)
+            encoders[name] = cls(**kwargs, **provided, **inner)
             processors[name] = modality.make_processor(
-                {**with_defaults(cls, kwargs), **options}, config.data.augment if augment is None else augment,
-                tokenizer)
+                {**with_defaults(cls, kwargs), **nested_specs, **options},
+                config.data.augment if augment is None else augment, tokenizer)
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
 

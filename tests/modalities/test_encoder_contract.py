@@ -45,6 +45,15 @@ def _video_audio_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return _video_inputs() + _audio_inputs()
 
 
+def _cnn_frames(in_channels: int = 3) -> nn.Module:
+    return CNNImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, channels=(8, 16), groups=4, in_channels=in_channels)
+
+
+def _vit_frames(in_channels: int = 3) -> nn.Module:
+    return ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=8, width=16, depth=1, num_heads=2,
+                           in_channels=in_channels)
+
+
 @dataclass
 class Case:
     build: Callable[[], nn.Module]
@@ -86,28 +95,28 @@ CASES = {
     ),
     "frames": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2,
-                             frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+                             frame=_cnn_frames()),
         _video_inputs,
     ),
     "frames-readout": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_readout=4,
-                             frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+                             frame=_cnn_frames()),
         _video_inputs,
     ),
     "frames-motion-vit": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, motion=True,
-                             frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2}),
+                             frame=_vit_frames(in_channels=6)),
         _video_inputs,
     ),
     "frames-motion-cnn": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, motion=True,
-                             frame_readout=4, frame={"type": "cnn", "channels": [8, 16], "groups": 4}),
+                             frame_readout=4, frame=_cnn_frames(in_channels=6)),
         _video_inputs,
     ),
     "frames-tokens-with-audio": Case(
         lambda: FrameEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, num_heads=2, frame_tokens=True,
-                             frame={"type": "vit", "patch_size": 8, "width": 16, "depth": 1, "num_heads": 2},
-                             audio={"type": "conv", "channels": [16], "groups": 4, **AUDIO}),
+                             frame=_vit_frames(),
+                             audio=ConvAudioEncoder(out_dim=OUT_DIM, channels=(16,), groups=4, **AUDIO)),
         _video_audio_inputs,
     ),
     "audio-spectrogram": Case(
@@ -225,7 +234,7 @@ def test_too_long_or_wrong_sized_inputs_name_the_limit():
     with pytest.raises(ValueError, match="image_size=18.*patch_size=4"):
         ViTImageEncoder(out_dim=4, image_size=18, patch_size=4)
     with pytest.raises(ValueError, match="frame_tokens and frame_readout"):
-        FrameEncoder(out_dim=4, frame_tokens=True, frame_readout=4)
+        FrameEncoder(out_dim=4, frame=nn.Identity(), frame_tokens=True, frame_readout=4)
     with pytest.raises(ValueError, match="positions='rotary'"):
         TextEncoder(vocab_size=10, out_dim=4, positions="rotary")
 

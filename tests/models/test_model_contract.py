@@ -160,3 +160,19 @@ def test_model_config_errors_name_the_key(shapes_data, model, needle):
     with pytest.raises(ConfigError) as error:
         build_system(config, read_manifest(shapes_data / "train.jsonl"))
     assert needle in str(error.value)
+
+
+@pytest.mark.parametrize("frame, needle", [
+    ({"type": "mlp"}, "model.encoders.video.frame.type: expected one of cnn, vit, got 'mlp'"),
+    ({"type": "cnn", "chanels": [8]}, "model.encoders.video.frame: unknown key 'chanels'"),
+    ({"type": "cnn", "channels": [6]}, "model.encoders.video.frame: groups=8 does not divide channels=6"),
+    ("cnn", "model.encoders.video.frame: expected a mapping with a type, got 'cnn'"),
+])
+def test_a_video_encoders_frame_encoder_is_checked_where_it_is_configured(shapes_data, frame, needle):
+    encoders = {"video": {"type": "frames", "image_size": 16, "num_frames": 2, "frame": frame}}
+    config = from_dict({"model": {"width": 16, "fusion": {"type": "late"}, "encoders": encoders},
+                        "tasks": {"t": {"type": "classification", "inputs": {"video": "video"}}},
+                        "data": {}, "train": {}}, shapes_data)
+    with pytest.raises(ConfigError) as error:
+        build_system(config, [{"id": "a", "video": "a.mp4", "label": "x"}])
+    assert needle in str(error.value)

@@ -9,17 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from polymodal.config import bind
-from polymodal.errors import ConfigError
 from polymodal.layers import LearnedPositions, TransformerEncoder
 from polymodal.layers.positions import interval_centres
-from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.patches import PatchTransformerEncoder
-from polymodal.modalities.image.encoders import CNNImageEncoder, ViTImageEncoder
-
-FRAME_ENCODERS = {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}
-TRACK_ENCODERS = {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}
 
 
 def _check_video(video: torch.Tensor, num_frames: int, image_size: int) -> None:
@@ -130,11 +123,13 @@ class FrameEncoder(nn.Module):
 
     Args:
         out_dim: width D of the returned tokens.
+        frame: the image encoder run on every frame (built with `nested_settings("frame", ...)`: width
+            `out_dim`, `image_size`, 6 input channels with `motion`). Configured as
+            `frame: {type: cnn, channels: [32, 64]}` (any image encoder type).
         image_size, num_frames: the clip the processor delivers.
-        frame: the image encoder config, e.g. {type: cnn, channels: [32, 64]} (types: cnn, vit).
         depth, num_heads: the temporal transformer.
-        audio: an audio encoder config for the clip's sound track, e.g. {type: conv, duration: 2.0}
-            (types: spectrogram, conv); None: pictures only.
+        audio: an audio encoder for the clip's sound track (width `out_dim`), configured as
+            `audio: {type: conv, duration: 2.0}` (any audio encoder type); None: pictures only.
         frame_tokens: feed every frame's tokens (not only one vector per frame) to the temporal transformer.
         frame_readout: 0: a frame's vector is its encoder's pooled vector (what is in the picture);
             k > 0: every frame token is projected to k values and all of them, in place, map to the
@@ -144,21 +139,31 @@ class FrameEncoder(nn.Module):
             (TSN's "RGB difference"), not only in the comparison of two frames' vectors.
     """
 
-    def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8,
-                 frame: dict[str, Any] | None = None, depth: int = 1, num_heads: int = 4,
-                 audio: dict[str, Any] | None = None, frame_tokens: bool = False, frame_readout: int = 0,
-                 motion: bool = False) -> None:
+    # config keys holding another modality's encoder (its modality, its spec when the key is left out):
+    # the builder builds them and passes them in as modules
+    nested = {"frame": ("image", {"type": "cnn"}), "audio": ("audio", None)}
+
+    @staticmethod
+    def nested_settings(key: str, *, out_dim: int, image_size: int = 32, motion: bool = False,
+                        **_: Any) -> dict[str, Any]:
+        """What this encoder gives the nested encoder under `key`, from its own settings."""
+        if key == "frame":
+            return {"out_dim": out_dim, "image_size": image_size, "in_channels": 6 if motion else 3}
+        return {"out_dim": out_dim}
+
+    def __init__(self, *, out_dim: int, frame: nn.Module, image_size: int = 32, num_frames: int = 8,
+                 depth: int = 1, num_heads: int = 4, audio: nn.Module | None = None, frame_tokens: bool = False,
+                 frame_readout: int = 0, motion: bool = False) -> None:
         super().__init__()
         if frame_tokens and frame_readout:
             raise ValueError("frame_tokens and frame_readout are two ways to read a frame: choose one")
         self.image_size, self.num_frames, self.frame_tokens, self.motion = image_size, num_frames, frame_tokens, motion
-        self.frame = _nested(FRAME_ENCODERS, frame or {"type": "cnn"}, "frame", out_dim=out_dim, image_size=image_size,
-                             in_channels=6 if motion else 3)
+        self.frame = frame
         self.readout = None
         if frame_readout > 0:
             self.readout = nn.Sequential(nn.Linear(out_dim, frame_readout), nn.Flatten(1),
                                          nn.Linear(frame_readout * self.frame.num_tokens, out_dim), nn.LayerNorm(out_dim))
-        self.audio = _nested(TRACK_ENCODERS, audio, "audio", out_dim=out_dim) if audio is not None else None
+        self.audio = audio
         per_frame = self.frame.num_tokens if frame_tokens else 1
         self.time_positions = LearnedPositions(out_dim, num_frames * per_frame)
         self.types = nn.Parameter(torch.randn(2, out_dim) * 0.02)  # 0: picture, 1: sound
@@ -189,11 +194,3 @@ class FrameEncoder(nn.Module):
         tokens = self.temporal(x)
         return EncoderOutput(tokens=tokens, mask=_all_real(tokens), pooled=tokens.mean(dim=1), times=times)
 
-
-def _nested(kinds: dict[str, type[nn.Module]], spec: dict[str, Any], key: str, **provided: Any) -> nn.Module:
-    spec = dict(spec)
-    kind = spec.pop("type", None)
-    if kind not in kinds:
-        raise ConfigError(f"{key}.type: expected one of {', '.join(sorted(kinds))}, got {kind!r}")
-    cls = kinds[kind]
-    return cls(**bind(cls, spec, key, provided=tuple(provided)), **provided)
