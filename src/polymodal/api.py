@@ -12,6 +12,7 @@ from .build import System, build_system
 from .config import load_config
 from .data.loader import collate_present
 from .errors import PolymodalError
+from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
 from .tasks import ClassificationTask, ContrastiveTask, VQATask
 from .tasks.vocab_head import VocabularyTask
@@ -49,12 +50,15 @@ class LoadedModel:
             raise PolymodalError(f"this model was not trained for {kind.__name__}; its tasks: {self.tasks}")
         return names[0]
 
+    def _inputs(self, **values: Any) -> dict[str, dict[str, torch.Tensor]]:
+        """A batch's inputs from values per modality (None: the example lacks it)."""
+        processors = self.system.processors
+        return {m: collate_present(processors[m], [None if v is None else processors[m].prepare(v, None) for v in vs])
+                for m, vs in values.items()}
+
     @torch.no_grad()
     def _encode(self, fuse: bool = True, **values: Any) -> Any:
-        processors = self.system.processors
-        inputs = {m: collate_present(processors[m], [None if v is None else processors[m].prepare(v, None) for v in vs])
-                  for m, vs in values.items()}
-        return self.system.model.encode(inputs, fuse=fuse)
+        return self.system.model.encode(self._inputs(**values), fuse=fuse)
 
     @staticmethod
     def _top(head: VocabularyTask, probs: torch.Tensor, top_k: int) -> Any:
@@ -72,6 +76,20 @@ class LoadedModel:
         head = self.system.model.tasks[name]
         inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio, "text": question})
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
+
+    def explain(self, path: str | Path, question: str | None = None, task: str | None = None, *,
+                image: ImageLike | None = None, video: str | Path | None = None,
+                audio: str | Path | None = None) -> Path:
+        """Save a picture of where the model looked for its answer (or label) to `path`, and return it."""
+        kind = VQATask if question is not None else ClassificationTask
+        name = self._task_of(kind, task)
+        given = {"image": image, "video": video, "audio": audio, "text": question}
+        inputs = self._inputs(**self._task_inputs(name, given))
+        head = self.system.model.tasks[name]
+        with torch.no_grad():
+            probs = head.scores(self.system.model.encode(inputs))[0]
+        title = (f"{question} → " if question else "") + str(self._top(head, probs, 1))
+        return draw_explanation(self.system, inputs, title, Path(path))
 
     @torch.no_grad()
     def classify(self, image: ImageLike | None = None, task: str | None = None, top_k: int = 1, *,

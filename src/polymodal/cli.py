@@ -100,6 +100,9 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         raise PolymodalError(f"this model's tasks are {sorted(kinds)}: give --question for VQA or --text to "
                              f"rank the images by a caption")
+    if args.explain:
+        given = {"question": args.question, "image": media["image"], "video": args.video, "audio": args.audio}
+        result["explanation"] = str(model.explain(args.explain, **given))
     if args.json:
         print(json.dumps(result))
     else:
@@ -193,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--question", help="a question about the image or clip (VQA)")
     pr.add_argument("--text", help="a caption to rank the images by (retrieval)")
     pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)
     return p

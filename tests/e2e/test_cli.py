@@ -58,10 +58,13 @@ def test_synth_check_train_eval_predict(tmp_path):
     r = polymodal("eval", run, "--data", data / "test.jsonl", "--drop-modality", "smell")
     assert r.returncode == 1 and "--drop-modality: this model has no 'smell' encoder; it has: image, text" in r.stderr
     record = json.loads((data / "test.jsonl").read_text().splitlines()[0])
-    r = polymodal("predict", run, "--image", data / record["image"], "--question", record["question"], "--json")
+    picture = tmp_path / "explained.png"
+    r = polymodal("predict", run, "--image", data / record["image"], "--question", record["question"], "--json",
+                  "--explain", picture)
     assert r.returncode == 0, r.stderr
     vocab = json.loads((run / "model" / "vocab.json").read_text())["vqa"]
     assert json.loads(r.stdout)["answer"] in vocab
+    assert json.loads(r.stdout)["explanation"] == str(picture) and picture.stat().st_size > 10_000
 
 
 @pytest.fixture()

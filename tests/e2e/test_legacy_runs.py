@@ -54,3 +54,14 @@ def test_the_cli_evaluates_and_predicts_a_legacy_run(shapes_data):
                            "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["answer"] == EXPECTED["joint-vqa"]["answers"][0][0][0]
+
+
+def test_explain_says_why_late_fusion_has_nothing_to_show(shapes_data, tmp_path):
+    from polymodal.errors import PolymodalError
+
+    record = read_manifest(shapes_data / "test.jsonl", log=lambda _: None)[0]
+    with pytest.raises(PolymodalError, match="LateFusion combines pooled vectors: there is no attention"):
+        load(LEGACY / "dual-clip").explain(tmp_path / "x.png", image=record["image"])
+    path = load(LEGACY / "joint-vqa").explain(tmp_path / "vqa.png", record["question"], image=record["image"])
+    assert path.stat().st_size > 10_000
+

@@ -182,3 +182,23 @@ def test_any_subset_of_modalities_fuses(name):
     for modality in inputs:
         out = fusion({modality: inputs[modality]})
         assert out.pooled.shape == (3, D) and torch.isfinite(out.pooled).all()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in FUSIONS.items() if hasattr(cls, "token_relevance")))
+def test_token_relevance_covers_the_tokens_and_never_padding(name):
+    fusion, inputs = build(name), encoded()
+    relevance = fusion.token_relevance(inputs)
+    assert relevance and set(relevance) <= set(inputs)
+    for modality, r in relevance.items():
+        assert r.shape == inputs[modality].mask.shape, modality
+        assert (r >= 0).all() and r.sum() > 0
+    if "text" in relevance:  # example 0's text has two padded tokens
+        assert relevance["text"][0, 2:].abs().max() == 0
+    # the rollout of early fusion is the CLS row of a product of row-stochastic matrices: it sums to 1
+    if name == "early":
+        total = sum(r.sum(dim=1) for r in relevance.values())
+        assert (total <= 1 + 1e-5).all()
+
+
+def test_late_fusion_has_no_token_attention():
+    assert not hasattr(FUSIONS["late"], "token_relevance")

@@ -159,3 +159,21 @@ def test_an_example_with_no_context_is_finite_and_leaves_the_others_unchanged():
     torch.testing.assert_close(y[:2], ours(x[:2], ctx[:2]), atol=ATOL, rtol=0)
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("cross, causal", [(False, False), (False, True), (True, False)])
+def test_kept_weights_give_the_same_output_and_are_a_distribution_over_real_keys(cross, causal):
+    ours, _ = _pair(10 if cross else None)
+    x, ctx = torch.randn(B, N, DIM), torch.randn(B, 5, 10) if cross else None
+    mask = torch.ones(B, 5 if cross else N, dtype=torch.bool)
+    mask[0, 3:] = False
+    kwargs = {"context_mask": mask} if cross else {"mask": mask, "causal": causal}
+    expected = ours(x, ctx, **kwargs) if cross else ours(x, **kwargs)
+    ours.keep_weights = True
+    got = ours(x, ctx, **kwargs) if cross else ours(x, **kwargs)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    weights = ours.last_weights  # (B, heads, N, M)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:3]))
+    assert weights[0, :, :, 3:].abs().max() == 0  # no weight on padding
+    if causal:
+        assert torch.equal(weights[1].triu(1), torch.zeros_like(weights[1]))  # none on the future

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers.attention import MultiHeadAttention
+from ..layers.attention import MultiHeadAttention, keeping_attention_weights
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
 from .base import FusionOutput
@@ -65,3 +65,14 @@ class CoAttentionFusion(nn.Module):
                 tokens = co(tokens, masks)
             tokens = {m: own[m](x, masks[m]) for m, x in tokens.items()}
         return self.readout(tokens, masks)
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """How much each stream's CLS drew from the other stream's tokens in the last co-attention layer."""
+        with keeping_attention_weights(self):
+            self(outputs)
+        co, names = self.co[-1], sorted(outputs)
+        if len(names) != 2:
+            return {}
+        a, b = names
+        return {b: co.attend[a].last_weights.mean(dim=1)[:, 0, 1:],  # a's CLS over b's tokens (past b's CLS)
+                a: co.attend[b].last_weights.mean(dim=1)[:, 0, 1:]}

@@ -8,7 +8,10 @@ with more than two streams, X^B is every other stream's tokens together. Other l
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from ..layers.attention import keeping_attention_weights
 
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
@@ -57,3 +60,20 @@ class CrossAttentionFusion(nn.Module):
                 updated[m] = layer[m](x, masks[m], context=context, context_mask=context_mask)
             tokens = updated
         return self.readout(tokens, masks)
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """How much each stream's CLS drew from the other streams' tokens, in the last cross-attention layer
+        (weights averaged over heads, and over the streams that attend to a modality)."""
+        with keeping_attention_weights(self):
+            self(outputs)
+        layer = self.blocks[self.layers[-1] - 1]
+        names = sorted(outputs)
+        lengths = {m: 1 + outputs[m].tokens.shape[1] for m in names}  # each stream's CLS first
+        relevance: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+        for query in names:
+            weights = layer[query].cross.last_weights.mean(dim=1)[:, 0]  # (B, M): the CLS over the others
+            start = 0
+            for other in (m for m in names if m != query):
+                relevance[other].append(weights[:, start + 1:start + lengths[other]])
+                start += lengths[other]
+        return {m: torch.stack(r).mean(0) for m, r in relevance.items() if r}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers.attention import keeping_attention_weights
 from ..layers.markers import ModalityMarkers
 from ..layers.positions import LearnedPositions, SinusoidalPositions, time_code_table
 from ..layers.transformer import TransformerEncoder
@@ -107,6 +108,28 @@ class EarlyFusion(nn.Module):
         hidden = self.transformer(tokens + self.positions.at(position_ids).to(tokens.dtype), mask)
         pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask, position_ids)
         return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """How much the CLS output drew from each input token, by attention rollout (Abnar & Zuidema 2020):
+        each layer's head-averaged attention, plus the residual, multiplied through the layers.
+
+        Returns: {modality: (B, N_m)} over each modality's tokens (markers left out)."""
+        with keeping_attention_weights(self):
+            self(outputs)
+        rollout = None
+        for block in self.transformer.blocks:
+            attention = block.attn.last_weights.mean(dim=1)  # (B, L, L)
+            eye = torch.eye(attention.shape[-1], device=attention.device)
+            attention = 0.5 * attention + 0.5 * eye
+            attention = attention / attention.sum(dim=-1, keepdim=True)
+            rollout = attention if rollout is None else attention @ rollout
+        cls = rollout[:, 0] if rollout is not None else None  # (B, 1 + N)
+        relevance, start = {}, 1
+        for name in sorted(outputs):
+            n = outputs[name].tokens.shape[1]
+            relevance[name] = cls[:, start + 1:start + 1 + n]  # past the marker
+            start += 1 + n
+        return relevance
 
     def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """(B, 1 + N, D) outputs → (B, D) from the CLS and every real token through its position's own weights."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers.attention import MultiHeadAttention
+from ..layers.attention import MultiHeadAttention, keeping_attention_weights
 from ..layers.markers import ModalityMarkers
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
@@ -84,3 +84,15 @@ class GatedCrossAttentionFusion(nn.Module):
         x = self.norm(x)
         return FusionOutput(pooled=x[:, 0], tokens=x, mask=mask,
                             streams={self.target: EncoderOutput(tokens=x, mask=mask, pooled=x[:, 0])})
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """How much the target stream's CLS drew from the other modalities' tokens in the last gated layer."""
+        with keeping_attention_weights(self):
+            self(outputs)
+        weights = self.gated[-1].attend.last_weights.mean(dim=1)[:, 0]  # (B, M) over [m_1; X^(1); ...]
+        relevance, start = {}, 0
+        for name in (m for m in sorted(outputs) if m != self.target):
+            n = outputs[name].tokens.shape[1]
+            relevance[name] = weights[:, start + 1:start + 1 + n]
+            start += 1 + n
+        return relevance

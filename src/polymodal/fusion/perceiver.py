@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers.attention import keeping_attention_weights
 from ..layers.markers import ModalityMarkers
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
@@ -46,3 +47,15 @@ class PerceiverFusion(nn.Module):
                 x = block(x)
         x = self.norm(x)
         return FusionOutput(pooled=x.mean(dim=1), tokens=x, mask=x.new_ones(x.shape[:2], dtype=torch.bool))
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """How much the latents drew from each input token in the last read (averaged over latents, heads)."""
+        with keeping_attention_weights(self):
+            self(outputs)
+        weights = self.read[-1].cross.last_weights.mean(dim=(1, 2))  # (B, M) over [m_1; X^(1); ...]
+        relevance, start = {}, 0
+        for name in sorted(outputs):
+            n = outputs[name].tokens.shape[1]
+            relevance[name] = weights[:, start + 1:start + 1 + n]
+            start += 1 + n
+        return relevance

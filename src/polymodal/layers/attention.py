@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@contextmanager
+def keeping_attention_weights(module: nn.Module) -> Iterator[None]:
+    """Within the block, every `MultiHeadAttention` under `module` keeps its last attention weights."""
+    layers = [m for m in module.modules() if isinstance(m, MultiHeadAttention)]
+    for layer in layers:
+        layer.keep_weights = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.keep_weights = False
 
 
 class MultiHeadAttention(nn.Module):
@@ -46,6 +62,10 @@ class MultiHeadAttention(nn.Module):
             self.q = nn.Linear(dim, dim, bias=bias)
             self.kv = nn.Linear(context_dim, 2 * dim, bias=bias)
         self.out = nn.Linear(dim, dim, bias=bias)
+        # keep_weights: compute the attention weights explicitly and keep the last ones in `last_weights`
+        # (B, heads, N, M), for pictures of where a model looked; the outputs are the same as SDPA's
+        self.keep_weights = False
+        self.last_weights: torch.Tensor | None = None
 
     @property
     def is_cross(self) -> bool:
@@ -89,17 +109,32 @@ class MultiHeadAttention(nn.Module):
 
         q, k, v = (self._split_heads(t) for t in (q, k, v))  # (B, heads, T, head_dim)
         attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal and attn_mask is None,
-        )  # (B, heads, N, head_dim)
+        if self.keep_weights:
+            y = self._attend_keeping_weights(q, k, v, attn_mask, causal)
+        else:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=causal and attn_mask is None,
+            )  # (B, heads, N, head_dim)
         batch, _, length, _ = y.shape
         y = y.transpose(1, 2).reshape(batch, length, self.dim)  # (B, N, dim)
         return self.out(y)
+
+    def _attend_keeping_weights(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                attn_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        """softmax(q kᵀ / √d) v written out (no dropout: for inspection), keeping the weights."""
+        scores = q @ k.transpose(-2, -1) / self.head_dim ** 0.5  # (B, heads, N, M)
+        if attn_mask is None and causal:
+            attn_mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        self.last_weights = weights.detach()
+        return weights @ v
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         batch, length, _ = t.shape
