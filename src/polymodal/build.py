@@ -159,7 +159,13 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     if not isinstance(encoder_specs, dict) or not encoder_specs:
         raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
     fusion_type, fusion_spec, fusion_where, model_spec = split_model_spec(spec)
-    model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"))
+    try:
+        model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"))
+    except ConfigError as error:  # the sections beside the model's own keys are allowed too
+        if "allowed keys:" in str(error):
+            raise ConfigError(f"{error}, encoders, fusion, tokenizer (a fusion's settings go under "
+                              f"model.fusion)") from None
+        raise
     width = model_kwargs.get("width")
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"model.width: expected a positive integer, got {width!r}")

@@ -153,6 +153,8 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
     ({"fusion": {"type": "early", "depht": 2}}, "model.fusion: unknown key 'depht'; allowed keys: depth"),
     ({"type": "joint_transformer", "combine": "mean"}, "model: unknown key 'combine' for model.type "
                                                         "'joint_transformer'; allowed keys:"),
+    ({"fusion": {"type": "early"}, "depth": 2}, "model: unknown key 'depth'; allowed keys: embed_dim, "
+                                                "init_temperature, width, encoders, fusion, tokenizer"),
 ])
 def test_model_config_errors_name_the_key(shapes_data, model, needle):
     config = from_dict({"model": {"width": 32, "encoders": TINY_ENCODERS, "tokenizer": {"vocab_size": 200}, **model},
