@@ -200,5 +200,7 @@ def test_token_relevance_covers_the_tokens_and_never_padding(name):
         assert (total <= 1 + 1e-5).all()
 
 
-def test_late_fusion_has_no_token_attention():
+def test_late_fusion_has_no_token_attention_and_early_needs_a_layer():
     assert not hasattr(FUSIONS["late"], "token_relevance")
+    with pytest.raises(ValueError, match="depth 0 has no attention to roll out"):
+        FUSIONS["early"](["image", "text"], D, depth=0).token_relevance(encoded())

@@ -114,6 +114,8 @@ class EarlyFusion(nn.Module):
         each layer's head-averaged attention, plus the residual, multiplied through the layers.
 
         Returns: {modality: (B, N_m)} over each modality's tokens (markers left out)."""
+        if not self.transformer.blocks:
+            raise ValueError("early fusion with depth 0 has no attention to roll out")
         with keeping_attention_weights(self):
             self(outputs)
         rollout = None
@@ -123,7 +125,7 @@ class EarlyFusion(nn.Module):
             attention = 0.5 * attention + 0.5 * eye
             attention = attention / attention.sum(dim=-1, keepdim=True)
             rollout = attention if rollout is None else attention @ rollout
-        cls = rollout[:, 0] if rollout is not None else None  # (B, 1 + N)
+        cls = rollout[:, 0]  # (B, 1 + N)
         relevance, start = {}, 1
         for name in sorted(outputs):
             n = outputs[name].tokens.shape[1]
