@@ -45,7 +45,7 @@ def draw_explanation(system: Any, inputs: dict[str, dict[str, torch.Tensor]], ti
     scores = {m: r[0].float().cpu().numpy() for m, r in relevance(system, inputs).items()}
     fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.6), squeeze=False)
     for ax, (modality, values) in zip(axes[0], sorted(scores.items())):
-        grid = _grid(values) if modality in ("image",) else None
+        grid = _grid(values) if modality == "image" else None
         if modality == "image" and grid is not None and "data" in inputs["image"]:
             picture = system.processors["image"].processor.to_pil(inputs["image"]["data"][0])
             ax.imshow(picture)

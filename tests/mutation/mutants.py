@@ -248,7 +248,7 @@ MUTANTS = [
            "x = read(x, context=context, context_mask=context_mask)", "x = read(x, context=context)",
            "the latents attend to padded tokens", ("tests/fusion/test_fusion_contract.py",)),
     Mutant("absent_filler_visible", "models/absent.py",
-           "mask = out.mask & present[:, None]", "mask = out.mask.clone()",
+           "mask = out.mask & ~absent[:, None]", "mask = out.mask.clone()",
            "an absent modality's filler tokens stay visible to attention", ("tests/models/test_absent_modalities.py",)),
     Mutant("absent_pooled_is_filler", "models/absent.py",
            "pooled = torch.where(absent[:, None], self.vectors[name].to(out.pooled.dtype), out.pooled)",

@@ -43,6 +43,17 @@ def concat_times(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def split_marked(values: torch.Tensor, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+    """Per-token values (B, sum(N_m + 1)) laid out as `concat_with_markers` lays out `outputs`, split back
+    into {modality: (B, N_m)}, the markers left out."""
+    parts, start = {}, 0
+    for name in sorted(outputs):
+        n = outputs[name].tokens.shape[1]
+        parts[name] = values[:, start + 1:start + 1 + n]  # past the marker
+        start += 1 + n
+    return parts
+
+
 def concat_presence(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
     """(B, sum(N_m + 1)) 1 where the example has the modality of that concatenated token, else 0."""
     parts = []
@@ -125,13 +136,7 @@ class EarlyFusion(nn.Module):
             attention = 0.5 * attention + 0.5 * eye
             attention = attention / attention.sum(dim=-1, keepdim=True)
             rollout = attention if rollout is None else attention @ rollout
-        cls = rollout[:, 0]  # (B, 1 + N)
-        relevance, start = {}, 1
-        for name in sorted(outputs):
-            n = outputs[name].tokens.shape[1]
-            relevance[name] = cls[:, start + 1:start + 1 + n]  # past the marker
-            start += 1 + n
-        return relevance
+        return split_marked(rollout[:, 0, 1:], outputs)  # the CLS row, past the CLS itself
 
     def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """(B, 1 + N, D) outputs → (B, D) from the CLS and every real token through its position's own weights."""

@@ -16,6 +16,7 @@ from ..layers.markers import ModalityMarkers
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
 from .base import FusionOutput
+from .early import split_marked
 
 
 class GatedCrossAttention(nn.Module):
@@ -90,9 +91,4 @@ class GatedCrossAttentionFusion(nn.Module):
         with keeping_attention_weights(self):
             self(outputs)
         weights = self.gated[-1].attend.last_weights.mean(dim=1)[:, 0]  # (B, M) over [m_1; X^(1); ...]
-        relevance, start = {}, 0
-        for name in (m for m in sorted(outputs) if m != self.target):
-            n = outputs[name].tokens.shape[1]
-            relevance[name] = weights[:, start + 1:start + 1 + n]
-            start += 1 + n
-        return relevance
+        return split_marked(weights, {m: out for m, out in outputs.items() if m != self.target})

@@ -11,7 +11,7 @@ from ..layers.markers import ModalityMarkers
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
 from .base import FusionOutput
-from .early import concat_with_markers
+from .early import concat_with_markers, split_marked
 
 
 class PerceiverFusion(nn.Module):
@@ -52,10 +52,4 @@ class PerceiverFusion(nn.Module):
         """How much the latents drew from each input token in the last read (averaged over latents, heads)."""
         with keeping_attention_weights(self):
             self(outputs)
-        weights = self.read[-1].cross.last_weights.mean(dim=(1, 2))  # (B, M) over [m_1; X^(1); ...]
-        relevance, start = {}, 0
-        for name in sorted(outputs):
-            n = outputs[name].tokens.shape[1]
-            relevance[name] = weights[:, start + 1:start + 1 + n]
-            start += 1 + n
-        return relevance
+        return split_marked(self.read[-1].cross.last_weights.mean(dim=(1, 2)), outputs)  # (B, M) → per modality

@@ -35,7 +35,7 @@ class AbsentModalities(nn.Module):
         first[0] = 1.0
         stand_in = first * self.vectors[name].to(out.tokens.dtype)  # (N, D): the placeholder, then nothing
         tokens = torch.where(absent[:, None, None], stand_in, out.tokens)  # (B, N, D)
-        mask = out.mask & present[:, None]
+        mask = out.mask & ~absent[:, None]
         mask[:, 0] |= absent
         pooled = torch.where(absent[:, None], self.vectors[name].to(out.pooled.dtype), out.pooled)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled, times=out.times, present=present)
