@@ -3,6 +3,8 @@
 Each variant trains in its own run folder under the output folder, one after another, then is evaluated
 on `data.test` (else `data.val`). The results go to `ablation.json` and to `ablation.md`, a table and a
 bar plot of every accuracy and recall per task (and question type), with parameters and throughput.
+Run again on the same folder, it keeps the variants already evaluated with the same config, resumes one
+that was stopped from its last checkpoint, and trains the rest: adding a variant costs only that variant.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import yaml
 
 import matplotlib
 
@@ -43,9 +47,73 @@ def variant_config(config: Config, fusion: str) -> Config:
     return variant
 
 
+def modality_variants(config: Config, modality: str, rate: float) -> dict[str, Config]:
+    """The three models that say what modality dropout buys when `modality` goes missing:
+    `dropout` (trained with `train.modality_dropout.<modality>: rate`), `no_dropout` (the config as it
+    is) and `without_<modality>` (its encoder and every input of it removed: trained on the rest alone).
+    A task that reads nothing else is left out of all three, so they train the same tasks."""
+    from .tasks import TASKS
+
+    if modality not in (config.model.get("encoders") or {}):
+        raise ConfigError(f"--drop-modality: expected one of the config's encoders "
+                          f"({', '.join(sorted(config.model.get('encoders') or {}))}), got {modality!r}")
+    if not 0.0 < rate < 1.0:
+        raise ConfigError(f"--dropout: expected a chance between 0 and 1, got {rate}")
+    tasks = {}
+    for name, spec in config.tasks.items():
+        task_type = TASKS.get(spec.get("type"))
+        inputs = dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
+        if set(inputs) <= {modality}:
+            continue  # reads only the removed modality
+        required = tuple(inputs) if task_type is None or task_type.required is None else task_type.required
+        if modality in required:
+            raise ConfigError(f"tasks.{name}: a {spec.get('type')} task cannot do without {modality!r}")
+        tasks[name] = spec
+    if not tasks:
+        raise ConfigError(f"--drop-modality {modality}: every task of the config reads {modality!r} alone")
+    variants = {}
+    for name in ("dropout", "no_dropout", f"without_{modality}"):
+        variant = copy.deepcopy(config)
+        variant.tasks = copy.deepcopy(tasks)
+        if name == "dropout":
+            variant.train.modality_dropout = {**variant.train.modality_dropout, modality: rate}
+        if name.startswith("without"):
+            variant.model["encoders"].pop(modality)
+            variant.train.modality_dropout = {m: p for m, p in variant.train.modality_dropout.items() if m != modality}
+            for spec in variant.tasks.values():
+                task_type = TASKS.get(spec.get("type"))
+                inputs = dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
+                spec["inputs"] = {m: f for m, f in inputs.items() if m != modality}
+        variants[name] = variant
+    return variants
+
+
 def run_ablation(config: Config, fusions: list[str], out: Path, *, log: Callable[[str], None] = print
                  ) -> dict[str, dict[str, Any]]:
-    """Train and evaluate every variant; write `out/ablation.json` and `out/ablation.md`; return the results."""
+    """Train and evaluate every fusion variant; write `out/ablation.json` and `out/ablation.md`."""
+    variants = {name: variant_config(config, name) for name in fusions}  # every name checked before training
+    summary = run_variants(config, variants, out, log=log)
+    write_ablation_report(summary, out, config.data.test or config.data.val)
+    return summary
+
+
+def run_modality_ablation(config: Config, modality: str, out: Path, *, rate: float = 0.5,
+                          log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Train the three `modality_variants`, evaluate each with every modality and with `modality`
+    removed; write `out/ablation.json` and `out/ablation.md`."""
+    variants = modality_variants(config, modality, rate)
+    drops = {name: [(), (modality,)] if not name.startswith("without") else [()] for name in variants}
+    summary = run_variants(config, variants, out, drops=drops, log=log)
+    write_modality_report(summary, out, config.data.test or config.data.val, modality, rate)
+    return summary
+
+
+def run_variants(config: Config, variants: dict[str, Config], out: Path, *,
+                 drops: dict[str, list[tuple[str, ...]]] | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Train each variant in `out/<name>` one after another and evaluate it on `data.test` (else
+    `data.val`), also with each modality set of `drops[name]` removed (`results_without_<m>`).
+    Variants already trained and evaluated with the same config in `out` are kept; a stopped one resumes."""
     from .api import load
     from .data.manifest import read_manifest
     from .training.trainer import Trainer
@@ -53,26 +121,39 @@ def run_ablation(config: Config, fusions: list[str], out: Path, *, log: Callable
     split = config.data.test or config.data.val
     if split is None:
         raise ConfigError("data.test: the ablation evaluates every variant on a held-out manifest (or data.val)")
-    variants = {name: variant_config(config, name) for name in fusions}  # every name checked before training
     records = read_manifest(split, on_error=config.data.on_error, log=log)
     out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "ablation.json").read_text()) if (out / "ablation.json").exists() else {}
     summary: dict[str, dict[str, Any]] = {}
-    for name, variant in variants.items():
-        log(f"ablation: {name} ({len(summary) + 1} of {len(variants)})")
+    for number, (name, variant) in enumerate(variants.items(), start=1):
+        same = same_config(out / name, variant)
+        if same and name in previous and (out / name / "model").is_dir():
+            log(f"ablation: {name} ({number} of {len(variants)}) kept: {out / name} was trained and evaluated "
+                f"with this config")
+            summary[name] = previous[name]
+            continue
+        log(f"ablation: {name} ({number} of {len(variants)})")
         started = time.perf_counter()
-        trainer = Trainer(variant, out / name, log=log)
+        trainer = Trainer(variant, out / name, resume=same, log=log)
         trainer.fit()
         wall = time.perf_counter() - started
         rates = [r["samples_per_s"] for r in read_metrics(out / name) if "samples_per_s" in r]
-        summary[name] = {
-            "params": sum(p.numel() for p in trainer.model.parameters()),
-            "samples_per_s": rates[-1] if rates else None,
-            "wall_s": round(wall, 1),
-            "results": load(out / name).evaluate(records, batch_size=config.train.eval_batch_size),
-        }
+        model = load(out / name)
+        summary[name] = {"params": sum(p.numel() for p in trainer.model.parameters()),
+                         "samples_per_s": rates[-1] if rates else None, "wall_s": round(wall, 1)}
+        for drop in (drops or {}).get(name, [()]):
+            key = "results" if not drop else "results_without_" + "_".join(drop)
+            summary[name][key] = model.evaluate(records, batch_size=config.train.eval_batch_size, drop=drop)
         (out / "ablation.json").write_text(json.dumps(summary, indent=1))  # a killed ablation keeps what it did
-    write_ablation_report(summary, out, split)
     return summary
+
+
+def same_config(folder: Path, config: Config) -> bool:
+    """Whether `folder` is a run started from exactly `config` (its resolved `config.yaml`)."""
+    saved = folder / "config.yaml"
+    if not saved.exists():
+        return False
+    return yaml.safe_load(saved.read_text()) == yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -109,4 +190,27 @@ def write_ablation_report(summary: dict[str, dict[str, Any]], out: Path, split: 
     plt.close(fig)
     lines += ["", "![scores per fusion](ablation.png)", ""]
     (out / "ablation.md").write_text("\n".join(lines))
+    return out / "ablation.md"
+
+
+def write_modality_report(summary: dict[str, dict[str, Any]], out: Path, split: str | Path, modality: str,
+                          rate: float) -> Path:
+    """`out/ablation.md`: every score of each variant with all modalities and with `modality` removed."""
+    key = f"results_without_{modality}"
+    columns = sorted({c for v in summary.values() for r in (v["results"], v.get(key, {})) for c in scores(r)})
+    lines = [f"# What the model loses without {modality}", "",
+             f"`dropout`: trained with {modality} removed from a random {rate:.0%} of the training examples; "
+             f"`no_dropout`: trained with every modality; `without_{modality}`: trained without it. "
+             f"Scores on `{split}`.", "",
+             "| model | evaluated | parameters | " + " | ".join(columns) + " |", "|---" * (3 + len(columns)) + "|"]
+    for name, v in summary.items():
+        for label, results in (("every modality", v["results"]), (f"{modality} removed", v.get(key))):
+            if results is None:
+                continue
+            if name.startswith("without"):
+                label = f"without {modality} (trained so)"
+            s = scores(results)
+            cells = [f"{s[c]:.3f}" if c in s else "—" for c in columns]
+            lines.append(f"| {name} | {label} | {v['params']:,} | " + " | ".join(cells) + " |")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
     return out / "ablation.md"

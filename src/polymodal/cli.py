@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import PolymodalError
+from .errors import ConfigError, PolymodalError
 
 
 SYNTH_MODALITIES = ("image", "video", "audio", "text")
@@ -117,12 +117,18 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from .ablation import run_ablation
+    from .ablation import run_ablation, run_modality_ablation
+    from .fusion import FUSIONS
     from .config import load_config
 
     config = load_config(args.config, args.set)
-    fusions = [f.strip() for f in args.fusion.split(",") if f.strip()]
-    run_ablation(config, fusions, Path(args.out))
+    if args.drop_modality:
+        if args.fusion is not None:
+            raise ConfigError("--fusion and --drop-modality: one ablation at a time")
+        run_modality_ablation(config, args.drop_modality, Path(args.out), rate=args.dropout)
+    else:
+        fusions = [f.strip() for f in (args.fusion or ",".join(FUSIONS)).split(",") if f.strip()]
+        run_ablation(config, fusions, Path(args.out))
     print(f"ablation written to {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
     return 0
 
@@ -172,8 +178,11 @@ def parser() -> argparse.ArgumentParser:
 
     ab = sub.add_parser("ablate", help="train and evaluate one config under several fusion strategies")
     ab.add_argument("config")
-    ab.add_argument("--fusion", default="early,late,cross,coattn,gated,perceiver",
-                    help="comma-separated fusion types (default: all)")
+    ab.add_argument("--fusion", default=None, help="comma-separated fusion types (default: all)")
+    ab.add_argument("--drop-modality", default=None, metavar="NAME",
+                    help="instead: train with modality dropout, without dropout, and without NAME, and "
+                         "evaluate each with and without NAME")
+    ab.add_argument("--dropout", type=float, default=0.5, help="with --drop-modality: the training dropout chance")
     ab.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
     ab.add_argument("--out", required=True, help="folder for one run per variant and the ablation report")
     ab.set_defaults(func=_ablate)

@@ -52,6 +52,18 @@ def _vqa_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 12
             for r, p in zip(chosen, answers)]
 
 
+def _explanations(model: LoadedModel, records: list[dict[str, Any]], folder: Path, n: int = 3) -> list[Path]:
+    """Pictures of where the VQA model attended, for the first record of `n` question types."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in records:
+        chosen.setdefault(r.get("question_type", "?"), r)
+    paths = []
+    for i, r in enumerate(list(chosen.values())[:n]):
+        paths.append(model.explain(folder / f"explain_{i}.png", r["question"], image=r["image"]))
+    return paths
+
+
 def _av_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 6) -> list[dict[str, Any]]:
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -104,7 +116,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     stats = {kind: _synthesize(data, kind, sizes[kind]) for kind in SIZES}
     tests = {kind: read_manifest(stats[kind]["folder"] / "test.jsonl") for kind in SIZES}
 
-    runs, results, timings = {}, {}, {}
+    runs, results, timings, removed = {}, {}, {}, {}
     for name, config_name, kind, what, overrides in RECIPES:
         console.rule(f"[bold]train {name}: {what}")
         folder = stats[kind]["folder"]
@@ -118,7 +130,11 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
         runs[name] = out / name
         train(config, runs[name])
         timings[name] = time.perf_counter() - t0
-        results[name] = load(runs[name]).evaluate(tests[kind])
+        model = load(runs[name])
+        results[name] = model.evaluate(tests[kind])
+        if len(model.system.model.backbone.encoders) > 1:  # each modality removed in turn
+            without = {m: model.evaluate(tests[kind], drop=(m,)) for m in model.system.model.backbone.encoders}
+            removed[name] = {m: r for m, r in without.items() if r}
 
     baselines = _baselines(stats)
     table = Table(title="Polymodal demo — test split")
@@ -138,7 +154,9 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
              + ", ".join(f"{k} training {v:.0f} s" for k, v in timings.items()) + ").",
              f"Data: the built-in shapes benchmark, {counts['image']} images; its audio-visual part, "
              f"{counts['av']} clips."]
-    report = write_report(out / "report", runs=runs, results=results, baselines=baselines,
+    explanations = _explanations(load(runs["vqa"]), tests["image"], out / "report")
+    report = write_report(out / "report", runs=runs, results=results, baselines=baselines, removed=removed,
+                          explanations=explanations,
                           vqa_examples=_vqa_examples(load(runs["vqa"]), tests["image"]),
                           retrieval_examples=_retrieval_examples(load(runs["clip"]), tests["image"]),
                           av_examples=_av_examples(load(runs["av"]), tests["av"]), notes=notes)

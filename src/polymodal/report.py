@@ -110,11 +110,32 @@ def results_table(results: dict[str, dict[str, dict[str, float]]],
     return lines
 
 
+def removed_table(results: dict[str, dict[str, dict[str, float]]],
+                  removed: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[str]:
+    """Markdown rows: run | modality removed | task | metric | value | with every modality, for each
+    accuracy and R@1 a task still gives without that modality (a task that needs it is left out)."""
+    lines = ["| run | removed | task | metric | value | with every modality |", "|---|---|---|---|---|---|"]
+    for run, by_modality in removed.items():
+        for modality, tasks in by_modality.items():
+            for task, metrics in tasks.items():
+                for metric, value in metrics.items():
+                    if metric == "accuracy" or metric.endswith("R@1"):
+                        full = results.get(run, {}).get(task, {}).get(metric)
+                        shown = f"{full:.3f}" if full is not None else ""
+                        lines.append(f"| {run} | {modality} | {task} | {metric} | {value:.3f} | {shown} |")
+    return lines
+
+
 def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[str, dict[str, float]]],
                  baselines: dict[str, dict[str, float]], vqa_examples: list[dict[str, Any]],
                  retrieval_examples: list[dict[str, Any]], notes: list[str],
-                 av_examples: list[dict[str, Any]] | None = None) -> Path:
-    """Write `out/report.md` with its plots beside it; returns the report path."""
+                 av_examples: list[dict[str, Any]] | None = None,
+                 removed: dict[str, dict[str, dict[str, dict[str, float]]]] | None = None,
+                 explanations: list[Path] | None = None) -> Path:
+    """Write `out/report.md` with its plots beside it; returns the report path.
+
+    `removed`: {run: {modality: {task: {metric: value}}}}, each run evaluated with one modality removed;
+    `explanations`: pictures (in `out`) of where a model attended for its answer."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
     lines = ["# Polymodal demo report", "", *notes, "", "## Results (test split)", "",
@@ -122,9 +143,17 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
              "Retrieval counts a hit when the retrieved item's caption equals the query's caption: the synthetic",
              "captions repeat, so every image of an identical scene is a correct answer.", "",
              "## Training loss", "", "![loss curves](loss_curves.png)", ""]
+    if removed:
+        lines += ["## Each modality removed in turn (test split)", "",
+                  "Every record loses that modality; the model answers with its learned placeholder in its place.",
+                  "", *removed_table(results, removed), ""]
     if vqa_examples:
         plot_vqa_examples(vqa_examples, out / "vqa_examples.png")
         lines += ["## Example answers", "", "![VQA examples](vqa_examples.png)", ""]
+    if explanations:
+        lines += ["## Where the answer attended", "",
+                  "Attention rollout from the joint transformer's CLS over the image patches and the words.", "",
+                  *[f"![explanation]({p.name})" for p in explanations], ""]
     if retrieval_examples:
         plot_retrieval_examples(retrieval_examples, out / "retrieval_examples.png")
         lines += ["## Example retrievals (text → image)", "", "![retrieval examples](retrieval_examples.png)", ""]
@@ -135,4 +164,6 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
     path = out / "report.md"
     path.write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    if removed:
+        (out / "removed.json").write_text(json.dumps(removed, indent=1))
     return path

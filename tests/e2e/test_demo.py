@@ -13,7 +13,7 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = out / "report"
     for name in ("report.md", "loss_curves.png", "vqa_examples.png", "retrieval_examples.png", "av_examples.png",
-                 "results.json"):
+                 "results.json", "explain_0.png", "explain_2.png"):
         assert (report / name).stat().st_size > 0, name
     results = json.loads((report / "results.json").read_text())
     stats = json.loads((out / "data" / "stats.json").read_text())
@@ -23,6 +23,19 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert "initialised" in r.stdout  # the VQA model started from the clip encoders
     assert {"video_qa", "sound"} <= set(results["av"])  # a video and an audio task were evaluated
     assert "accuracy/temporal" in results["av"]["video_qa"]
+    # each modality removed in turn: the answers without the image are the model's own under --drop-modality
+    removed = json.loads((report / "removed.json").read_text())
+    # a task that needs the removed modality is left out: VQA its question, sound classification its audio
+    assert set(removed["vqa"]) == {"image"} and set(removed["av"]) == {"audio", "video", "text"}
+    assert set(removed["av"]["audio"]) == {"video_qa"} and set(removed["av"]["text"]) == {"sound"}
+    assert set(removed["av"]["video"]) == {"video_qa", "sound"}
+    ev = subprocess.run([sys.executable, "-m", "polymodal.cli", "eval", str(out / "vqa"), "--data",
+                         str(out / "data" / "test.jsonl"), "--drop-modality", "image", "--json"],
+                        capture_output=True, text=True)
+    assert json.loads(ev.stdout)["vqa"]["accuracy"] == removed["vqa"]["image"]["vqa"]["accuracy"]
+    text = (report / "report.md").read_text()
+    assert "## Each modality removed in turn" in text and "| vqa | image | vqa | accuracy |" in text
+    assert "![explanation](explain_0.png)" in text
     for run in ("clip", "vqa", "av"):
         losses = [json.loads(line)["loss"] for line in (out / run / "metrics.jsonl").read_text().splitlines()
                   if "loss" in json.loads(line)]

@@ -12,14 +12,26 @@ from polymodal.fusion import FUSIONS, CoAttentionFusion, CrossAttentionFusion, G
 from polymodal.modalities.base import EncoderOutput
 
 D = 16
-OPTIONS = {"early": {"depth": 2, "num_heads": 2}, "cross": {"depth": 2, "num_heads": 2},
-           "coattn": {"depth": 2, "num_heads": 2}, "gated": {"target": "text", "depth": 2, "num_heads": 2},
+POSITIONAL = {"pooling": "positional", "max_length": 12, "readout_dim": 3}
+# every registered fusion under its own name, plus the settings that change its structure
+OPTIONS = {"early": {"depth": 2, "num_heads": 2},
+           "early-positional": {"depth": 2, "num_heads": 2, "max_length": 24, "pooling": "positional"},
+           "late": {}, "late-scores": {"combine": "scores"}, "late-streams": {"depth": 1, "num_heads": 2},
+           "late-positional": {"depth": 1, "num_heads": 2, **POSITIONAL},
+           "cross": {"depth": 2, "num_heads": 2}, "cross-positional": {"depth": 2, "num_heads": 2, **POSITIONAL},
+           "coattn": {"depth": 2, "num_heads": 2}, "coattn-positional": {"depth": 1, "num_heads": 2, **POSITIONAL},
+           "gated": {"target": "text", "depth": 2, "num_heads": 2},
            "perceiver": {"num_latents": 4, "depth": 2, "num_heads": 2}}
+VARIANTS = sorted(OPTIONS)
 
 
-def build(name: str) -> torch.nn.Module:
+def build(variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return FUSIONS[name](["image", "text"], D, **OPTIONS.get(name, {})).eval()
+    return FUSIONS[variant.split("-")[0]](["image", "text"], D, **OPTIONS[variant]).eval()
+
+
+def test_every_registered_fusion_is_covered():
+    assert set(FUSIONS) <= set(OPTIONS)
 
 
 def encoded(batch: int = 3, seed: int = 0) -> dict[str, EncoderOutput]:
@@ -39,7 +51,7 @@ def pad(out: EncoderOutput, extra: int) -> EncoderOutput:
                          torch.cat([out.mask, torch.zeros(batch, extra, dtype=torch.bool)], dim=1), out.pooled)
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_shapes_and_finite(name):
     out = build(name)(encoded())
     assert out.pooled.shape == (3, D) and torch.isfinite(out.pooled).all()
@@ -48,7 +60,7 @@ def test_shapes_and_finite(name):
         assert torch.isfinite(out.tokens).all()
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_padding_changes_nothing(name):
     fusion, inputs = build(name), encoded()
     padded = {"image": inputs["image"], "text": pad(inputs["text"], 3)}
@@ -61,7 +73,7 @@ def alone(out: EncoderOutput, i: int) -> EncoderOutput:
     return EncoderOutput(out.tokens[i:i + 1, :n], out.mask[i:i + 1, :n], out.pooled[i:i + 1])
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_each_example_is_fused_as_if_alone(name):
     fusion, inputs = build(name), encoded()
     together = fusion(inputs).pooled
@@ -70,11 +82,11 @@ def test_each_example_is_fused_as_if_alone(name):
         torch.testing.assert_close(together[i], fusion(single).pooled[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(set(FUSIONS) - {"coattn"}))  # co-attention pairs exactly two
+@pytest.mark.parametrize("name", [v for v in VARIANTS if not v.startswith("coattn")])  # co-attention pairs exactly two
 def test_padding_inside_the_sequence_changes_nothing(name):
     # sorted, "text" sits between "image" and "video": its padding is inside an early-fused sequence
     torch.manual_seed(0)
-    fusion = FUSIONS[name](["image", "text", "video"], D, **OPTIONS.get(name, {})).eval()
+    fusion = FUSIONS[name.split("-")[0]](["image", "text", "video"], D, **OPTIONS[name]).eval()
     video = torch.randn(3, 6, D)
     inputs = {**encoded(), "video": EncoderOutput(video, torch.ones(3, 6, dtype=torch.bool), video.mean(1))}
     together = fusion(inputs).pooled
@@ -82,7 +94,7 @@ def test_padding_inside_the_sequence_changes_nothing(name):
     torch.testing.assert_close(together[0], fusion(single).pooled[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_every_parameter_learns(name):
     fusion = build(name).train()
     with torch.no_grad():  # open the gates that start shut (gated cross-attention), or nothing flows through them
@@ -97,7 +109,7 @@ def test_every_parameter_learns(name):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_the_output_depends_on_every_modality(name):
     fusion = build(name)
     with torch.no_grad():
@@ -176,7 +188,7 @@ def test_gated_fusion_starts_as_the_unimodal_stream():
     torch.testing.assert_close(fusion({"text": inputs["text"]}).pooled, start)  # the same as text alone
 
 
-@pytest.mark.parametrize("name", ["perceiver", "early", "late", "cross"])
+@pytest.mark.parametrize("name", ["perceiver", "early", "late", "late-positional", "cross", "cross-positional"])
 def test_any_subset_of_modalities_fuses(name):
     fusion, inputs = build(name), encoded()
     for modality in inputs:
@@ -204,3 +216,38 @@ def test_late_fusion_has_no_token_attention_and_early_needs_a_layer():
     assert not hasattr(FUSIONS["late"], "token_relevance")
     with pytest.raises(ValueError, match="depth 0 has no attention to roll out"):
         FUSIONS["early"](["image", "text"], D, depth=0).token_relevance(encoded())
+
+
+def test_late_streams_never_see_each_other():
+    """Late fusion with streams: a modality's own vector depends on its tokens alone."""
+    fusion, inputs, other = build("late-positional"), encoded(seed=0), encoded(seed=1)
+    base = fusion(inputs).streams
+    changed = fusion({**inputs, "image": other["image"]}).streams
+    torch.testing.assert_close(changed["text"].pooled, base["text"].pooled)
+    assert (changed["image"].pooled - base["image"].pooled).abs().max() > 1e-4
+
+
+def test_a_positional_readout_knows_where_a_token_is():
+    """Swapping two image tokens changes a positional readout, but not a CLS readout without positions."""
+    inputs = encoded()
+    image = inputs["image"]
+    swapped = EncoderOutput(image.tokens[:, [1, 0, 2, 3, 4]], image.mask, image.pooled)
+    for variant, moves in (("late-positional", True), ("late-streams", False)):
+        fusion = build(variant)
+        base, after = fusion(inputs).pooled, fusion({**inputs, "image": swapped}).pooled
+        assert ((after - base).abs().max() > 1e-4) == moves, variant
+
+
+def test_a_stream_longer_than_the_positional_readout_is_a_clear_error():
+    fusion = build("cross-positional")
+    long = torch.randn(3, 20, D)
+    inputs = {**encoded(), "image": EncoderOutput(long, torch.ones(3, 20, dtype=torch.bool), long.mean(1))}
+    with pytest.raises(ValueError, match="stream 'image': a sequence of 20 tokens is longer than max_length=12"):
+        fusion(inputs)
+
+
+def test_late_fusion_cls_pooling_needs_a_layer_and_encoder_pooling_takes_none():
+    with pytest.raises(ValueError, match="pooling 'cls' needs depth >= 1"):
+        FUSIONS["late"](["image", "text"], D, pooling="cls")
+    with pytest.raises(ValueError, match="pooling 'encoder'.* take no stream layers, got depth=2"):
+        FUSIONS["late"](["image", "text"], D, pooling="encoder", depth=2)

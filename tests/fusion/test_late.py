@@ -36,7 +36,27 @@ def test_mean_leaves_a_missing_modality_out():
 
 
 def test_errors_name_what_is_wrong():
-    with pytest.raises(ValueError, match="combine: expected one of concat, mean, weighted, product, got 'max'"):
+    with pytest.raises(ValueError, match="combine: expected one of concat, mean, weighted, product, scores, got 'max'"):
         LateFusion(["image"], 2, "max")
     with pytest.raises(ValueError, match="at least one of"):
         LateFusion(["image"], 2, "mean").combine_pooled({})
+
+
+def test_score_level_fusion_averages_each_modalitys_head_scores_over_those_present():
+    from polymodal.models.output import ModelOutput
+    from polymodal.modalities.base import EncoderOutput
+    from polymodal.tasks.base import head_scores
+
+    fusion = LateFusion(["image", "text"], 2, "scores")
+    image_present = torch.tensor([True, False])  # example 1 lacks its image (a placeholder stands in)
+    outputs = {"image": EncoderOutput(A[:, None], torch.ones(2, 1, dtype=torch.bool), A, present=image_present),
+               "text": EncoderOutput(B[:, None], torch.ones(2, 1, dtype=torch.bool), B)}
+    fused = fusion(outputs)
+    torch.testing.assert_close(fused.pooled, (A + B) / 2)
+    head = torch.nn.Linear(2, 3)
+    out = ModelOutput(modalities=outputs, pooled=fused.pooled, scored=fused.scored, score_weights=fused.score_weights)
+    scores = head_scores(head, out)
+    torch.testing.assert_close(scores[0], (head(A[0]) + head(B[0])) / 2)  # both vote
+    torch.testing.assert_close(scores[1], head(B[1]))  # the absent image does not
+    # without score-level fusion the head reads the fused vector
+    assert torch.equal(head_scores(head, ModelOutput(modalities=outputs, pooled=fused.pooled)), head(fused.pooled))

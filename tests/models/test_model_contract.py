@@ -18,6 +18,8 @@ FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "n
                  "perceiver": {"depth": 1, "num_heads": 2, "num_latents": 4}}
 # every registered fusion, and the two legacy model types (aliases of early and late fusion)
 MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {})}} for f in FUSIONS},
+               "fusion-late-scores": {"fusion": {"type": "late", "combine": "scores"}},
+               "fusion-cross-positional": {"fusion": {"type": "cross", "depth": 1, "pooling": "positional"}},
                "dual_encoder": {"type": "dual_encoder"}, "joint_transformer": {"type": "joint_transformer"}}
 COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS]
 
@@ -56,7 +58,7 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.logit_scale", "backbone.projections"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
-        if model_kind in ("fusion-cross", "fusion-coattn"):  # one stream: its own layers, no interaction
+        if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional"):  # one stream, no interaction
             unused += [n for n, _ in system.model.named_parameters()
                        if n.startswith("backbone.fusion") and (".text" in n or ".cross." in n or ".ln_c." in n
                                                                or n.startswith("backbone.fusion.co."))]

@@ -23,9 +23,13 @@ class FusionOutput:
         tokens: (B, N, D) the fused token sequence, for fusions that build one (None for late fusion).
         mask: (B, N) bool, True for real tokens of `tokens`.
         streams: per-modality token streams after their interaction, for multi-stream fusions.
+        scored: score-level fusion: each modality's vector (B, D), each scored by the task head on its own
+            and the scores averaged over the modalities an example has (`score_weights`, (B,) each).
     """
 
     pooled: torch.Tensor
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     streams: dict[str, EncoderOutput] = field(default_factory=dict)
+    scored: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_weights: dict[str, torch.Tensor] = field(default_factory=dict)

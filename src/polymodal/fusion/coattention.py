@@ -44,10 +44,12 @@ class CoAttentionFusion(nn.Module):
         width: D.
         depth: co-attention blocks.
         num_heads, mlp_ratio, dropout: each layer's.
+        pooling, max_length, readout_dim: each stream's readout (`streams.StreamReadout`).
     """
 
     def __init__(self, modalities: list[str], width: int, *, depth: int = 2, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0):
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, pooling: str = "cls", max_length: int = 128,
+                 readout_dim: int = 16):
         super().__init__()
         if len(modalities) != 2:
             raise ValueError(f"co-attention pairs exactly two modalities, got {sorted(modalities)}")
@@ -56,7 +58,8 @@ class CoAttentionFusion(nn.Module):
         self.own = nn.ModuleList(
             nn.ModuleDict({m: TransformerBlock(width, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
                            for m in sorted(modalities)}) for _ in range(depth))
-        self.readout = StreamReadout(modalities, width)
+        self.readout = StreamReadout(modalities, width, pooling=pooling, max_length=max_length,
+                                     readout_dim=readout_dim)
 
     def forward(self, outputs: dict[str, EncoderOutput]) -> FusionOutput:
         tokens, masks = self.starts(outputs)  # {m: (B, 1 + N_m, D)}

@@ -28,10 +28,12 @@ class CrossAttentionFusion(nn.Module):
         depth: layers per stream.
         layers: the 1-based layers that cross-attend (`[1, 3]`); None: every layer.
         num_heads, mlp_ratio, dropout: each block's.
+        pooling, max_length, readout_dim: each stream's readout (`streams.StreamReadout`).
     """
 
     def __init__(self, modalities: list[str], width: int, *, depth: int = 2, layers: list[int] | None = None,
-                 num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0):
+                 num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0, pooling: str = "cls",
+                 max_length: int = 128, readout_dim: int = 16):
         super().__init__()
         if len(modalities) < 2:
             raise ValueError(f"cross-attention fuses two modalities or more, got {sorted(modalities)}")
@@ -44,7 +46,8 @@ class CrossAttentionFusion(nn.Module):
                                                context_dim=width if l in self.layers else None)
                            for m in sorted(modalities)})
             for l in range(1, depth + 1))
-        self.readout = StreamReadout(modalities, width)
+        self.readout = StreamReadout(modalities, width, pooling=pooling, max_length=max_length,
+                                     readout_dim=readout_dim)
 
     def forward(self, outputs: dict[str, EncoderOutput]) -> FusionOutput:
         tokens, masks = self.starts(outputs)  # {m: (B, 1 + N_m, D)}

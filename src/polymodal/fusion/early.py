@@ -9,6 +9,7 @@ from torch import nn
 from ..layers.attention import keeping_attention_weights
 from ..layers.markers import ModalityMarkers
 from ..layers.positions import LearnedPositions, SinusoidalPositions, time_code_table
+from ..layers.readout import place_by_position
 from ..layers.transformer import TransformerEncoder
 from ..modalities.base import EncoderOutput
 from .base import FusionOutput
@@ -117,7 +118,7 @@ class EarlyFusion(nn.Module):
         # followed by video) moves nothing, so an example gives the same output in any batch
         position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, 1 + N)
         hidden = self.transformer(tokens + self.positions.at(position_ids).to(tokens.dtype), mask)
-        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask, position_ids)
+        pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
         return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)
 
     def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
@@ -138,11 +139,8 @@ class EarlyFusion(nn.Module):
             rollout = attention if rollout is None else attention @ rollout
         return split_marked(rollout[:, 0, 1:], outputs)  # the CLS row, past the CLS itself
 
-    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def _positional_readout(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, 1 + N, D) outputs → (B, D) from the CLS and every real token through its position's own weights."""
-        batch = mask.shape[0]
-        per_token = self.readout_token(hidden[:, 1:]) * mask[:, 1:, None]  # (B, N, readout_dim), padding zeroed
-        flat = per_token.new_zeros(batch, self.max_length, per_token.shape[-1])
-        slots = (position_ids[:, 1:] - 1).clamp(min=0)[..., None].expand_as(per_token)  # the CLS is position 0
-        flat = flat.scatter_add(1, slots, per_token)  # (B, max_length, readout_dim): a fixed place per position
-        return self.readout(torch.cat([hidden[:, 0], flat.flatten(1)], dim=-1))  # (B, D)
+        per_token = self.readout_token(hidden[:, 1:])  # (B, N, readout_dim)
+        placed = place_by_position(per_token, mask[:, 1:], self.max_length)  # a fixed place per position
+        return self.readout(torch.cat([hidden[:, 0], placed.flatten(1)], dim=-1))  # (B, D)

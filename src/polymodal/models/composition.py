@@ -51,4 +51,5 @@ class MultimodalModel(nn.Module):
         tokens = None if fused.tokens is None else EncoderOutput(tokens=fused.tokens, mask=fused.mask,
                                                                   pooled=fused.pooled)
         return ModelOutput(modalities=outputs, pooled=fused.pooled, fused=tokens, embeddings=embeddings,
-                           logit_scale=scale, streams=fused.streams)
+                           logit_scale=scale, streams=fused.streams, scored=fused.scored,
+                           score_weights=fused.score_weights)

@@ -21,6 +21,8 @@ class ModelOutput:
         embeddings: L2-normalised (B, E) per modality, for models with a shared embedding space.
         logit_scale: the contrastive temperature's inverse (a scalar), where the model learns one.
         streams: per-modality token streams after their interaction, from multi-stream fusions.
+        scored, score_weights: score-level fusion's per-modality vectors and their weights (`FusionOutput`);
+            heads read them through `tasks.base.head_scores`.
     """
 
     modalities: dict[str, EncoderOutput]
@@ -29,3 +31,5 @@ class ModelOutput:
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     logit_scale: torch.Tensor | None = None
     streams: dict[str, EncoderOutput] = field(default_factory=dict)
+    scored: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_weights: dict[str, torch.Tensor] = field(default_factory=dict)

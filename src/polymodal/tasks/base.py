@@ -10,6 +10,18 @@ from torch import nn
 from ..models.output import ModelOutput
 
 
+def head_scores(head: nn.Module, out: ModelOutput) -> torch.Tensor:
+    """`head` applied to the fused vector, or under score-level fusion to each modality's vector, the
+    results averaged over the modalities each example has. Returns (B, ...) what `head` returns."""
+    if not out.scored:
+        return head(out.pooled)
+    names = sorted(out.scored)
+    scores = torch.stack([head(out.scored[m]) for m in names])  # (M, B, ...)
+    weights = torch.stack([out.score_weights[m] for m in names]).to(scores.dtype)  # (M, B)
+    weights = weights.reshape(*weights.shape, *([1] * (scores.dim() - 2)))
+    return (weights * scores).sum(0) / weights.sum(0).clamp(min=1)
+
+
 class Task(nn.Module):
     """A task head + loss over a model's output (seed §2.4, §3.2 "task head design").
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.output import ModelOutput
-from .base import Task
+from .base import Task, head_scores
 
 
 class MatchingTask(Task):
@@ -63,12 +63,12 @@ class MatchingTask(Task):
         return {**records[index], self.swapped: records[partner][self.swapped]}, 0
 
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.head(out.pooled).squeeze(-1)  # (B,)
+        logits = head_scores(self.head, out).squeeze(-1)  # (B,)
         return {"loss": F.binary_cross_entropy_with_logits(logits.float(), target.float()), "logits": logits}
 
     def predict_output(self, out: ModelOutput) -> list[float]:
         """The probability that each pair belongs together."""
-        return torch.sigmoid(self.head(out.pooled).squeeze(-1).float()).tolist()
+        return torch.sigmoid(head_scores(self.head, out).squeeze(-1).float()).tolist()
 
     def metrics(self, predictions: list[float], records: list[dict[str, Any]]) -> dict[str, float]:
         truth = [self._partner(records, i, None) is None for i in range(len(records))]

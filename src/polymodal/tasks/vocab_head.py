@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.output import ModelOutput
-from .base import Task
+from .base import Task, head_scores
 
 
 class VocabularyTask(Task):
@@ -46,12 +46,12 @@ class VocabularyTask(Task):
         return self.index.get(str(record[self.target_field]), -100)
 
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.head(out.pooled)  # (B, V)
+        logits = head_scores(self.head, out)  # (B, V)
         return {"loss": F.cross_entropy(logits.float(), target, ignore_index=-100), "logits": logits}
 
     def predict_output(self, out: ModelOutput) -> list[str]:
-        return [self.vocab[i] for i in self.head(out.pooled).argmax(-1).tolist()]
+        return [self.vocab[i] for i in head_scores(self.head, out).argmax(-1).tolist()]
 
     def scores(self, out: ModelOutput) -> torch.Tensor:
         """(B, V) class probabilities."""
-        return self.head(out.pooled).float().softmax(-1)
+        return head_scores(self.head, out).float().softmax(-1)
