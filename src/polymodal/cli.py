@@ -156,7 +156,8 @@ def parser() -> argparse.ArgumentParser:
                             "also moving-shape clips with sound (OUT/av/*.jsonl)")
     synth.add_argument("--n-clips", type=int, default=3000, help="training clips (val and test: a tenth each)")
     synth.add_argument("--clip-size", type=int, default=32, help="clip width and height in pixels")
-    synth.add_argument("--n-train", type=int, default=6000)
+    synth.add_argument("--n-train", type=int, default=20000,
+                       help="training images (the VQA recipe needs about 20 000 to learn from scratch)")
     synth.add_argument("--n-val", type=int, default=500)
     synth.add_argument("--n-test", type=int, default=500)
     synth.add_argument("--seed", type=int, default=0)

@@ -60,3 +60,21 @@ def test_score_level_fusion_averages_each_modalitys_head_scores_over_those_prese
     torch.testing.assert_close(scores[1], head(B[1]))  # the absent image does not
     # without score-level fusion the head reads the fused vector
     assert torch.equal(head_scores(head, ModelOutput(modalities=outputs, pooled=fused.pooled)), head(fused.pooled))
+
+
+def test_gated_sum_is_the_gmu_formula_and_gives_an_absent_modality_no_weight():
+    from polymodal.fusion.gmu import GatedSumFusion
+    from polymodal.modalities.base import EncoderOutput
+
+    torch.manual_seed(0)
+    fusion = GatedSumFusion(["image", "text"], 2)
+    present = torch.tensor([True, False])
+    outputs = {"image": EncoderOutput(A[:, None], torch.ones(2, 1, dtype=torch.bool), A, present=present),
+               "text": EncoderOutput(B[:, None], torch.ones(2, 1, dtype=torch.bool), B)}
+    got = fusion(outputs).pooled
+    z = fusion.gate(torch.cat([A, B], dim=-1)).view(2, 2, 2)  # (B, modality, D)
+    h_image, h_text = fusion.transform["image"](A).tanh(), fusion.transform["text"](B).tanh()
+    w = z[0].softmax(dim=0)
+    torch.testing.assert_close(got[0], w[0] * h_image[0] + w[1] * h_text[0])
+    torch.testing.assert_close(got[1], h_text[1])  # the image is absent: the text gets all the weight
+    torch.testing.assert_close(fusion({"text": outputs["text"]}).pooled, h_text)

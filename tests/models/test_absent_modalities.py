@@ -133,3 +133,22 @@ def test_training_with_records_lacking_images_and_modality_dropout(shapes_data, 
     worse = tiny_config(shapes_data, "vqa", modality_dropout={"image": 1.0})
     with pytest.raises(ConfigError, match="train.modality_dropout.image: expected a chance from 0 to below 1"):
         Trainer(load_config(write_config(tmp_path, worse, "c.yaml")), tmp_path / "run3", log=lines.append)
+
+
+def test_an_input_the_encoder_does_not_take_is_a_clear_error():
+    from polymodal.models.absent import AbsentModalities
+    from polymodal.models.encoding import encode_all, encoder_inputs
+    from polymodal.modalities.image.encoders import CNNImageEncoder
+    from polymodal.modalities.text.recurrent import RecurrentTextEncoder
+    from polymodal.modalities.video.encoders import FrameEncoder
+
+    assert encoder_inputs(RecurrentTextEncoder) == (("mask",), ())
+    assert encoder_inputs(FrameEncoder) == ((), ("audio",))
+    assert encoder_inputs(CNNImageEncoder) == ((), ())
+    encoders = torch.nn.ModuleDict({"image": CNNImageEncoder(out_dim=8, image_size=16, channels=[4, 8], groups=4)})
+    absent = AbsentModalities(["image"], 8)
+    images = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"the image encoder \(CNNImageEncoder\) takes the data and nothing "
+                                         r"else; the batch gives mask"):
+        encode_all(encoders, {"image": {"data": images, "mask": torch.ones(2, 4, dtype=torch.bool)}}, absent)
+    assert encode_all(encoders, {"image": {"data": images}}, absent)["image"].pooled.shape == (2, 8)

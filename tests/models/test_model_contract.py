@@ -58,10 +58,12 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.logit_scale", "backbone.projections"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
-        if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional"):  # one stream, no interaction
+        if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional", "fusion-gmu"):  # one stream
             unused += [n for n, _ in system.model.named_parameters()
                        if n.startswith("backbone.fusion") and (".text" in n or ".cross." in n or ".ln_c." in n
                                                                or n.startswith("backbone.fusion.co."))]
+        if model_kind == "fusion-gmu":  # one modality: the softmax gate over one is 1, whatever its logits
+            unused += ["backbone.fusion.gate"]
     for name, p in system.model.named_parameters():
         if any(name.startswith(u) for u in unused):
             continue

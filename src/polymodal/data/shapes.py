@@ -71,7 +71,7 @@ class ShapeObject:
 def synthesize(
     out_dir: str | Path,
     *,
-    n_train: int = 6000,
+    n_train: int = 20000,
     n_val: int = 500,
     n_test: int = 500,
     seed: int = 0,

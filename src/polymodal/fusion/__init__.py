@@ -9,12 +9,14 @@ from .coattention import CoAttentionFusion
 from .cross import CrossAttentionFusion
 from .early import EarlyFusion
 from .gated import GatedCrossAttentionFusion
+from .gmu import GatedSumFusion
 from .late import LateFusion
 from .perceiver import PerceiverFusion
 
 FUSIONS = {
     "early": EarlyFusion,  # one stream: [CLS; m_1; X^(1); ...] through a joint transformer
     "late": LateFusion,  # pooled vectors combined at the top
+    "gmu": GatedSumFusion,  # pooled vectors in a learned, per-example gated sum (Gated Multimodal Unit)
     "cross": CrossAttentionFusion,  # a stream per modality, §4.4 bidirectional cross-attention at chosen layers
     "coattn": CoAttentionFusion,  # two streams, ViLBERT co-attention blocks
     "gated": GatedCrossAttentionFusion,  # one stream reads the others through tanh gates (Flamingo)
@@ -22,4 +24,4 @@ FUSIONS = {
 }
 
 __all__ = ["CoAttentionFusion", "CrossAttentionFusion", "EarlyFusion", "FUSIONS", "FusionOutput",
-           "GatedCrossAttentionFusion", "LateFusion", "PerceiverFusion"]
+           "GatedCrossAttentionFusion", "GatedSumFusion", "LateFusion", "PerceiverFusion"]
