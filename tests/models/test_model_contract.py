@@ -150,7 +150,7 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
 @pytest.mark.parametrize("model, needle", [
     ({"type": "joint_transformer", "fusion": {"type": "early"}}, "model.fusion: model.type 'joint_transformer' "
                                                                    "already chooses the fusion"),
-    ({"fusion": {"type": "blend"}}, "model.fusion.type: expected one of early, late, cross, coattn, gated, "
+    ({"fusion": {"type": "blend"}}, "model.fusion.type: expected one of early, late, gmu, cross, coattn, gated, "
                                     "perceiver, got 'blend'"),
     ({}, "model.fusion.type: expected one of"),
     ({"fusion": {"type": "early", "pooling": "max"}}, "model.fusion.pooling: expected 'cls' or 'positional'"),
