@@ -59,10 +59,14 @@ def modality_variants(config: Config, modality: str, rate: float) -> dict[str, C
                           f"({', '.join(sorted(config.model.get('encoders') or {}))}), got {modality!r}")
     if not 0.0 < rate < 1.0:
         raise ConfigError(f"--dropout: expected a chance between 0 and 1, got {rate}")
+    def inputs_of(spec: dict[str, Any]) -> dict[str, str]:  # a task's own inputs, else its type's
+        task_type = TASKS.get(spec.get("type"))
+        return dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
+
     tasks = {}
     for name, spec in config.tasks.items():
         task_type = TASKS.get(spec.get("type"))
-        inputs = dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
+        inputs = inputs_of(spec)
         if set(inputs) <= {modality}:
             continue  # reads only the removed modality
         required = tuple(inputs) if task_type is None or task_type.required is None else task_type.required
@@ -81,9 +85,7 @@ def modality_variants(config: Config, modality: str, rate: float) -> dict[str, C
             variant.model["encoders"].pop(modality)
             variant.train.modality_dropout = {m: p for m, p in variant.train.modality_dropout.items() if m != modality}
             for spec in variant.tasks.values():
-                task_type = TASKS.get(spec.get("type"))
-                inputs = dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
-                spec["inputs"] = {m: f for m, f in inputs.items() if m != modality}
+                spec["inputs"] = {m: f for m, f in inputs_of(spec).items() if m != modality}
         variants[name] = variant
     return variants
 

@@ -116,7 +116,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     stats = {kind: _synthesize(data, kind, sizes[kind]) for kind in SIZES}
     tests = {kind: read_manifest(stats[kind]["folder"] / "test.jsonl") for kind in SIZES}
 
-    runs, results, timings, removed = {}, {}, {}, {}
+    runs, models, results, timings, removed = {}, {}, {}, {}, {}
     for name, config_name, kind, what, overrides in RECIPES:
         console.rule(f"[bold]train {name}: {what}")
         folder = stats[kind]["folder"]
@@ -130,7 +130,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
         runs[name] = out / name
         train(config, runs[name])
         timings[name] = time.perf_counter() - t0
-        model = load(runs[name])
+        models[name] = model = load(runs[name])
         results[name] = model.evaluate(tests[kind])
         if len(model.system.model.backbone.encoders) > 1:  # each modality removed in turn
             without = {m: model.evaluate(tests[kind], drop=(m,)) for m in model.system.model.backbone.encoders}
@@ -154,11 +154,11 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
              + ", ".join(f"{k} training {v:.0f} s" for k, v in timings.items()) + ").",
              f"Data: the built-in shapes benchmark, {counts['image']} images; its audio-visual part, "
              f"{counts['av']} clips."]
-    explanations = _explanations(load(runs["vqa"]), tests["image"], out / "report")
+    explanations = _explanations(models["vqa"], tests["image"], out / "report")
     report = write_report(out / "report", runs=runs, results=results, baselines=baselines, removed=removed,
                           explanations=explanations,
-                          vqa_examples=_vqa_examples(load(runs["vqa"]), tests["image"]),
-                          retrieval_examples=_retrieval_examples(load(runs["clip"]), tests["image"]),
-                          av_examples=_av_examples(load(runs["av"]), tests["av"]), notes=notes)
+                          vqa_examples=_vqa_examples(models["vqa"], tests["image"]),
+                          retrieval_examples=_retrieval_examples(models["clip"], tests["image"]),
+                          av_examples=_av_examples(models["av"], tests["av"]), notes=notes)
     console.print(f"report: {report}   (total {total:.0f} s)")
     return report

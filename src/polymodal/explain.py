@@ -24,8 +24,11 @@ def relevance(system: Any, inputs: dict[str, dict[str, torch.Tensor]]) -> dict[s
     backbone = system.model.backbone
     fusion = backbone.fusion
     if not hasattr(fusion, "token_relevance"):
+        from .fusion import FUSIONS
+
+        attending = ", ".join(n for n, cls in FUSIONS.items() if hasattr(cls, "token_relevance"))
         raise PolymodalError(f"{type(fusion).__name__} combines pooled vectors: there is no attention over "
-                             f"tokens to show (--explain needs early, cross, coattn, gated or perceiver fusion)")
+                             f"tokens to show (--explain needs one of these fusions: {attending})")
     with torch.no_grad():
         return fusion.token_relevance(encode_all(backbone.encoders, inputs, backbone.absent))
 

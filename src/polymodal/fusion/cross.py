@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from ..layers.attention import keeping_attention_weights
-
 from ..layers.transformer import TransformerBlock
 from ..modalities.base import EncoderOutput
 from .base import FusionOutput

@@ -60,8 +60,7 @@ def concat_presence(outputs: dict[str, EncoderOutput]) -> torch.Tensor:
     parts = []
     for name in sorted(outputs):
         out = outputs[name]
-        present = out.present if out.present is not None else out.mask.new_ones(out.mask.shape[0])
-        parts.append(present[:, None].expand(-1, out.tokens.shape[1] + 1))
+        parts.append(out.presence().to(out.mask.dtype)[:, None].expand(-1, out.tokens.shape[1] + 1))
     return torch.cat(parts, dim=1)
 
 

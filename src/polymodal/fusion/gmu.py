@@ -36,17 +36,11 @@ class GatedSumFusion(nn.Module):
         reference = next(iter(outputs.values())).pooled
         batch, width = reference.shape
         pooled = [outputs[m].pooled if m in outputs else torch.zeros_like(reference) for m in self.modalities]
-        present = torch.stack([self._present(outputs.get(m), reference) for m in self.modalities], dim=1)  # (B, M)
+        absent = torch.zeros(batch, dtype=torch.bool, device=reference.device)  # a modality not in the batch
+        present = torch.stack([outputs[m].presence() if m in outputs else absent for m in self.modalities],
+                              dim=1)  # (B, M)
         logits = self.gate(torch.cat(pooled, dim=-1)).view(batch, len(self.modalities), width)
         logits = logits.masked_fill(~present[..., None], float("-inf"))
         weights = logits.softmax(dim=1)  # (B, M, D): per example and feature, over the modalities it has
         values = torch.stack([self.transform[m](x).tanh() for m, x in zip(self.modalities, pooled)], dim=1)
         return FusionOutput(pooled=(weights * values).sum(dim=1))
-
-    @staticmethod
-    def _present(out: EncoderOutput | None, reference: torch.Tensor) -> torch.Tensor:
-        if out is None:
-            return torch.zeros(reference.shape[0], dtype=torch.bool, device=reference.device)
-        if out.present is None:
-            return torch.ones(reference.shape[0], dtype=torch.bool, device=reference.device)
-        return out.present.to(torch.bool)

@@ -79,8 +79,7 @@ class LateFusion(nn.Module):
             fused = streams_output(self.combine_pooled(vectors), normed, masks, vectors)
         if self.combine == "scores":  # a modality an example lacks (its placeholder) does not vote
             fused.scored = vectors
-            fused.score_weights = {m: out.present if out.present is not None
-                                   else out.mask.new_ones(out.mask.shape[0]) for m, out in outputs.items()}
+            fused.score_weights = {m: out.presence() for m, out in outputs.items()}
         return fused
 
     def combine_pooled(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -29,3 +29,9 @@ class EncoderOutput:
     times: torch.Tensor | None = None
     present: torch.Tensor | None = None
 
+    def presence(self) -> torch.Tensor:
+        """(B,) bool: which examples have this modality (`present`, or all of them)."""
+        if self.present is None:
+            return torch.ones(self.mask.shape[0], dtype=torch.bool, device=self.mask.device)
+        return self.present.to(torch.bool)
+
