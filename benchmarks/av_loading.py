@@ -54,7 +54,7 @@ def main() -> None:
                              [f"data.train={manifest}", f"data.val={manifest}", f"data.test={manifest}"])
         system = build_system(config, records)
         task = next(iter(system.model.tasks.values()))  # video QA: video, sound and question
-        dataset = TaskDataset(records, task, system.processors, seed=0)
+        dataset = TaskDataset(records, task.data, system.processors, seed=0)
         cold = _clips_per_s(dataset, len(records))  # first pass: decodes every clip (and fills the cache)
         cached = _clips_per_s(dataset, len(records))
         batch_size = config.train.batch_size
@@ -66,7 +66,7 @@ def main() -> None:
         def loaders(epoch: int) -> list:
             out = []
             for task in system.model.tasks.values():
-                dataset = TaskDataset(records, task, system.processors, seed=0)
+                dataset = TaskDataset(records, task.data, system.processors, seed=0)
                 out.append(iter(torch.utils.data.DataLoader(
                     dataset, batch_size=batch_size, collate_fn=dataset.collate, num_workers=config.data.num_workers,
                     sampler=[(epoch, i) for i in range(steps * batch_size)])))

@@ -61,15 +61,16 @@ def modality_variants(config: Config, modality: str, rate: float) -> dict[str, C
         raise ConfigError(f"--dropout: expected a chance between 0 and 1, got {rate}")
     def inputs_of(spec: dict[str, Any]) -> dict[str, str]:  # a task's own inputs, else its type's
         task_type = TASKS.get(spec.get("type"))
-        return dict(spec.get("inputs") or (task_type.inputs if task_type else {}))
+        return dict(spec.get("inputs") or (task_type.data_class.inputs if task_type else {}))
 
     tasks = {}
     for name, spec in config.tasks.items():
         task_type = TASKS.get(spec.get("type"))
+        data = task_type.data_class if task_type else None
         inputs = inputs_of(spec)
         if set(inputs) <= {modality}:
             continue  # reads only the removed modality
-        required = tuple(inputs) if task_type is None or task_type.required is None else task_type.required
+        required = tuple(inputs) if data is None or data.required is None else data.required
         if modality in required:
             raise ConfigError(f"tasks.{name}: a {spec.get('type')} task cannot do without {modality!r}")
         tasks[name] = spec

@@ -63,9 +63,9 @@ class LoadedModel:
     @staticmethod
     def _top(head: VocabularyTask, probs: torch.Tensor, top_k: int) -> Any:
         if top_k == 1:
-            return head.vocab[int(probs.argmax())]
-        values, indices = probs.topk(min(top_k, len(head.vocab)))
-        return [(head.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+            return head.data.vocab[int(probs.argmax())]
+        values, indices = probs.topk(min(top_k, len(head.data.vocab)))
+        return [(head.data.vocab[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
     @torch.no_grad()
     def answer(self, image: ImageLike | None = None, question: str = "", task: str | None = None, top_k: int = 1, *,
@@ -105,9 +105,9 @@ class LoadedModel:
         """One example for task `name`: each modality it reads, from `given` (None where the task can do
         without it: a learned placeholder); a clear error for a missing one it needs."""
         task = self.system.model.tasks[name]
-        wanted = list(task.inputs)
+        wanted = list(task.data.inputs)
         have = [m for m in wanted if given.get(m) not in (None, "")]
-        missing = [m for m in task.required_modalities if m not in have]
+        missing = [m for m in task.data.required_modalities if m not in have]
         if missing or not have:
             words = {"text": "question"}
             raise PolymodalError(f"task {name!r} reads {', '.join(words.get(m, m) for m in wanted)}; "

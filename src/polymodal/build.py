@@ -110,6 +110,12 @@ def _nested_encoder(modality_name: str, spec: Any, where: str, provided: dict[st
         raise ConfigError(f"{where}: {error}") from None
 
 
+def _keywords(cls: type) -> set[str]:
+    """The keyword parameters of `cls`'s constructor."""
+    return {name for name, p in inspect.signature(cls).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 NEEDS = {  # what a task may need from the model, and the setting that provides it
     "pooled": "a fused vector (every fusion gives one)",
     "embeddings": "per-modality embeddings in a shared space: set model.embed_dim",
@@ -159,13 +165,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     if not isinstance(encoder_specs, dict) or not encoder_specs:
         raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
     fusion_type, fusion_spec, fusion_where, model_spec = split_model_spec(spec)
-    try:
-        model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"))
-    except ConfigError as error:  # the sections beside the model's own keys are allowed too
-        if "allowed keys:" in str(error):
-            raise ConfigError(f"{error}, encoders, fusion, tokenizer (a fusion's settings go under "
-                              f"model.fusion)") from None
-        raise
+    model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"),
+                        elsewhere=("encoders", "fusion", "tokenizer"),
+                        hint=" (a fusion's settings go under model.fusion)")
     width = model_kwargs.get("width")
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"model.width: expected a positive integer, got {width!r}")
@@ -183,12 +185,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         options = {key: enc_spec.pop(key, default) for key, default in modality.processor_options.items()}
         nested = getattr(cls, "nested", {})  # keys that hold another modality's encoder (a video's frames)
         nested_specs = {key: enc_spec.pop(key, default) for key, (_, default) in nested.items()}
-        try:
-            kwargs = bind(cls, enc_spec, where, provided=(*modality.builder_provides, *nested))
-        except ConfigError as error:  # name the processor's keys among the allowed ones too
-            if modality.processor_options and "allowed keys:" in str(error):
-                raise ConfigError(f"{error}; processor keys: {', '.join(sorted(modality.processor_options))}") from None
-            raise
+        kwargs = bind(cls, enc_spec, where, provided=(*modality.builder_provides, *nested),
+                      elsewhere=(*modality.processor_options, *nested))
         provided = {"out_dim": width}
         if tokenizer is not None and "vocab_size" in modality.builder_provides:
             provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
@@ -221,7 +219,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if task_type not in TASKS:
             raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(TASKS))}, got {task_type!r}")
         cls = TASKS[task_type]
-        wanted = task_spec.get("inputs") if isinstance(task_spec.get("inputs"), dict) else cls.inputs
+        data_cls = cls.data_class
+        wanted = task_spec.get("inputs") if isinstance(task_spec.get("inputs"), dict) else data_cls.inputs
         missing = [m for m in wanted if m not in encoders]
         if missing:
             raise ConfigError(f"{where}: task type {task_type!r} needs a {missing[0]!r} encoder; "
@@ -229,17 +228,23 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         lacking = [need for need in cls.needs if need not in provides]
         if lacking:
             raise ConfigError(f"{where}: task type {task_type!r} needs {NEEDS[lacking[0]]}")
-        kwargs = bind(cls, task_spec, where, provided=("width", "vocab"))
-        if "vocab" in inspect.signature(cls).parameters:
-            words = saved_vocab.get(name) if saved_vocab else cls.vocab_from(records or [], task_spec)
+        # one mapping in the config, two parts: each key goes to the side whose constructor takes it
+        data_keys = _keywords(data_cls) - {"vocab"}
+        head_keys = _keywords(cls) - {"data", "width"}
+        data_kwargs = bind(data_cls, {k: v for k, v in task_spec.items() if k in data_keys}, where,
+                           provided=("vocab",))
+        head_kwargs = bind(cls, {k: v for k, v in task_spec.items() if k not in data_keys}, where,
+                           provided=("data", "width"), elsewhere=tuple(data_keys))
+        if "vocab" in inspect.signature(data_cls).parameters:
+            words = saved_vocab.get(name) if saved_vocab else data_cls.vocab_from(records or [], data_kwargs)
             if not words:
-                raise ConfigError(f"{where}: no {cls.target_field!r} values in the training data to learn from")
+                raise ConfigError(f"{where}: no {data_cls.target_field!r} values in the training data to learn from")
             vocab[name] = list(words)
-            kwargs["vocab"] = vocab[name]
+            data_kwargs["vocab"] = vocab[name]
         if "width" in inspect.signature(cls).parameters:
-            kwargs["width"] = width
+            head_kwargs["width"] = width
         try:
-            tasks[name] = cls(**kwargs)
+            tasks[name] = cls(data_cls(**data_kwargs), **head_kwargs)
         except ValueError as error:
             raise ConfigError(f"{where}.{error}") from None
     return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)

@@ -72,7 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
     records = read_manifest(args.data, on_error=args.on_error, log=lambda s: print(s, file=sys.stderr))
     results = model.evaluate(records, batch_size=args.batch_size, drop=tuple(args.drop_modality))
     if not results:
-        fields = {name: task.fields for name, task in model.system.model.tasks.items()}
+        fields = {name: task.data.fields for name, task in model.system.model.tasks.items()}
         raise PolymodalError(f"{args.data}: no record carries the fields any task of this model needs: {fields}")
     if args.json:
         print(json.dumps(results))

@@ -136,7 +136,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def bind(target: Callable, values: dict[str, Any], where: str, *, provided: tuple[str, ...] = ()) -> dict[str, Any]:
+def bind(target: Callable, values: dict[str, Any], where: str, *, provided: tuple[str, ...] = (),
+         elsewhere: tuple[str, ...] = (), hint: str = "") -> dict[str, Any]:
     """Check `values` against the keyword parameters of `target` and return them coerced.
 
     Args:
@@ -144,6 +145,9 @@ def bind(target: Callable, values: dict[str, Any], where: str, *, provided: tupl
         values: the config mapping.
         where: the dotted config path, used in error messages (e.g. `model.encoders.image`).
         provided: parameters the builder fills itself (not settable from the config).
+        elsewhere: keys of the same config mapping that the builder reads itself (taken out of `values`
+            before): named among the allowed keys when a key is unknown.
+        hint: said after the allowed keys when a key is unknown.
 
     Raises:
         ConfigError: naming the unknown key and the allowed ones, a missing required key, or a bad type.
@@ -159,9 +163,8 @@ def bind(target: Callable, values: dict[str, Any], where: str, *, provided: tupl
     }
     unknown = [k for k in values if k not in params]
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(params)) or '(none)'}"
-        )
+        allowed = ", ".join(sorted({*params, *elsewhere})) or "(none)"
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}{hint}")
     out = {}
     for name, p in params.items():
         if name in values:

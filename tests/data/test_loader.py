@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from polymodal.data.loader import StepSampler, TaskDataset
-from polymodal.tasks.base import Task
+from polymodal.tasks.base import TaskData
 
 
 def slices(n, batch, *, world_size, micro_batches, steps, seed=3, start_step=0):
@@ -76,7 +76,7 @@ class _Draw:
 
 
 def test_augmentation_is_seeded_by_epoch_and_index():
-    task = Task(inputs={"image": "image"})
+    task = TaskData(inputs={"image": "image"})
     data = TaskDataset([{"image": f"{i}.png"} for i in range(4)], task, {"image": _Draw()}, seed=7)
     draw = {(e, i): data[e, i]["inputs"]["image"] for e in range(3) for i in range(4)}
     assert torch.equal(data[1, 2]["inputs"]["image"], draw[1, 2])  # the same example again: the same draw

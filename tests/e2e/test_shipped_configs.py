@@ -30,7 +30,7 @@ def expected_metrics(task_type, task, records):
     if task_type == "vqa":
         return {"accuracy"} | {f"accuracy/{r['question_type']}" for r in records if "question_type" in r}
     if task_type == "contrastive":
-        a, b = task.first, task.second
+        a, b = task.data.first, task.data.second
         return {f"{x}_to_{y}/R@{k}" for x, y in ((a, b), (b, a)) for k in (1, 5, 10)} | {"mean_recall"}
     return {"accuracy"}
 
@@ -49,7 +49,7 @@ def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, 
     assert set(results) == set(config.tasks)
     for name, metrics in results.items():  # each task reports its standard metrics over the records it can use
         task = model.system.model.tasks[name]
-        usable = [r for r in records if all(f in r for f in task.fields)]
+        usable = [r for r in records if all(f in r for f in task.data.fields)]
         assert metrics["n"] == len(usable) > 0
         assert set(metrics) - {"n"} == expected_metrics(config.tasks[name]["type"], task, usable), name
     if any(t["type"] == "contrastive" for t in config.tasks.values()):  # the shared space, from the API

@@ -95,3 +95,23 @@ def test_unreadable_files_raise_data_error_naming_them(tmp_path: Path) -> None:
         processor(corrupt)
     with pytest.raises(DataError, match="image file not found: .*absent.png"):
         processor.load(tmp_path / "absent.png")
+
+
+def test_the_cache_returns_what_decoding_returns_without_reading_the_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "scene.png"
+    _scene(64).save(path)
+    cached, plain = ImageProcessor(image_size=32, cache_mb=1), ImageProcessor(image_size=32)
+    first = cached(path)
+    torch.testing.assert_close(first, plain(path), rtol=0, atol=0)
+    first += 1  # the caller's tensor is its own: changing it leaves the cache as it was
+    path.unlink()
+    torch.testing.assert_close(cached(path), plain(_scene(64)), rtol=0, atol=0)  # from memory
+    augmented = [ImageProcessor(image_size=32, augment=True, cache_mb=1 if c else 0) for c in (True, False)]
+    _scene(64).save(path)
+    for processor in augmented:
+        processor(path)  # the cached one now holds the decoded image
+    draws = [p(path, torch.Generator().manual_seed(3)) for p in augmented]
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)  # augmentation happens after the cache
+    with pytest.raises(DataError, match="not found"):
+        path.unlink()
+        plain(path)

@@ -12,7 +12,7 @@ from polymodal.config import load_config
 from polymodal.data.loader import TaskDataset, collate_present
 from polymodal.data.manifest import read_manifest
 from polymodal.fusion import FUSIONS
-from polymodal.tasks.vqa import VQATask
+from polymodal.tasks.vqa import VQAData
 
 FUSION_OPTIONS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
                   "coattn": {"depth": 1, "num_heads": 2}, "gated": {"depth": 1, "num_heads": 2},
@@ -34,7 +34,7 @@ def test_collation_marks_who_lacks_the_modality():
 
 
 def test_vqa_needs_its_question_and_answer_not_its_image():
-    task = VQATask(width=4, vocab=["yes"])
+    task = VQAData(vocab=["yes"])
     assert task.usable({"question": "q", "answer": "yes"})
     assert not task.usable({"image": "a.png", "answer": "yes"})
     assert not task.usable({"image": "a.png", "question": "q"})
@@ -63,7 +63,7 @@ def system_with(shapes_data, tmp_path_factory, fusion):
 def test_an_absent_image_gives_the_same_answer_in_any_batch_and_with_any_filler(shapes_data, tmp_path_factory,
                                                                                  records, fusion):
     model, system = system_with(shapes_data, tmp_path_factory, fusion)
-    task = model.tasks["vqa"]
+    task = model.tasks["vqa"].data
     blind = [{k: v for k, v in r.items() if k != "image"} for r in records[:2]]
     data = TaskDataset([*blind, *records[2:5]], task, system.processors)
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_an_absent_image_gives_the_same_answer_in_any_batch_and_with_any_filler(
 def test_the_placeholder_learns_from_examples_that_lack_the_modality(shapes_data, tmp_path_factory, records):
     model, system = system_with(shapes_data, tmp_path_factory, "early")
     model.train()
-    task = model.tasks["vqa"]
+    task = model.tasks["vqa"].data
     data = TaskDataset([{k: v for k, v in records[0].items() if k != "image"}, records[1]], task, system.processors)
     batch = data.collate([data[0], data[1]])
     model({"vqa": batch})["vqa"]["loss"].backward()
@@ -98,7 +98,7 @@ class _Echo:
 
 
 def test_modality_dropout_drops_at_its_rate_never_the_required_one_nor_everything():
-    task = VQATask(width=4, vocab=["yes"], inputs={"image": "image", "audio": "audio", "text": "question"})
+    task = VQAData(vocab=["yes"], inputs={"image": "image", "audio": "audio", "text": "question"})
     records = [{"image": "i", "audio": "a", "question": "q", "answer": "yes"}] * 2000
     processors = {m: _Echo() for m in ("image", "audio", "text")}
     data = TaskDataset(records, task, processors, seed=3, modality_dropout={"image": 0.3, "audio": 0.5, "text": 0.9})
@@ -115,8 +115,8 @@ def test_modality_dropout_drops_at_its_rate_never_the_required_one_nor_everythin
 
 
 def _classifier():
-    from polymodal.tasks.classification import ClassificationTask
-    return ClassificationTask(width=4, vocab=["x"])
+    from polymodal.tasks.classification import ClassificationData
+    return ClassificationData(vocab=["x"])
 
 
 def test_training_with_records_lacking_images_and_modality_dropout(shapes_data, tmp_path, records):

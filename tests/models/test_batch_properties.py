@@ -46,7 +46,7 @@ def system(request, shapes_data, tmp_path_factory):
 
 def batch_of(system, records):
     built, _ = system
-    dataset = TaskDataset(records, built.model.tasks["vqa"], built.processors)
+    dataset = TaskDataset(records, built.model.tasks["vqa"].data, built.processors)
     return dataset.collate([dataset[i] for i in range(len(records))])
 
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from polymodal.tasks import MatchingTask
+from polymodal.tasks import MatchingData
 
 RECORDS = [{"id": str(i), "video": f"v{i}.mp4", "audio": f"a{i % 5}.wav"} for i in range(10)]
 
 
 def test_evaluation_pairs_are_fixed_balanced_and_really_swapped():
-    task = MatchingTask(width=8)
+    task = MatchingData()
     examples = [task.example(RECORDS, i, None) for i in range(len(RECORDS))]
     assert [t for _, t in examples] == [1, 0] * 5
     for i, (record, target) in enumerate(examples):
@@ -22,7 +22,7 @@ def test_evaluation_pairs_are_fixed_balanced_and_really_swapped():
 
 
 def test_training_pairs_are_random_and_about_half_swapped():
-    task = MatchingTask(width=8)
+    task = MatchingData()
     generator = torch.Generator().manual_seed(0)
     targets = []
     for step in range(400):
@@ -33,7 +33,7 @@ def test_training_pairs_are_random_and_about_half_swapped():
 
 
 def test_metrics_use_the_same_pairs():
-    task = MatchingTask(width=8)
+    task = MatchingData()
     perfect = [1.0 if i % 2 == 0 else 0.0 for i in range(10)]
     assert task.metrics(perfect, RECORDS) == {"accuracy": 1.0}
     assert task.metrics([1.0] * 10, RECORDS) == {"accuracy": 0.5}
@@ -41,4 +41,4 @@ def test_metrics_use_the_same_pairs():
 
 def test_inputs_must_be_two_modalities():
     with pytest.raises(ValueError, match="exactly two"):
-        MatchingTask(width=8, inputs={"video": "video"})
+        MatchingData(inputs={"video": "video"})

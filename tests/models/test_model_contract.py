@@ -46,7 +46,7 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
             if name.endswith("gate"):
                 p.fill_(0.5)
     task = system.model.tasks["t"]
-    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task, system.processors)
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task.data, system.processors)
     batch = dataset.collate([dataset[i] for i in range(8)])
     out = system.model({"t": batch})["t"]
     assert torch.isfinite(out["loss"])
@@ -75,7 +75,7 @@ def test_one_step_of_sgd_lowers_the_loss(shapes_data):
     torch.manual_seed(0)
     system = build(shapes_data, "joint_transformer", "vqa")
     task = system.model.tasks["t"]
-    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:16], task, system.processors)
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:16], task.data, system.processors)
     batch = dataset.collate([dataset[i] for i in range(16)])
     opt = torch.optim.Adam(system.model.parameters(), lr=1e-3)
     first = system.model({"t": batch})["t"]["loss"]
@@ -107,7 +107,7 @@ def test_vit_image_encoder_composes_too(shapes_data):
                                            "depth": 1, "num_heads": 2}}
     system = build(shapes_data, "joint_transformer", "vqa", encoders)
     task = system.model.tasks["t"]
-    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:4], task, system.processors)
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:4], task.data, system.processors)
     batch = dataset.collate([dataset[i] for i in range(4)])
     image = system.model.encode(batch["inputs"]).modalities["image"]
     assert image.tokens.shape == (4, 1 + (32 // 8) ** 2, 32)  # CLS + a 4 × 4 grid of 8 px patches
@@ -122,7 +122,7 @@ def test_gru_text_and_positional_pooling_compose(shapes_data):
     encoders = {**TINY_ENCODERS, "text": {"type": "gru", "width": 16, "max_length": 24}}
     system = build(shapes_data, "joint_transformer", "vqa", encoders, pooling="positional", max_length=96)
     task = system.model.tasks["t"]
-    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task, system.processors)
+    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task.data, system.processors)
     out = system.model({"t": dataset.collate([dataset[i] for i in range(8)])})["t"]
     out["loss"].backward()
     for name, p in system.model.named_parameters():
@@ -158,7 +158,8 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
     ({"type": "joint_transformer", "combine": "mean"}, "model: unknown key 'combine' for model.type "
                                                         "'joint_transformer'; allowed keys:"),
     ({"fusion": {"type": "early"}, "depth": 2}, "model: unknown key 'depth'; allowed keys: embed_dim, "
-                                                "init_temperature, width, encoders, fusion, tokenizer"),
+                                                "encoders, fusion, init_temperature, tokenizer, width (a "
+                                                "fusion's settings go under model.fusion)"),
 ])
 def test_model_config_errors_name_the_key(shapes_data, model, needle):
     config = from_dict({"model": {"width": 32, "encoders": TINY_ENCODERS, "tokenizer": {"vocab_size": 200}, **model},

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from polymodal.tasks.vqa import VQATask
+from polymodal.tasks.vqa import VQAData
 
 RECORDS = [
     {"question": "which way?", "answer": "left", "question_type": "temporal",
@@ -13,14 +13,14 @@ RECORDS = [
 ]
 
 
-def make_task() -> VQATask:
-    vocab = VQATask.vocab_from(RECORDS, {"more_questions": "more_questions"})
-    return VQATask(width=8, vocab=vocab, hidden=0, more_questions="more_questions")
+def make_task() -> VQAData:
+    vocab = VQAData.vocab_from(RECORDS, {"more_questions": "more_questions"})
+    return VQAData(vocab=vocab, more_questions="more_questions")
 
 
 def test_vocabulary_includes_the_answers_of_the_other_questions():
-    assert set(VQATask.vocab_from(RECORDS, {"more_questions": "more_questions"})) == {"left", "two", "high", "slow"}
-    assert set(VQATask.vocab_from(RECORDS, {})) == {"left", "slow"}
+    assert set(VQAData.vocab_from(RECORDS, {"more_questions": "more_questions"})) == {"left", "two", "high", "slow"}
+    assert set(VQAData.vocab_from(RECORDS, {})) == {"left", "slow"}
 
 
 def test_training_draws_every_question_with_its_own_answer():
@@ -43,16 +43,16 @@ def test_evaluation_asks_the_records_own_question():
     for _ in range(5):
         record, target = task.example(RECORDS, 0, None)
         assert record["question"] == "which way?" and task.vocab[target] == "left"
-    plain = VQATask(width=8, vocab=["left"], hidden=0)
+    plain = VQAData(vocab=["left"])
     record, _ = plain.example(RECORDS, 0, torch.Generator().manual_seed(0))
     assert record["question"] == "which way?"  # without the option, one question per record
 
 
 def test_own_question_share_sets_how_often_the_own_question_is_asked():
-    vocab = VQATask.vocab_from(RECORDS, {"more_questions": "more_questions"})
-    task = VQATask(width=8, vocab=vocab, hidden=0, more_questions="more_questions", own_question_share=0.8)
+    vocab = VQAData.vocab_from(RECORDS, {"more_questions": "more_questions"})
+    task = VQAData(vocab=vocab, more_questions="more_questions", own_question_share=0.8)
     generator = torch.Generator().manual_seed(1)
     own = sum(task.example(RECORDS, 0, generator)[0]["question"] == "which way?" for _ in range(1000))
     assert 750 < own < 850  # 0.8, where an even draw would give 1/3
     with pytest.raises(ValueError, match="own_question_share"):
-        VQATask(width=8, vocab=vocab, hidden=0, own_question_share=1.5)
+        VQAData(vocab=vocab, own_question_share=1.5)

@@ -12,10 +12,10 @@ from torch import nn
 from polymodal.modalities.base import EncoderOutput
 from polymodal.models.embedding import MAX_LOGIT_SCALE, embed
 from polymodal.models.output import ModelOutput
-from polymodal.tasks.classification import ClassificationTask
-from polymodal.tasks.contrastive import ContrastiveTask, info_nce
-from polymodal.tasks.matching import MatchingTask
-from polymodal.tasks.vqa import VQATask
+from polymodal.tasks.classification import ClassificationData, ClassificationTask
+from polymodal.tasks.contrastive import ContrastiveData, ContrastiveTask, info_nce
+from polymodal.tasks.matching import MatchingData, MatchingTask
+from polymodal.tasks.vqa import VQAData, VQATask
 
 
 def nll_of_row(scores: list[float], target: int) -> float:
@@ -60,7 +60,7 @@ def test_info_nce_is_not_symmetric_in_one_direction_alone():
 def test_contrastive_task_uses_the_model_scale_and_its_two_inputs():
     torch.manual_seed(1)
     video, text = F.normalize(torch.randn(4, 6), dim=-1), F.normalize(torch.randn(4, 6), dim=-1)
-    task = ContrastiveTask(inputs={"video": "video", "text": "text"})
+    task = ContrastiveTask(ContrastiveData(inputs={"video": "video", "text": "text"}))
     out = pooled_output(None, embeddings={"video": video, "text": text}, logit_scale=torch.tensor(20.0))
     loss = task(out, torch.zeros(4))["loss"]
     assert loss.item() == pytest.approx(info_nce_by_loops(video, text, 20.0), abs=1e-5)
@@ -92,7 +92,7 @@ def test_a_clamped_logit_scale_gets_no_gradient():
 
 def test_matching_loss_is_binary_cross_entropy_by_hand():
     torch.manual_seed(2)
-    task = MatchingTask(width=4, hidden=8)
+    task = MatchingTask(MatchingData(), width=4, hidden=8)
     pooled = torch.randn(4, 4)
     target = torch.tensor([1, 0, 1, 0])
     result = task(pooled_output(pooled), target)
@@ -105,7 +105,7 @@ def test_matching_loss_is_binary_cross_entropy_by_hand():
 
 def test_matching_accuracy_knows_which_held_out_pairs_are_true():
     # in evaluation even items are the record's own pair, odd items are swapped
-    task = MatchingTask(width=4)
+    task = MatchingData()
     records = [{"video": f"v{i}", "audio": f"a{i}"} for i in range(4)]
     assert [task.example(records, i, None)[1] for i in range(4)] == [1, 0, 1, 0]
     assert task.example(records, 1, None)[0]["audio"] == "a3"  # half the set away
@@ -116,11 +116,11 @@ def test_matching_accuracy_knows_which_held_out_pairs_are_true():
 def test_vqa_cross_entropy_over_its_vocabulary_by_hand():
     torch.manual_seed(3)
     records = [{"answer": a} for a in ["no", "yes", "yes", "red", "no", "yes"]]
-    vocab = VQATask.vocab_from(records, {})
+    vocab = VQAData.vocab_from(records, {})
     assert vocab == ["yes", "no", "red"]  # by frequency, ties alphabetically
-    task = VQATask(width=4, vocab=vocab, hidden=8)
+    task = VQATask(VQAData(vocab=vocab), width=4, hidden=8)
     asked = [{"answer": "no"}, {"answer": "red"}, {"answer": "purple"}, {"answer": "yes"}]
-    target = torch.tensor([task.target(r) for r in asked])
+    target = torch.tensor([task.data.target(r) for r in asked])
     assert target.tolist() == [1, 2, -100, 0]  # "purple" was never a training answer: left out of the loss
     pooled = torch.randn(4, 4)
     result = task(pooled_output(pooled), target)
@@ -132,10 +132,10 @@ def test_vqa_cross_entropy_over_its_vocabulary_by_hand():
 
 def test_classification_predicts_the_argmax_label_and_scores_sum_to_one():
     torch.manual_seed(4)
-    task = ClassificationTask(width=4, vocab=["circle", "square"], hidden=0)
+    task = ClassificationTask(ClassificationData(vocab=["circle", "square"]), width=4, hidden=0)
     pooled = torch.randn(6, 4)
     scores = task.scores(pooled_output(pooled))
     torch.testing.assert_close(scores.sum(-1), torch.ones(6))
     assert task.predict_output(pooled_output(pooled)) == [["circle", "square"][i] for i in scores.argmax(-1).tolist()]
-    assert task.metrics(["circle", "square", "circle"], [{"label": "circle"}, {"label": "circle"},
+    assert task.data.metrics(["circle", "square", "circle"], [{"label": "circle"}, {"label": "circle"},
                                                          {"label": "circle"}]) == {"accuracy": 2 / 3}

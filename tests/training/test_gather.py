@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polymodal.tasks.contrastive import ContrastiveTask
+from polymodal.tasks.contrastive import ContrastiveData, ContrastiveTask
 from polymodal.models.output import ModelOutput
 
 BATCH = 8
@@ -39,7 +39,7 @@ def inputs():
 def contrastive_loss(model, images, texts):
     image, text, scale = model(images, texts)
     out = ModelOutput(modalities={}, pooled=None, embeddings={"image": image, "text": text}, logit_scale=scale)
-    return ContrastiveTask()(out, torch.zeros(len(images)))["loss"]
+    return ContrastiveTask(ContrastiveData())(out, torch.zeros(len(images)))["loss"]
 
 
 def test_two_process_gradient_equals_single_process_on_the_whole_batch(tmp_path):

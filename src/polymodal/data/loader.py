@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..modalities.registry import Processor
-from ..tasks.base import Task
+from ..tasks.base import TaskData
 
 
 class TaskDataset(Dataset):
@@ -22,13 +22,16 @@ class TaskDataset(Dataset):
 
     Args:
         records: manifest records carrying the task's fields.
-        task: the task (which fields feed which modality, what the target is).
+        task: the task's data side (which fields feed which modality, what the target is): no head,
+            so loader workers do not copy its parameters.
         processors: modality → processor.
         seed: base seed for augmentation.
     """
 
-    def __init__(self, records: list[dict[str, Any]], task: Task, processors: dict[str, Processor], seed: int = 0,
+    def __init__(self, records: list[dict[str, Any]], task: TaskData, processors: dict[str, Processor], seed: int = 0,
                  modality_dropout: dict[str, float] | None = None):
+        if not isinstance(task, TaskData):
+            raise TypeError(f"TaskDataset takes a task's data side (`task.data`), got {type(task).__name__}")
         self.records = records
         self.task = task
         self.processors = {name: processors[name] for name in task.inputs}
@@ -65,7 +68,7 @@ class TaskDataset(Dataset):
         inputs = {m: collate_present(self.processors[m], [it["inputs"][m] for it in items]) for m in self.processors}
         return {
             "inputs": inputs,
-            "target": torch.as_tensor([it["target"] for it in items]),
+            "target": self.task.collate_targets([it["target"] for it in items]),
             "index": torch.as_tensor([it["index"] for it in items]),
         }
 

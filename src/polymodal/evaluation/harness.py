@@ -13,12 +13,12 @@ from ..data.loader import TaskDataset, eval_loader
 def task_records(system: System, task_name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records `task_name` can use: its required fields and at least one of its inputs."""
     task = system.model.tasks[task_name]
-    return [r for r in records if task.usable(r)]
+    return [r for r in records if task.data.usable(r)]
 
 
 def without(records: list[dict[str, Any]], task, modalities: tuple[str, ...]) -> list[dict[str, Any]]:
     """The records with the fields that feed `modalities` into `task` removed."""
-    fields = {task.inputs[m] for m in modalities if m in task.inputs}
+    fields = {task.data.inputs[m] for m in modalities if m in task.data.inputs}
     return [{k: v for k, v in r.items() if k not in fields} for r in records] if fields else records
 
 
@@ -31,7 +31,7 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
     was_training = model.training
     model.eval()
     predictions: list[Any] = []
-    for batch in eval_loader(TaskDataset(records, task, system.processors), batch_size):
+    for batch in eval_loader(TaskDataset(records, task.data, system.processors), batch_size):
         inputs = {m: {k: v.to(device) for k, v in part.items()} for m, part in batch["inputs"].items()}
         predictions.extend(task.predict(model, inputs))
     model.train(was_training)
@@ -49,6 +49,6 @@ def evaluate(system: System, records: list[dict[str, Any]], batch_size: int = 25
         usable = task_records(system, name, without(records, task, drop))
         if not usable:
             continue
-        metrics = task.metrics(predict(system, name, usable, batch_size, device), usable)
+        metrics = task.data.metrics(predict(system, name, usable, batch_size, device), usable)
         results[name] = {**metrics, "n": float(len(usable))}
     return results

@@ -80,8 +80,8 @@ class AudioBatchProcessor:
 class ImageBatchProcessor:
     """Image paths → normalised (B, 3, S, S) tensors, optionally augmented."""
 
-    def __init__(self, image_size: int, augment: bool):
-        self.processor = ImageProcessor(image_size=image_size, augment=augment)
+    def __init__(self, image_size: int, augment: bool, cache_mb: int = 0):
+        self.processor = ImageProcessor(image_size=image_size, augment=augment, cache_mb=cache_mb)
 
     def prepare(self, value: str, generator: torch.Generator | None) -> torch.Tensor:
         return self.processor(value, generator)
@@ -117,7 +117,7 @@ def with_defaults(encoder: type[nn.Module], settings: dict[str, Any]) -> dict[st
 
 
 def _image_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    return ImageBatchProcessor(settings["image_size"], augment)
+    return ImageBatchProcessor(settings["image_size"], augment, _cache_mb(settings, "model.encoders.image"))
 
 
 def _audio_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokeni
 
 
 MODALITIES: dict[str, Modality] = {
-    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}, _image_processor),
+    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}, _image_processor,
+                      processor_options={"cache_mb": 1024}),
     "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder}, _text_processor,
                      builder_provides=("out_dim", "vocab_size", "pad_id")),
     "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder},

@@ -1,10 +1,11 @@
-"""Tasks (seed §2.4): a head, a loss, predictions and metrics each. Add one here by its config `type`."""
+"""Tasks (seed §2.4): a data side (examples, targets, metrics) and a head (loss, predictions) each.
+Add one here by its config `type`: the head class, whose `data_class` is its data side."""
 
-from .base import Task
-from .classification import ClassificationTask
-from .contrastive import ContrastiveTask
-from .matching import MatchingTask
-from .vqa import VQATask
+from .base import Task, TaskData
+from .classification import ClassificationData, ClassificationTask
+from .contrastive import ContrastiveData, ContrastiveTask
+from .matching import MatchingData, MatchingTask
+from .vqa import VQAData, VQATask
 
 TASKS: dict[str, type[Task]] = {
     "contrastive": ContrastiveTask,
@@ -13,4 +14,5 @@ TASKS: dict[str, type[Task]] = {
     "matching": MatchingTask,
 }
 
-__all__ = ["Task", "TASKS", "ClassificationTask", "ContrastiveTask", "MatchingTask", "VQATask"]
+__all__ = ["Task", "TaskData", "TASKS", "ClassificationData", "ClassificationTask", "ContrastiveData",
+           "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask"]

@@ -1,4 +1,5 @@
-"""What every task is: which record fields it reads, a head, a loss, predictions and metrics."""
+"""What every task is, in two parts: its data side (`TaskData`: which record fields it reads, the
+examples and targets it builds, its metrics) and its head (`Task`: a module with a loss and predictions)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ def head_scores(head: nn.Module, out: ModelOutput) -> torch.Tensor:
     return (weights * scores).sum(0) / weights.sum(0).clamp(min=1)
 
 
-class Task(nn.Module):
-    """A task head + loss over a model's output (seed §2.4, §3.2 "task head design").
+class TaskData:
+    """A task on the data side: which record fields feed which modality, the example and target each
+    record gives, how targets collate into a batch, and the metrics of predictions against records.
 
-    Subclasses set the default `inputs` (modality → record field feeding it) and `target_field`, and
-    implement `forward` (loss), `predict` and `metrics`.
+    It holds no parameters, so data-loading workers get this and not the head. Subclasses set the
+    default `inputs` and `target_field`, and override `target` and `metrics` (and `example` to build
+    their own examples, `collate_targets` for targets that are not one number each).
 
     Args:
-        weight: this task's weight in the summed multi-task loss.
         inputs: modality → record field, replacing the default: e.g. {video: video, text: question}
             asks VQA questions about videos, {audio: audio} classifies sounds.
     """
@@ -37,12 +39,8 @@ class Task(nn.Module):
     inputs: dict[str, str] = {}
     required: tuple[str, ...] | None = None  # modalities a record cannot lack; None: every one of `inputs`
     target_field: str | None = None
-    fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
-    needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
 
-    def __init__(self, *, weight: float = 1.0, inputs: dict[str, str] | None = None):
-        super().__init__()
-        self.weight = weight
+    def __init__(self, *, inputs: dict[str, str] | None = None):
         if inputs is not None:
             if not inputs or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
                 raise ValueError(f"inputs: expected a mapping of modality → record field, got {inputs!r}")
@@ -63,9 +61,10 @@ class Task(nn.Module):
         """Whether `record` can be an example: it has the required fields and at least one input."""
         return all(f in record for f in self.fields) and any(f in record for f in self.inputs.values())
 
-    @staticmethod
-    def vocab_from(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str] | None:
-        """A vocabulary learnt from the training records (answers, labels), or None."""
+    @classmethod
+    def vocab_from(cls, records: list[dict[str, Any]], options: dict[str, Any]) -> list[str] | None:
+        """A vocabulary learnt from the training records (answers, labels), or None. `options`: the
+        task's data-side settings, as the constructor takes them."""
         return None
 
     def example(self, records: list[dict[str, Any]], index: int,
@@ -78,10 +77,42 @@ class Task(nn.Module):
         return records[index], self.target(records[index])
 
     def target(self, record: dict[str, Any]) -> Any:
-        """The training target of one record (collated by `torch.as_tensor`)."""
+        """The training target of one record."""
         return 0
 
-    def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def collate_targets(self, targets: list[Any]) -> Any:
+        """A batch's targets, as the head's loss takes them: one number each by default."""
+        return torch.as_tensor(targets)
+
+    def metrics(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, float]:
+        """Standard metrics of `predictions` against the records they came from."""
+        raise NotImplementedError
+
+
+class Task(nn.Module):
+    """A task's head and loss over a model's output, and its predictions (seed §2.4, §3.2 "task head
+    design"). What it reads from records and how it is scored is its data side, `self.data`.
+
+    Subclasses set `data_class` (the `TaskData` their configs build) and implement `forward` (the loss)
+    and `predict_output`, or `predict` for a prediction that loops over the model.
+
+    Args:
+        data: the task's data side.
+        weight: this task's weight in the summed multi-task loss.
+    """
+
+    data_class: type[TaskData] = TaskData
+    fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
+    needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
+
+    def __init__(self, data: TaskData, *, weight: float = 1.0):
+        super().__init__()
+        if not isinstance(data, self.data_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.data_class.__name__}, got {type(data).__name__}")
+        self.data = data
+        self.weight = weight
+
+    def forward(self, out: ModelOutput, target: Any) -> dict[str, torch.Tensor]:
         """Returns at least {"loss": scalar}."""
         raise NotImplementedError
 
@@ -95,8 +126,4 @@ class Task(nn.Module):
 
     def predict_output(self, out: ModelOutput) -> list[Any]:
         """One prediction per example (an answer, a label, an embedding) from one model output."""
-        raise NotImplementedError
-
-    def metrics(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, float]:
-        """Standard metrics of `predictions` against the records they came from."""
         raise NotImplementedError

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluation.metrics import grouped_accuracy
-from .vocab_head import VocabularyTask
+from .vocab_head import VocabularyData, VocabularyTask
 
 
-class ClassificationTask(VocabularyTask):
-    """Predict `label` from the image, or from the `inputs` configured (top-1 accuracy)."""
+class ClassificationData(VocabularyData):
+    """`label` from the image, or from the `inputs` configured; top-1 accuracy."""
 
     inputs = {"image": "image"}
     required = ()  # any of its inputs will do
@@ -17,3 +17,9 @@ class ClassificationTask(VocabularyTask):
 
     def metrics(self, predictions: list[str], records: list[dict[str, Any]]) -> dict[str, float]:
         return grouped_accuracy(predictions, [str(r["label"]) for r in records], [None] * len(records))
+
+
+class ClassificationTask(VocabularyTask):
+    """Predict `label` with an MLP head over the pooled vector."""
+
+    data_class = ClassificationData

@@ -8,13 +8,15 @@ from typing import Any
 import torch
 
 from ..evaluation.metrics import grouped_accuracy
-from .vocab_head import VocabularyTask
+from .vocab_head import VocabularyData, VocabularyTask
 
 
-class VQATask(VocabularyTask):
+class VQAData(VocabularyData):
     """Answer `question` about `image`; accuracy overall and per `question_type`.
 
     Args:
+        vocab: the answers seen in training, in index order.
+        inputs: modality → record field (see `TaskData`).
         more_questions: a record field listing other questions about the same media, each a mapping that
             replaces the record's fields (`{"question": ..., "answer": ..., "question_type": ...}`). In
             training every example asks one of the record's own question and these, drawn at random, so
@@ -24,25 +26,23 @@ class VQATask(VocabularyTask):
             (the rest drawn evenly from the others); None: every question of the record equally often.
             Raise it when the own questions are the only source of a question kind (the benchmark's
             balanced sync question).
-        (the rest as for `VocabularyTask`)
     """
 
     inputs = {"image": "image", "text": "question"}
     required = ("text",)  # a question; the media may be absent
     target_field = "answer"
 
-    def __init__(self, *, width: int, vocab: list[str], hidden: int = 256, dropout: float = 0.0,
-                 weight: float = 1.0, inputs: dict[str, str] | None = None, more_questions: str | None = None,
+    def __init__(self, *, vocab: list[str], inputs: dict[str, str] | None = None, more_questions: str | None = None,
                  own_question_share: float | None = None):
-        super().__init__(width=width, vocab=vocab, hidden=hidden, dropout=dropout, weight=weight, inputs=inputs)
+        super().__init__(vocab=vocab, inputs=inputs)
         if own_question_share is not None and not 0.0 <= own_question_share <= 1.0:
             raise ValueError(f"own_question_share: expected a number from 0 to 1, got {own_question_share!r}")
         self.more_questions = more_questions
         self.own_question_share = own_question_share
 
     @classmethod
-    def vocab_from(cls, records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
-        field = config.get("more_questions")
+    def vocab_from(cls, records: list[dict[str, Any]], options: dict[str, Any]) -> list[str]:
+        field = options.get("more_questions")
         answers = [str(r["answer"]) for r in records if "answer" in r]
         if field:
             answers += [str(q["answer"]) for r in records for q in r.get(field) or () if "answer" in q]
@@ -68,3 +68,9 @@ class VQATask(VocabularyTask):
         answers = [str(r["answer"]) for r in records]
         groups = [r.get("question_type") for r in records]
         return grouped_accuracy(predictions, answers, groups)
+
+
+class VQATask(VocabularyTask):
+    """Classify the answer with an MLP head over the fused vector."""
+
+    data_class = VQAData

@@ -165,20 +165,20 @@ class Trainer:
         tc, loaders = self.config.train, {}
         for name, task in self.model.tasks.items():
             records = task_records(self.system, name, self.train_records)
-            lacking = {m: sum(f not in r for r in records) for m, f in task.inputs.items()}
+            lacking = {m: sum(f not in r for r in records) for m, f in task.data.inputs.items()}
             if any(lacking.values()):
                 self.log(f"tasks.{name}: {len(records)} training records; without "
                          + ", ".join(f"{m}: {n}" for m, n in lacking.items() if n) + " (a learned placeholder)")
             if not records:
                 raise PolymodalError(f"tasks.{name}: no training record carries the fields it needs "
-                                     f"({', '.join(task.fields)})")
+                                     f"({', '.join(task.data.fields)})")
             try:
                 sampler = StepSampler(len(records), tc.batch_size, seed=tc.seed, start_step=self.step,
                                       rank=self.dist.rank, world_size=self.dist.world_size,
                                       micro_batches=tc.accumulate, max_steps=tc.max_steps)
             except ValueError as e:
                 raise ConfigError(f"train.batch_size: {e} (task {name})") from None
-            dataset = TaskDataset(records, task, self.system.processors, seed=tc.seed,
+            dataset = TaskDataset(records, task.data, self.system.processors, seed=tc.seed,
                                   modality_dropout=tc.modality_dropout)
             loaders[name] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
         return loaders

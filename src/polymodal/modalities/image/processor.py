@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from polymodal.data.media import MediaCache
 from polymodal.errors import DataError
 
 MAX_SHIFT = 0.06  # translation, as a fraction of the image size
@@ -29,6 +30,8 @@ class ImageProcessor:
         mean: per-channel mean subtracted after scaling to [0, 1].
         std: per-channel standard deviation divided by after subtracting the mean.
         augment: augment when a generator is passed to `__call__` (training); evaluation passes none.
+        cache_mb: keep this many MiB of decoded, resized images (read from paths) in memory, so every
+            epoch after the first skips decoding; 0 decodes every time.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class ImageProcessor:
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         augment: bool = False,
+        cache_mb: int = 0,
     ) -> None:
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need 3 values (R, G, B), got {list(mean)} and {list(std)}")
@@ -45,6 +49,7 @@ class ImageProcessor:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augment = augment
+        self.cache = MediaCache(cache_mb * 2**20)
 
     def load(self, path: str | Path) -> Image.Image:
         """Read an image file as RGB (transparency composited onto white, EXIF rotation applied).
@@ -77,18 +82,24 @@ class ImageProcessor:
         Returns:
             (3, S, S) float32, normalised with `mean` and `std`.
         """
-        if not isinstance(image, Image.Image):
-            image = self.load(image)
-        elif image.mode != "RGB":
-            image = image.convert("RGB")
-        size = (self.image_size, self.image_size)
-        if image.size != size:
-            image = image.resize(size, Image.BILINEAR)  # Pillow widens the filter when shrinking: antialiased
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # (S, S, 3)
+        if isinstance(image, Image.Image):
+            array = self._pixels(image)
+        else:
+            (array,) = self.cache.get(str(image), lambda: (self._pixels(self.load(image)),))
+        pixels = torch.from_numpy(array.copy())  # (S, S, 3) uint8
         x = pixels.permute(2, 0, 1).float() / 255.0  # (3, S, S) in [0, 1]
         if self.augment and generator is not None:
             x = self._augment(x, generator)
         return (x - self.mean) / self.std
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        """(S, S, 3) uint8: `image` as RGB at the output size."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        size = (self.image_size, self.image_size)
+        if image.size != size:
+            image = image.resize(size, Image.BILINEAR)  # Pillow widens the filter when shrinking: antialiased
+        return np.asarray(image, dtype=np.uint8)
 
     def to_pil(self, tensor: torch.Tensor) -> Image.Image:
         """Undo the normalisation of a (3, S, S) tensor and return it as an RGB image (for reports)."""
