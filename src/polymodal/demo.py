@@ -136,8 +136,10 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
         timings[name] = time.perf_counter() - t0
         models[name] = model = load(runs[name])
         results[name] = model.evaluate(tests[kind])
-        if len(model.system.model.backbone.encoders) > 1:  # each modality removed in turn
+        if len(model.system.model.backbone.encoders) > 1:  # each modality removed in turn, for the tasks reading it
+            tasks = model.system.model.tasks
             without = {m: model.evaluate(tests[kind], drop=(m,)) for m in model.system.model.backbone.encoders}
+            without = {m: {t: r for t, r in res.items() if m in tasks[t].data.inputs} for m, res in without.items()}
             removed[name] = {m: r for m, r in without.items() if r}
 
     baselines = _baselines(stats)

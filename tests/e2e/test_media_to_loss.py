@@ -34,7 +34,7 @@ def _loss_and_grads(tmp_path, encoders: dict, inputs: dict, records: list[dict])
     torch.manual_seed(0)
     system = build_system(config, records)
     task = system.model.tasks["t"]
-    dataset = TaskDataset(records, task, system.processors)
+    dataset = TaskDataset(records, task.data, system.processors)
     batch = dataset.collate([dataset[(0, i)] for i in range(len(records))])  # training items: augmentation on
     loss = system.model({"t": batch})["t"]["loss"]
     assert torch.isfinite(loss)
