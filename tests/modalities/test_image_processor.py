@@ -103,6 +103,10 @@ def test_the_cache_returns_what_decoding_returns_without_reading_the_file_again(
     cached, plain = ImageProcessor(image_size=32, cache_mb=1), ImageProcessor(image_size=32)
     first = cached(path)
     torch.testing.assert_close(first, plain(path), rtol=0, atol=0)
+    other = tmp_path / "other.png"
+    Image.fromarray(np.asarray(_scene(64))[:, ::-1].copy()).save(other)  # mirrored: another image
+    torch.testing.assert_close(cached(other), plain(other), rtol=0, atol=0)  # each file its own entry
+    assert not torch.equal(cached(other), first)
     first += 1  # the caller's tensor is its own: changing it leaves the cache as it was
     path.unlink()
     torch.testing.assert_close(cached(path), plain(_scene(64)), rtol=0, atol=0)  # from memory
