@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,41 @@ def keeping_attention_weights(module: nn.Module) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.keep_weights = False
+
+
+@dataclass
+class KVCache:
+    """The keys and values one attention layer has seen, so a decoder can run one token at a time.
+
+    Self-attention appends each call's keys and values (a prefill of the prompt, then one token per
+    step); cross-attention projects its context once, at the first call, and reuses it. Heads are split:
+    k and v are (B, heads, T, head_dim); `mask` is (B, T) bool, True for real tokens (None: all real), so a
+    left-padded batch of prompts keeps its padding masked at every step.
+    """
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """T, the number of positions held."""
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Add the new positions' keys, values and key mask; returns everything held."""
+        if self.k is None:
+            self.k, self.v, self.mask = k, v, mask
+            return k, v, mask
+        if k.shape[0] != self.k.shape[0]:
+            raise ValueError(f"a cache of batch {self.k.shape[0]} got keys of batch {k.shape[0]}")
+        if mask is not None or self.mask is not None:
+            old = self.mask if self.mask is not None else self.k.new_ones(self.k.shape[0], self.length, dtype=torch.bool)
+            new = mask if mask is not None else k.new_ones(k.shape[0], k.shape[2], dtype=torch.bool)
+            self.mask = torch.cat([old, new], dim=1)
+        self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        return self.k, self.v, self.mask
 
 
 class MultiHeadAttention(nn.Module):
@@ -80,35 +116,48 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         causal: bool = False,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Attend from `x` to itself (self-attention) or to `context` (cross-attention).
 
         Args:
             x: (B, N, dim) queries (and keys/values for self-attention).
-            context: (B, M, context_dim) keys/values; required for cross-attention, None otherwise.
+            context: (B, M, context_dim) keys/values; required for cross-attention, None otherwise
+                (and, once a cache holds it, may be None).
             mask: (B, N) bool key mask for self-attention, True for real tokens.
             context_mask: (B, M) bool key mask for cross-attention, True for real tokens.
-            causal: query i attends only to keys j <= i (top-left aligned when N != M).
+            causal: query i attends only to keys j <= i (top-left aligned when N != M); with a cache
+                holding P earlier positions, the new query i is position P + i and sees keys j <= P + i.
+            cache: the layer's `KVCache`: self-attention adds this call's keys and values to it and
+                attends to all it holds; cross-attention fills it with the context's on the first call.
 
         Returns:
             (B, N, dim).
         """
+        offset = 0
         if self.is_cross:
-            if context is None:
-                raise ValueError("cross-attention needs a context tensor (B, M, context_dim)")
             if mask is not None:
                 raise ValueError("cross-attention masks keys with context_mask=, not mask=")
-            q = self.q(x)  # (B, N, dim)
-            k, v = self.kv(context).chunk(2, dim=-1)  # (B, M, dim) each
-            key_mask = context_mask
+            q = self._split_heads(self.q(x))  # (B, heads, N, head_dim)
+            if cache is not None and cache.k is not None:
+                k, v, key_mask = cache.k, cache.v, cache.mask
+            else:
+                if context is None:
+                    raise ValueError("cross-attention needs a context tensor (B, M, context_dim)")
+                k, v = (self._split_heads(t) for t in self.kv(context).chunk(2, dim=-1))  # (B, heads, M, head_dim)
+                key_mask = context_mask
+                if cache is not None:
+                    cache.append(k, v, key_mask)
         else:
             if context is not None or context_mask is not None:
                 raise ValueError("self-attention takes no context; build with context_dim= for cross-attention")
-            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, N, dim) each
+            q, k, v = (self._split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))  # (B, heads, N, head_dim)
             key_mask = mask
+            if cache is not None:
+                offset = cache.length
+                k, v, key_mask = cache.append(k, v, mask)  # (B, heads, P + N, head_dim)
 
-        q, k, v = (self._split_heads(t) for t in (q, k, v))  # (B, heads, T, head_dim)
-        attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device)
+        attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device, offset=offset)
         if self.keep_weights:
             y = self._attend_keeping_weights(q, k, v, attn_mask, causal)
         else:
@@ -142,9 +191,13 @@ class MultiHeadAttention(nn.Module):
 
 
 def _attention_mask(
-    key_mask: torch.Tensor | None, causal: bool, num_queries: int, num_keys: int, device: torch.device
+    key_mask: torch.Tensor | None, causal: bool, num_queries: int, num_keys: int, device: torch.device,
+    *, offset: int = 0,
 ) -> torch.Tensor | None:
     """Boolean SDPA mask (True = may attend), or None when SDPA's own `is_causal` suffices.
+
+    With `offset` P (positions already in a KV cache), query i is position P + i: causally it sees keys
+    j <= P + i, which SDPA's `is_causal` (aligned top-left) does not express, so the mask is built.
 
     A query whose every key is masked has a softmax over nothing. Some SDPA kernels return 0 for it,
     others have returned NaN (pytorch/pytorch#103963, #109517), and a NaN poisons gradients even where
@@ -153,15 +206,17 @@ def _attention_mask(
     backend and leaves every other row exactly as it was.
     """
     if key_mask is None:
-        return None
+        if not (causal and offset):
+            return None
+        return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(diagonal=offset)
     if key_mask.dtype != torch.bool:
         # SDPA would add a float or int mask to the scores instead of masking: silently wrong.
         raise ValueError(f"attention masks must be bool (True = real token), got {key_mask.dtype}")
     if bool(key_mask.all()):  # no padding: let SDPA take its unmasked (faster) kernels
-        return None
+        return _attention_mask(None, causal, num_queries, num_keys, device, offset=offset)
     allowed = key_mask[:, None, None, :]  # (B, 1, 1, M)
     if causal:
-        lower = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril()  # (N, M)
+        lower = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(diagonal=offset)  # (N, M)
         allowed = allowed & lower  # (B, 1, N, M)
     return allowed | ~allowed.any(dim=-1, keepdim=True)
 
