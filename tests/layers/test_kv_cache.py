@@ -79,3 +79,21 @@ def test_a_cache_refuses_another_batch():
     attn(torch.randn(2, 3, 8), causal=True, cache=cache)
     with pytest.raises(ValueError, match="a cache of batch 2 got keys of batch 3"):
         attn(torch.randn(3, 1, 8), causal=True, cache=cache)
+
+
+def test_a_causal_stack_with_cross_attention_decodes_step_by_step_as_at_once():
+    from polymodal.layers.transformer import TransformerEncoder
+
+    torch.manual_seed(2)
+    stack = TransformerEncoder(16, 2, 4, context_dim=12).eval()
+    x, mask = left_padded()
+    memory = torch.randn(3, 5, 12)
+    memory_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 5])
+    with torch.no_grad():
+        whole = stack(x, mask, context=memory, context_mask=memory_mask, causal=True)
+        cache = stack.new_cache()
+        outs = [stack(x[:, :4], mask[:, :4], context=memory, context_mask=memory_mask, causal=True, cache=cache)]
+        outs += [stack(x[:, t:t + 1], mask[:, t:t + 1], causal=True, cache=cache) for t in range(4, 7)]
+    torch.testing.assert_close(torch.cat(outs, dim=1)[mask], whole[mask], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="a cache of 1 blocks for a stack of 2"):
+        stack(x, mask, context=memory, causal=True, cache=cache[:1])

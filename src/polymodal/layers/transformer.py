@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from .attention import MultiHeadAttention
+from .attention import KVCache, MultiHeadAttention
+
+
+@dataclass
+class BlockCache:
+    """What one block keeps between decoding steps: its self-attention's keys and values, and its
+    cross-attention's projected context."""
+
+    attn: KVCache = field(default_factory=KVCache)
+    cross: KVCache = field(default_factory=KVCache)
 
 
 class TransformerBlock(nn.Module):
@@ -52,24 +63,28 @@ class TransformerBlock(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         causal: bool = False,
+        cache: BlockCache | None = None,
     ) -> torch.Tensor:
         """Apply the block.
 
         Args:
             x: (B, N, dim).
             mask: (B, N) bool, True for real tokens; padding is never attended to.
-            context: (B, M, context_dim); required iff built with `context_dim`.
+            context: (B, M, context_dim); required iff built with `context_dim` (once a cache holds
+                it, it may be left out).
             context_mask: (B, M) bool, True for real context tokens.
             causal: self-attention is causal (token t sees tokens <= t).
+            cache: this block's `BlockCache` when decoding step by step: `x` holds the new positions.
 
         Returns:
             (B, N, dim).
         """
-        x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal))
+        self_cache, cross_cache = (None, None) if cache is None else (cache.attn, cache.cross)
+        x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal, cache=self_cache))
         if self.cross is not None:
-            if context is None:
+            if context is None and (cross_cache is None or cross_cache.k is None):
                 raise ValueError("this block has cross-attention and needs context=")
-            x = x + self.drop(self.cross(self.ln_c(x), context, context_mask=context_mask))
+            x = x + self.drop(self.cross(self.ln_c(x), context, context_mask=context_mask, cache=cross_cache))
         elif context is not None or context_mask is not None:
             raise ValueError("context given to a block built without context_dim")
         return x + self.mlp(self.ln2(x))
@@ -117,6 +132,7 @@ class TransformerEncoder(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         causal: bool = False,
+        cache: list[BlockCache] | None = None,
     ) -> torch.Tensor:
         """Run every block, then the final norm.
 
@@ -126,13 +142,21 @@ class TransformerEncoder(nn.Module):
             context: (B, M, context_dim) when built with `context_dim`.
             context_mask: (B, M) bool, True for real context tokens.
             causal: causal self-attention in every block.
+            cache: one `BlockCache` per block (`new_cache()`), when decoding step by step.
 
         Returns:
             (B, N, dim).
         """
-        for block in self.blocks:
-            x = block(x, mask, context=context, context_mask=context_mask, causal=causal)
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(f"a cache of {len(cache)} blocks for a stack of {len(self.blocks)}")
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, context=context, context_mask=context_mask, causal=causal,
+                      cache=None if cache is None else cache[i])
         return self.norm(x)
+
+    def new_cache(self) -> list[BlockCache]:
+        """An empty cache for step-by-step decoding through this stack."""
+        return [BlockCache() for _ in self.blocks]
 
 
 @torch.no_grad()
