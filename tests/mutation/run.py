@@ -60,7 +60,9 @@ def apply(mutant: Mutant, tree: Path) -> None:
 def pytest(tree: Path, targets: list[str]) -> tuple[bool, str]:
     """(passed, the last lines of output) of the suite in `tree`, stopping at the first failure."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *targets]
+    # tests/mutation checks that every mutant still applies to the unmutated code: not a test of a mutant
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+           "--ignore", str(tree / "tests" / "mutation"), *targets]
     try:
         done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
