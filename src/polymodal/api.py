@@ -142,9 +142,9 @@ class LoadedModel:
         return predict(self.system, task, records, batch_size)
 
     def evaluate(self, records: list[dict[str, Any]], batch_size: int = 256,
-                 drop: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-        """{task: {metric: value}}; `drop`: modalities removed from every record first."""
-        return evaluate(self.system, records, batch_size, drop=drop)
+                 drop: tuple[str, ...] = (), tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+        """{task: {metric: value}}; `drop`: modalities removed from every record first; `tasks`: only these."""
+        return evaluate(self.system, records, batch_size, drop=drop, tasks=tasks)
 
 
 def load(path: str | Path) -> LoadedModel:

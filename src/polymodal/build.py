@@ -229,19 +229,19 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if lacking:
             raise ConfigError(f"{where}: task type {task_type!r} needs {NEEDS[lacking[0]]}")
         # one mapping in the config, two parts: each key goes to the side whose constructor takes it
-        data_keys = _keywords(data_cls) - {"vocab"}
-        head_keys = _keywords(cls) - {"data", "width"}
+        data_params, head_params = _keywords(data_cls), _keywords(cls)
+        data_keys = data_params - {"vocab"}
         data_kwargs = bind(data_cls, {k: v for k, v in task_spec.items() if k in data_keys}, where,
                            provided=("vocab",))
         head_kwargs = bind(cls, {k: v for k, v in task_spec.items() if k not in data_keys}, where,
                            provided=("data", "width"), elsewhere=tuple(data_keys))
-        if "vocab" in inspect.signature(data_cls).parameters:
+        if "vocab" in data_params:
             words = saved_vocab.get(name) if saved_vocab else data_cls.vocab_from(records or [], data_kwargs)
             if not words:
                 raise ConfigError(f"{where}: no {data_cls.target_field!r} values in the training data to learn from")
             vocab[name] = list(words)
             data_kwargs["vocab"] = vocab[name]
-        if "width" in inspect.signature(cls).parameters:
+        if "width" in head_params:
             head_kwargs["width"] = width
         try:
             tasks[name] = cls(data_cls(**data_kwargs), **head_kwargs)

@@ -48,3 +48,6 @@ def test_drop_removes_the_modality_from_every_record_a_task_reads(shapes_data, t
     evaluate(system, records, batch_size=32)
     assert seen == [{"image": ["data"], "text": ["data", "mask"]}]
     assert evaluate(system, records, drop=("text",)) == {}  # without its question VQA has no record left
+    seen.clear()
+    assert evaluate(system, records, batch_size=32, tasks=()) == {} and seen == []  # only the tasks asked for
+    assert set(evaluate(system, records, batch_size=32, tasks=("vqa",))) == {"vqa"} and len(seen) == 1

@@ -39,13 +39,17 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
 
 
 def evaluate(system: System, records: list[dict[str, Any]], batch_size: int = 256,
-             device: torch.device | str = "cpu", drop: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+             device: torch.device | str = "cpu", drop: tuple[str, ...] = (),
+             tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
     """{task name: {metric: value}} over the records each task can use; tasks with none are left out.
 
     `drop`: modalities removed from every record first (a task that cannot do without one is left out).
+    `tasks`: evaluate only these (default: every task).
     """
     results = {}
     for name, task in system.model.tasks.items():
+        if tasks is not None and name not in tasks:
+            continue
         usable = task_records(system, name, without(records, task, drop))
         if not usable:
             continue
