@@ -344,7 +344,7 @@ MUTANTS = [
            "new = k.new_ones(k.shape[0], k.shape[2], dtype=torch.bool)",
            "a cached step forgets which of its keys are padding", ("tests/layers/test_kv_cache.py",)),
     Mutant("task_key_to_wrong_part", "build.py",
-           "data_keys = _keywords(data_cls) - {\"vocab\"}", "data_keys = {\"inputs\"}",
+           "data_keys = data_params - {\"vocab\"}", "data_keys = {\"inputs\"}",
            "a task's data-side settings (more_questions, caption_field) never reach it",
            ("tests/tasks/test_task_contract.py",)),
 ]
