@@ -58,6 +58,13 @@ class KVCache:
         self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
         return self.k, self.v, self.mask
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the batch rows `index` (B',) long, in that order (beam search follows its beams' parents)."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
+
 
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention.

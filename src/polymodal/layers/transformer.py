@@ -9,6 +9,8 @@ from torch import nn
 
 from .attention import KVCache, MultiHeadAttention
 
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name → nn.GELU's `approximate`
+
 
 @dataclass
 class BlockCache:
@@ -17,6 +19,11 @@ class BlockCache:
 
     attn: KVCache = field(default_factory=KVCache)
     cross: KVCache = field(default_factory=KVCache)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the batch rows `index` (B',) long, in that order."""
+        self.attn.select(index)
+        self.cross.select(index)
 
 
 class TransformerBlock(nn.Module):
@@ -31,6 +38,8 @@ class TransformerBlock(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of `dim`.
         dropout: dropout on attention weights, attention outputs and MLP output.
         context_dim: width of the cross-attention context; None for no cross-attention.
+        activation: the MLP's nonlinearity: "gelu" (exact) or "gelu_tanh" (the tanh approximation
+            GPT-2 uses).
     """
 
     def __init__(
@@ -41,6 +50,7 @@ class TransformerBlock(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         context_dim: int | None = None,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
@@ -52,7 +62,10 @@ class TransformerBlock(nn.Module):
             self.cross = None
         self.ln2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate=ACTIVATIONS[activation]),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -105,6 +118,7 @@ class TransformerEncoder(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of `dim`.
         dropout: dropout inside each block.
         context_dim: when given, every block cross-attends to a context of this width.
+        activation: the blocks' MLP nonlinearity (see `TransformerBlock`).
     """
 
     def __init__(
@@ -116,10 +130,12 @@ class TransformerEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         context_dim: int | None = None,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, context_dim=context_dim)
+            TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, context_dim=context_dim,
+                             activation=activation)
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)

@@ -1,0 +1,208 @@
+"""Text generation: greedy, beam search and sampling, with a KV cache throughout.
+
+The same code drives any decoder through a `Decoding` session: Polymodal's `TextDecoder`
+(`TextDecoder.session`) and a Hugging Face causal LM (`models.hf_decoder.HFSession`). A batch of prompts of
+different lengths is left-padded: each row's text ends at the last column, so every row's next token is
+read from the same place, and the padding stays masked at every step.
+
+Beam search follows Hugging Face `generate`'s rules (transformers 4.5x / 5.x), so the same weights and
+prompts give the same outputs: 2·K candidates per step from the summed log-probabilities; a candidate that
+ends in a stop token, or reaches `max_new_tokens`, is a finished hypothesis if it ranks among the top K,
+scored by its log-probability over (generated length)^length_penalty; the search stops once no running
+beam can beat the worst of K finished ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+NEG = -1.0e9  # the score of an impossible candidate (HF's value, so ties break the same way)
+
+
+class Decoding(Protocol):
+    """One batch being decoded: what `generate` needs from a decoder."""
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the left-padded prompts (B, T) with their mask; the next-token logits (B, V)."""
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Append one token per row (B,); the next-token logits (B, V)."""
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (B',) of the cache, in that order."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode.
+
+    Attributes:
+        max_new_tokens: the most tokens generated per prompt (a stop token included).
+        num_beams: beams for beam search; 1 for greedy decoding or sampling.
+        length_penalty: beam search scores a finished hypothesis as log p / length^length_penalty.
+        sample: draw each token from the (filtered) distribution instead of taking the best.
+        temperature: divides the logits before sampling.
+        top_k: sample only among the k most likely tokens (0: all).
+        top_p: sample only among the most likely tokens whose probabilities sum to top_p (nucleus).
+        seed: the sampling generator's seed, so the same call draws the same tokens.
+        stop_ids: tokens that end a sequence (not included in the output).
+    """
+
+    max_new_tokens: int = 32
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    stop_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: expected at least 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams: expected at least 1, got {self.num_beams}")
+        if self.sample and self.num_beams > 1:
+            raise ValueError("choose beam search (num_beams > 1) or sampling, not both")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k: expected 0 (off) or a positive number, got {self.top_k}")
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists of different lengths → (B, T) left-padded ids and their (B, T) bool mask."""
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("every prompt needs at least one token (a start token if nothing else)")
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, length - len(row):] = True
+    return ids, mask
+
+
+@torch.no_grad()
+def generate(start: Callable[[int], Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
+             settings: GenerationSettings) -> list[list[int]]:
+    """Continue each prompt.
+
+    Args:
+        start: `start(repeat)` opens a session over the batch's memory with each row repeated `repeat`
+            times (the number of beams; 1 otherwise).
+        ids: (B, T) left-padded prompt ids.
+        mask: (B, T) bool, True on real tokens; None: no padding.
+        settings: the decoding strategy and its limits.
+
+    Returns:
+        B lists of generated token ids, each cut before its first stop token.
+    """
+    if settings.num_beams > 1:
+        return _beam_search(start, ids, mask, settings)
+    session = start(1)
+    logits = session.prefill(ids, mask)
+    generator = torch.Generator(device=ids.device).manual_seed(settings.seed) if settings.sample else None
+    stop = torch.tensor(settings.stop_ids, dtype=torch.long, device=ids.device)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    out: list[torch.Tensor] = []
+    for t in range(settings.max_new_tokens):
+        token = _sample(logits.float(), settings, generator) if settings.sample else logits.argmax(-1)  # (B,)
+        out.append(torch.where(done, -1, token))
+        done = done | torch.isin(token, stop)
+        if bool(done.all()) or t + 1 == settings.max_new_tokens:
+            break
+        logits = session.step(token)
+    return _cut(torch.stack(out, dim=1), settings.stop_ids)
+
+
+def _sample(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from softmax(logits / T), keeping the top-k and then the top-p nucleus."""
+    logits = logits / settings.temperature
+    if settings.top_k:
+        kth = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if settings.top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the tokens ranked above it already hold top_p; the best one always stays
+        drop = probs.cumsum(-1) - probs >= settings.top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def _cut(tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[list[int]]:
+    """(B, L) generated ids (-1 after a row ended) → lists cut before the first stop token."""
+    rows = []
+    for row in tokens.tolist():
+        kept = []
+        for token in row:
+            if token < 0 or token in stop_ids:
+                break
+            kept.append(token)
+        rows.append(kept)
+    return rows
+
+
+def _beam_search(start: Callable[[int], Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
+                 settings: GenerationSettings) -> list[list[int]]:
+    """The best finished hypothesis per prompt (see the module docstring for the rules)."""
+    batch, beams, steps = ids.shape[0], settings.num_beams, settings.max_new_tokens
+    device = ids.device
+    session = start(beams)
+    log_probs = session.prefill(ids.repeat_interleave(beams, 0),
+                                None if mask is None else mask.repeat_interleave(beams, 0)).float().log_softmax(-1)
+    vocab = log_probs.shape[-1]
+    keep = max(2, 1 + len(settings.stop_ids)) * beams  # candidates per prompt, so K of them can run on
+    stop = torch.tensor(settings.stop_ids, dtype=torch.long, device=device)
+    rank_ok = torch.arange(keep, device=device) < beams  # only the top K candidates may finish
+    offsets = torch.arange(batch, device=device)[:, None] * beams  # (B, 1) first row of each prompt
+
+    running = torch.zeros(batch, beams, 0, dtype=torch.long, device=device)
+    running_scores = torch.full((batch, beams), NEG, device=device)
+    running_scores[:, 0] = 0.0  # every beam starts as the same prompt: count it once
+    finished = torch.full((batch, beams, steps), -1, dtype=torch.long, device=device)
+    finished_scores = torch.full((batch, beams), NEG, device=device)
+    finished_real = torch.zeros(batch, beams, dtype=torch.bool, device=device)
+    improvable = torch.ones(batch, dtype=torch.bool, device=device)
+    for t in range(steps):
+        scores = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, -1)
+        top_scores, top_index = scores.topk(keep, dim=-1)  # (B, 2K)
+        parent, token = top_index // vocab, top_index % vocab
+        candidates = torch.cat([running.gather(1, parent[:, :, None].expand(-1, -1, t)), token[:, :, None]], 2)
+        ends = torch.isin(token, stop) | (t + 1 == steps)  # (B, 2K)
+
+        # the K best candidates that go on
+        go_on = (top_scores + ends.float() * NEG).topk(beams, dim=-1).indices  # (B, K)
+        running = candidates.gather(1, go_on[:, :, None].expand(-1, -1, t + 1))
+        running_scores = (top_scores + ends.float() * NEG).gather(1, go_on)
+        parents = parent.gather(1, go_on)
+
+        # finished hypotheses: top-K candidates that end, while the search can still improve
+        normalised = top_scores / (t + 1) ** settings.length_penalty
+        new = ends & rank_ok[None] & improvable[:, None]
+        normalised = torch.where(new, normalised, normalised + NEG)
+        padded = torch.full((batch, keep, steps), -1, dtype=torch.long, device=device)
+        padded[:, :, : t + 1] = candidates
+        pool_scores = torch.cat([finished_scores, normalised], 1)
+        best = pool_scores.topk(beams, dim=-1).indices  # (B, K)
+        finished = torch.cat([finished, padded], 1).gather(1, best[:, :, None].expand(-1, -1, steps))
+        finished_scores = pool_scores.gather(1, best)
+        finished_real = torch.cat([finished_real, new], 1).gather(1, best)
+
+        # can a running beam still beat the worst finished one? (length t + 1 so far)
+        best_running = running_scores[:, 0] / (t + 1) ** settings.length_penalty
+        worst = torch.where(finished_real, finished_scores.min(dim=1, keepdim=True).values, NEG)  # (B, K)
+        improvable = improvable & (best_running[:, None] > worst).any(dim=1)
+        if not bool(improvable.any()) or bool(ends.all()) or t + 1 == steps:
+            break
+        session.reorder((parents + offsets).flatten())
+        log_probs = session.step(running[:, :, -1].flatten()).float().log_softmax(-1)
+    return _cut(finished[:, 0], settings.stop_ids)

@@ -1,0 +1,135 @@
+"""The text decoder (seed §4.4): causal self-attention with a KV cache, optional cross-attention to a
+multimodal memory, tied input and output embeddings; and its decoding session for `generation`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import LearnedPositions, TransformerEncoder, init_weights_
+from ..layers.transformer import BlockCache
+
+
+def positions_from_mask(mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
+    """(B, N) position ids counting only real tokens, so a left-padded prompt starts at 0 where its text
+    starts (padding gets 0; it is never attended to). Without a mask: 0 .. N-1."""
+    if mask is None:
+        return torch.arange(length, device=device)[None]
+    return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+class TextDecoder(nn.Module):
+    """Token embedding + learned positions + causal pre-norm transformer + an LM head.
+
+    GPT-2's layout: with `activation="gelu_tanh"` and `context_dim=None` it holds exactly GPT-2's weights
+    (`models.gpt2.decoder_from_gpt2`). With `context_dim`, every block also cross-attends to a memory:
+    the encoders' tokens or a fusion's output (seed §4.4: "in the decoder layers, cross-attention lets the
+    decoder attend to the encoder's several modalities").
+
+    Args:
+        vocab_size: V, the number of token ids.
+        width: the decoder's width.
+        depth: number of blocks.
+        num_heads: attention heads (must divide `width`).
+        max_length: the most positions (prompt and generated tokens together).
+        context_dim: width of the memory to cross-attend to; None for a plain language model.
+        mlp_ratio: MLP hidden width as a multiple of `width`.
+        dropout: dropout on embeddings and inside the blocks.
+        activation: "gelu" or "gelu_tanh".
+        tie_embeddings: the output projection is the input embedding, transposed (no separate LM head).
+    """
+
+    def __init__(self, *, vocab_size: int, width: int = 128, depth: int = 2, num_heads: int = 4,
+                 max_length: int = 64, context_dim: int | None = None, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0, activation: str = "gelu", tie_embeddings: bool = True) -> None:
+        super().__init__()
+        self.vocab_size, self.width, self.max_length = vocab_size, width, max_length
+        self.embed = nn.Embedding(vocab_size, width)
+        self.positions = LearnedPositions(width, max_length)
+        self.drop = nn.Dropout(dropout)
+        self.stack = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                                        context_dim=context_dim, activation=activation)
+        self.lm_head = None if tie_embeddings else nn.Linear(width, vocab_size, bias=False)
+        init_weights_(self)
+
+    @property
+    def cross_attends(self) -> bool:
+        return self.stack.blocks[0].cross is not None if len(self.stack.blocks) else False
+
+    def forward(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None, *,
+                embeds: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                cache: list[BlockCache] | None = None) -> torch.Tensor:
+        """Next-token logits at every position.
+
+        Args:
+            ids: (B, N) token ids, or None when `embeds` gives the inputs.
+            mask: (B, N) bool, True for real tokens (padding, left or right, is never attended to).
+            embeds: (B, N, width) input vectors in place of `ids` (media spans of a multimodal LM).
+            context: (B, M, context_dim) memory, for a decoder built with `context_dim`.
+            context_mask: (B, M) bool, True for real memory tokens.
+            position_ids: (B, N) positions; by default counted over the real tokens of `mask`.
+            cache: `stack.new_cache()` when decoding step by step; `ids` then holds the new positions.
+
+        Returns:
+            (B, N, V) logits.
+        """
+        x = self.embed(ids) if embeds is None else embeds  # (B, N, width)
+        if position_ids is None:
+            position_ids = positions_from_mask(mask, x.shape[1], x.device)
+        if int(position_ids.max()) >= self.max_length:
+            raise ValueError(f"position {int(position_ids.max())} is past the decoder's max_length="
+                             f"{self.max_length}: shorten the prompt or max_new_tokens, or raise max_length")
+        x = self.drop(x + self.positions.at(position_ids))
+        x = self.stack(x, mask, context=context, context_mask=context_mask, causal=True, cache=cache)
+        return self.logits(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, N, width) final hidden states → (B, N, V) logits, through the tied embedding or the head."""
+        return hidden @ self.embed.weight.T if self.lm_head is None else self.lm_head(hidden)
+
+    def session(self, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                repeat: int = 1) -> DecoderSession:
+        """A decoding session (see `generation.Decoding`) over a memory whose rows are each repeated
+        `repeat` times (once per beam)."""
+        if context is not None and repeat > 1:
+            context = context.repeat_interleave(repeat, dim=0)
+            context_mask = None if context_mask is None else context_mask.repeat_interleave(repeat, dim=0)
+        return DecoderSession(self, context, context_mask)
+
+
+class DecoderSession:
+    """One batch being decoded by a `TextDecoder`: its KV cache, its memory, each row's next position."""
+
+    def __init__(self, decoder: TextDecoder, context: torch.Tensor | None, context_mask: torch.Tensor | None):
+        if decoder.cross_attends and context is None:
+            raise ValueError("this decoder cross-attends to a memory: give context=")
+        self.decoder, self.context, self.context_mask = decoder, context, context_mask
+        self.cache = decoder.stack.new_cache()
+        self.next_position: torch.Tensor | None = None  # (B,)
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the (left-padded) prompts `ids` (B, T); returns the last position's logits (B, V)."""
+        if self.next_position is not None:
+            raise RuntimeError("prefill runs once per session")
+        length = (ids if embeds is None else embeds).shape[1]
+        device = (ids if embeds is None else embeds).device
+        positions = positions_from_mask(mask, length, device)
+        positions = positions.expand((ids if embeds is None else embeds).shape[0], -1)
+        logits = self.decoder(ids, mask, embeds=embeds, context=self.context, context_mask=self.context_mask,
+                              position_ids=positions, cache=self.cache)
+        self.next_position = positions[:, -1] + 1
+        return logits[:, -1]
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed one new token per row, `ids` (B,); returns the logits for the next one (B, V)."""
+        logits = self.decoder(ids[:, None], position_ids=self.next_position[:, None], cache=self.cache)
+        self.next_position = self.next_position + 1
+        return logits[:, -1]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (beam search's parents), in that order."""
+        for block in self.cache:
+            block.select(index)
+        self.next_position = self.next_position.index_select(0, index)
