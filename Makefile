@@ -28,6 +28,7 @@ mutants: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clip_vs_hf.py
+	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/av_loading.py
 
 clean:

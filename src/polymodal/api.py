@@ -14,7 +14,9 @@ from .data.loader import collate_present
 from .errors import PolymodalError
 from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
+from .generation import GenerationSettings
 from .tasks import ClassificationTask, ContrastiveTask, VQATask
+from .tasks.generative import TextGenerationTask
 from .tasks.vocab_head import VocabularyTask
 from .training.checkpoint import WEIGHTS, load_weights
 from .training.trainer import model_folder
@@ -100,6 +102,50 @@ class LoadedModel:
         head = self.system.model.tasks[name]
         inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio})
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
+
+    @torch.no_grad()
+    def generate(self, prompt: str | Sequence[str] | None = None, *, images: Sequence[ImageLike] = (),
+                 videos: Sequence[str | Path] = (), audios: Sequence[str | Path] = (), task: str | None = None,
+                 num_beams: int = 1, sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None,
+                 length_penalty: float = 1.0) -> list[str]:
+        """Generated text for each example, batched: the i-th of `images` / `videos` / `audios` (whichever
+        the generative task reads) is example i; `prompt` (one, or one per example) is text the generation
+        continues. Greedy by default; `num_beams` > 1 for beam search, `sample=True` (with `temperature`,
+        `top_k`, `top_p`, `seed`) for sampling."""
+        name = self._task_of(TextGenerationTask, task)
+        head = self.system.model.tasks[name]
+        given = {"image": list(images), "video": list(videos), "audio": list(audios)}
+        sizes = {m: len(v) for m, v in given.items() if v}
+        if not sizes:
+            raise PolymodalError(f"task {name!r} reads {', '.join(head.data.inputs)}: give images=, videos= or audios=")
+        if len(set(sizes.values())) > 1:
+            raise PolymodalError(f"one value per example for each modality; got {sizes}")
+        batch = next(iter(sizes.values()))
+        values = {m: given[m] if given.get(m) else [None] * batch for m in head.data.inputs if m in given}
+        if not any(given.get(m) for m in head.data.inputs):
+            raise PolymodalError(f"task {name!r} reads {', '.join(head.data.inputs)}; got {', '.join(sizes)}")
+        prompts = None if prompt is None else ([prompt] * batch if isinstance(prompt, str) else list(prompt))
+        try:
+            settings = GenerationSettings(max_new_tokens=max_new_tokens or head.generation.max_new_tokens,
+                                          num_beams=num_beams, length_penalty=length_penalty, sample=sample,
+                                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                          stop_ids=head.generation.stop_ids)
+        except ValueError as error:
+            raise PolymodalError(str(error)) from None
+        return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts)
+
+    def caption(self, image: ImageLike | Sequence[ImageLike] | None = None, *,
+                video: str | Path | Sequence[str | Path] | None = None,
+                audio: str | Path | Sequence[str | Path] | None = None, task: str | None = None,
+                **settings: Any) -> str | list[str]:
+        """The caption of `image` (or `video`, `audio`): one in, one text out; a list in, a list out.
+        `settings`: as for `generate` (num_beams, sample, top_p, ...)."""
+        given = {"images": image, "videos": video, "audios": audio}
+        single = all(v is None or isinstance(v, (str, Path)) or not isinstance(v, Sequence) for v in given.values())
+        lists = {k: ([v] if single else list(v)) for k, v in given.items() if v is not None}
+        out = self.generate(task=task, **lists, **settings)
+        return out[0] if single else out
 
     def _task_inputs(self, name: str, given: dict[str, Any]) -> dict[str, list[Any]]:
         """One example for task `name`: each modality it reads, from `given` (None where the task can do

@@ -19,6 +19,8 @@ from .config import Config, bind
 from .errors import ConfigError
 from .fusion import FUSIONS
 from .models import MultimodalModel
+from .models.composition import MEMORIES
+from .models.decoder import TextDecoder
 from .models.output import ModelOutput
 from .modalities.registry import Processor, get_modality, with_defaults
 from .modalities.text.tokenizer import TextTokenizer
@@ -119,7 +121,30 @@ def _keywords(cls: type) -> set[str]:
 NEEDS = {  # what a task may need from the model, and the setting that provides it
     "pooled": "a fused vector (every fusion gives one)",
     "embeddings": "per-modality embeddings in a shared space: set model.embed_dim",
+    "decoder": "a text decoder: set model.decoder (e.g. {type: transformer, depth: 2})",
 }
+
+DECODERS: dict[str, type[nn.Module]] = {"transformer": TextDecoder}  # model.decoder.type → class
+
+
+def _decoder(spec: Any, width: int, tokenizer: TextTokenizer) -> tuple[nn.Module, str]:
+    """The text decoder `model.decoder` describes, cross-attending to a memory of width `width`, and
+    what that memory is ("modalities" or "fused")."""
+    where = "model.decoder"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with a type ({', '.join(DECODERS)}), got {spec!r}")
+    spec = dict(spec)
+    kind, memory = spec.pop("type", None), spec.pop("memory", "modalities")
+    if kind not in DECODERS:
+        raise ConfigError(f"{where}.type: expected one of {', '.join(DECODERS)}, got {kind!r}")
+    if memory not in MEMORIES:
+        raise ConfigError(f"{where}.memory: expected one of {', '.join(MEMORIES)}, got {memory!r}")
+    cls = DECODERS[kind]
+    kwargs = bind(cls, spec, where, provided=("vocab_size", "context_dim"), elsewhere=("type", "memory"))
+    try:
+        return cls(**kwargs, vocab_size=tokenizer.vocab_size, context_dim=width), memory
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def split_model_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
@@ -161,18 +186,20 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     """
     spec = dict(config.model)
     encoder_specs = spec.pop("encoders", None)
+    decoder_spec = spec.pop("decoder", None)
     spec.pop("tokenizer", None)
     if not isinstance(encoder_specs, dict) or not encoder_specs:
         raise ConfigError("model.encoders: expected a mapping of modality name → encoder config")
     fusion_type, fusion_spec, fusion_where, model_spec = split_model_spec(spec)
-    model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion"),
-                        elsewhere=("encoders", "fusion", "tokenizer"),
+    model_kwargs = bind(MultimodalModel, model_spec, "model", provided=("encoders", "fusion", "decoder", "memory"),
+                        elsewhere=("encoders", "fusion", "tokenizer", "decoder"),
                         hint=" (a fusion's settings go under model.fusion)")
     width = model_kwargs.get("width")
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"model.width: expected a positive integer, got {width!r}")
 
-    tokenizer = _tokenizer(config, records, artifacts) if "text" in encoder_specs else None
+    wants_tokenizer = "text" in encoder_specs or decoder_spec is not None
+    tokenizer = _tokenizer(config, records, artifacts) if wants_tokenizer else None
     encoders, processors = {}, {}
     for name, enc_spec in sorted(encoder_specs.items()):
         where = f"model.encoders.{name}"
@@ -207,8 +234,14 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         fusion = fusion_cls(sorted(encoders), width, **fusion_kwargs)
     except ValueError as error:
         raise ConfigError(f"{fusion_where}.{error}") from None
+    if decoder_spec is not None:
+        model_kwargs["decoder"], model_kwargs["memory"] = _decoder(decoder_spec, width, tokenizer)
+        if model_kwargs["memory"] == "fused" and not getattr(fusion, "gives_tokens", True):
+            raise ConfigError(f"model.decoder.memory: 'fused' needs a fusion that gives a token sequence; "
+                              f"{fusion_type!r} gives one vector per example (use memory: modalities)")
     backbone = MultimodalModel(encoders, fusion, **model_kwargs)
-    provides = {"pooled"} | ({"embeddings"} if backbone.embed_dim is not None else set())
+    provides = ({"pooled"} | ({"embeddings"} if backbone.embed_dim is not None else set())
+                | ({"decoder"} if backbone.decoder is not None else set()))
 
     saved_vocab = json.loads((artifacts / VOCAB_FILE).read_text()) if artifacts is not None else {}
     tasks, vocab = {}, {}
@@ -230,9 +263,11 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             raise ConfigError(f"{where}: task type {task_type!r} needs {NEEDS[lacking[0]]}")
         # one mapping in the config, two parts: each key goes to the side whose constructor takes it
         data_params, head_params = _keywords(data_cls), _keywords(cls)
-        data_keys = data_params - {"vocab"}
+        data_keys = data_params - {"vocab", "tokenizer"}
         data_kwargs = bind(data_cls, {k: v for k, v in task_spec.items() if k in data_keys}, where,
-                           provided=("vocab",))
+                           provided=("vocab", "tokenizer"))
+        if "tokenizer" in data_params:
+            data_kwargs["tokenizer"] = tokenizer
         head_kwargs = bind(cls, {k: v for k, v in task_spec.items() if k not in data_keys}, where,
                            provided=("data", "width"), elsewhere=tuple(data_keys))
         if "vocab" in data_params:
@@ -247,4 +282,6 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             tasks[name] = cls(data_cls(**data_kwargs), **head_kwargs)
         except ValueError as error:
             raise ConfigError(f"{where}.{error}") from None
+        if "decoder" in cls.needs:  # the fusion runs for a generative task only when its output is the memory
+            tasks[name].fused = backbone.memory == "fused"
     return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)

@@ -81,6 +81,9 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATIVE = {"CaptionTask", "TranscriptionTask"}  # task classes whose prediction is generated text
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .api import load
 
@@ -95,6 +98,11 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
+    elif kinds & GENERATIVE:
+        settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
+                    "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
+        given = {f"{m}s": [v] for m, v in media.items() if v is not None}
+        result["text"] = model.generate(args.prompt, **given, **settings)[0]
     elif "ClassificationTask" in kinds:
         result["label"] = model.classify(top_k=args.top_k, **media)
     else:
@@ -206,6 +214,13 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--question", help="a question about the image or clip (VQA)")
     pr.add_argument("--text", help="a caption to rank the images by (retrieval)")
     pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--prompt", help="text the generated text continues (generative models)")
+    pr.add_argument("--beam", type=int, metavar="K", help="beam search with K beams (generative models)")
+    pr.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
+    pr.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus sampling")
+    pr.add_argument("--temperature", type=float, default=1.0, help="with --sample")
+    pr.add_argument("--seed", type=int, default=0, help="with --sample")
+    pr.add_argument("--max-new-tokens", type=int, metavar="N")
     pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)

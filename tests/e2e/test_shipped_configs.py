@@ -23,7 +23,8 @@ def av_data(tmp_path_factory):
 
 def test_every_config_is_covered():
     assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-av.yaml",
-                                         "image-classification.yaml", "audio-classification.yaml"}
+                                         "image-classification.yaml", "audio-classification.yaml",
+                                         "caption-image.yaml"}
 
 
 def expected_metrics(task_type, task, records):
@@ -32,6 +33,10 @@ def expected_metrics(task_type, task, records):
     if task_type == "contrastive":
         a, b = task.data.first, task.data.second
         return {f"{x}_to_{y}/R@{k}" for x, y in ((a, b), (b, a)) for k in (1, 5, 10)} | {"mean_recall"}
+    if task_type == "caption":
+        return {"bleu4", "cider", "exact_match"}
+    if task_type == "transcription":
+        return {"wer", "bleu4", "cider", "exact_match"}
     return {"accuracy"}
 
 

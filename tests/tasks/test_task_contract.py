@@ -15,13 +15,16 @@ from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError
 from polymodal.tasks import TASKS, TaskData
 
-TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}}}
+TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},
+               "transcription": {"inputs": {"image": "image"}}}  # (the shapes data has no sound)
+DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 
 
 def build(data, task_type, **options):
+    decoder = {"decoder": DECODER} if "decoder" in TASKS[task_type].needs else {}
     config = from_dict({
         "model": {"fusion": {"type": "late"}, "embed_dim": 16, "width": 32, "encoders": TINY_ENCODERS,
-                  "tokenizer": {"vocab_size": 200}},
+                  "tokenizer": {"vocab_size": 200}, **decoder},
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {}), **options}},
         "data": {}, "train": {},
     }, data)

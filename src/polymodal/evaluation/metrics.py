@@ -1,7 +1,9 @@
-"""Standard metrics: accuracy (overall and per group) and retrieval recall@k in both directions."""
+"""Standard metrics: accuracy (overall and per group), retrieval recall@k in both directions, and the
+generation metrics (BLEU-4, CIDEr, exact match, word error rate)."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Hashable, Sequence
 
@@ -66,3 +68,50 @@ def retrieval_recall(image: torch.Tensor, text: torch.Tensor, captions: Sequence
         result[f"{names[0]}_to_{names[1]}/R@{k}"] = _recall(similarity.T, keys, key_tensor, k)
     result["mean_recall"] = sum(result.values()) / len(result)
     return result
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, punctuation to spaces, whitespace collapsed: how generated text is compared and
+    tokenised for BLEU and CIDEr (instead of the Java PTB tokenizer of the COCO toolkit; on plain
+    lower-case English the two split words alike)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus BLEU-4 and CIDEr-D (`pycocoevalcap`'s scorers) and exact match, over normalised text.
+
+    Args:
+        hypotheses: one generated text per example.
+        references: each example's reference texts (one or more).
+
+    Returns:
+        {"bleu4": ..., "cider": ..., "exact_match": fraction equal to one of their references}.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
+    if not hypotheses:
+        return {"bleu4": float("nan"), "cider": float("nan"), "exact_match": float("nan")}
+    hyps = {str(i): [normalise_text(h)] for i, h in enumerate(hypotheses)}
+    refs = {str(i): [normalise_text(r) for r in rs] for i, rs in enumerate(references)}
+    if any(not rs for rs in refs.values()):
+        raise ValueError("every example needs at least one reference text")
+    bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
+    cider, _ = Cider().compute_score(refs, hyps)
+    exact = sum(hyps[k][0] in refs[k] for k in hyps) / len(hyps)
+    return {"bleu4": float(bleu[3]), "cider": float(cider), "exact_match": exact}
+
+
+def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus word error rate (`jiwer`): (substitutions + deletions + insertions) / reference words,
+    over normalised text."""
+    import jiwer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    refs = [normalise_text(r) for r in references]
+    if not any(refs):
+        raise ValueError("word error rate needs reference words")
+    return float(jiwer.wer(refs, [normalise_text(h) for h in hypotheses]))

@@ -24,6 +24,8 @@ class GatedSumFusion(nn.Module):
         width: D.
     """
 
+    gives_tokens = False  # only a pooled vector: nothing for a decoder to attend to (memory: fused)
+
     def __init__(self, modalities: list[str], width: int):
         super().__init__()
         self.modalities = sorted(modalities)

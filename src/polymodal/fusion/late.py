@@ -36,6 +36,8 @@ class LateFusion(nn.Module):
         max_length, readout_dim: the positional readout's.
     """
 
+    gives_tokens = False  # only a pooled vector: nothing for a decoder to attend to (memory: fused)
+
     def __init__(self, modalities: list[str], width: int, combine: str = "concat", *, pooling: str | None = None,
                  depth: int = 0, num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  max_length: int = 128, readout_dim: int = 16):

@@ -9,11 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import ModalityMarkers
 from ..modalities.base import EncoderOutput
 from .absent import AbsentModalities
 from .embedding import embed, logit_scale, projections
 from .encoding import encode_all
 from .output import ModelOutput
+
+MEMORIES = ("modalities", "fused")  # what a decoder may cross-attend to
 
 
 class MultimodalModel(nn.Module):
@@ -28,11 +31,18 @@ class MultimodalModel(nn.Module):
             L2-normalised space before fusion, so contrastive tasks can align the encoders (CLIP; ALBEF's
             "align before fuse" next to fused tasks). None: no embedding space.
         init_temperature: the contrastive temperature to start from, with `embed_dim`.
+        decoder: a text decoder cross-attending to a memory of width `width` (seed §4.4), for generative
+            tasks; None: no decoder.
+        memory: what the decoder attends to: "modalities" (every modality's tokens, each sequence behind
+            its modality's marker token, seed §4.1) or "fused" (the fusion's token sequence).
     """
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, *, width: int,
-                 embed_dim: int | None = None, init_temperature: float = 0.07):
+                 embed_dim: int | None = None, init_temperature: float = 0.07, decoder: nn.Module | None = None,
+                 memory: str = "modalities"):
         super().__init__()
+        if memory not in MEMORIES:
+            raise ValueError(f"memory: expected one of {', '.join(MEMORIES)}, got {memory!r}")
         self.width, self.embed_dim = width, embed_dim
         self.encoders = nn.ModuleDict(encoders)
         self.absent = AbsentModalities(list(encoders), width)
@@ -40,16 +50,39 @@ class MultimodalModel(nn.Module):
             self.projections = projections(list(encoders), width, embed_dim)
             self.logit_scale = logit_scale(init_temperature)
         self.fusion = fusion
+        self.memory = memory
+        if decoder is not None:
+            self.decoder = decoder
+            if memory == "modalities":
+                self.memory_markers = ModalityMarkers(sorted(encoders), width)
+        else:
+            self.decoder = None
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], fuse: bool = True) -> ModelOutput:
         """`fuse=False` stops after the encoders and the embedding space (what contrastive tasks read)."""
         outputs = encode_all(self.encoders, inputs, self.absent)
         embeddings, scale = embed(self.projections, self.logit_scale, outputs) if self.embed_dim else ({}, None)
         if not fuse:
-            return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale)
+            memory = self._memory(outputs, None) if self.decoder is not None and self.memory == "modalities" else None
+            return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale,
+                               memory=memory, decoder=self.decoder)
         fused = self.fusion(outputs)
         tokens = None if fused.tokens is None else EncoderOutput(tokens=fused.tokens, mask=fused.mask,
                                                                   pooled=fused.pooled)
         return ModelOutput(modalities=outputs, pooled=fused.pooled, fused=tokens, embeddings=embeddings,
                            logit_scale=scale, streams=fused.streams, scored=fused.scored,
-                           score_weights=fused.score_weights)
+                           score_weights=fused.score_weights,
+                           memory=self._memory(outputs, tokens) if self.decoder is not None else None,
+                           decoder=self.decoder)
+
+    def _memory(self, outputs: dict[str, EncoderOutput], fused: EncoderOutput | None) -> EncoderOutput:
+        """The decoder's memory: the modalities' tokens behind their markers, or the fused sequence."""
+        if self.memory == "fused":
+            if fused is None:
+                raise ValueError(f"model.decoder.memory is 'fused' but the {type(self.fusion).__name__} fusion "
+                                 f"gives no token sequence (only a pooled vector): use memory: modalities")
+            return fused
+        parts = [self.memory_markers(name, outputs[name].tokens, outputs[name].mask) for name in sorted(outputs)]
+        tokens = torch.cat([t for t, _ in parts], dim=1)  # (B, sum of (N_m + 1), D)
+        mask = torch.cat([m for _, m in parts], dim=1)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -23,6 +24,10 @@ class ModelOutput:
         streams: per-modality token streams after their interaction, from multi-stream fusions.
         scored, score_weights: score-level fusion's per-modality vectors and their weights (`FusionOutput`);
             heads read them through `tasks.base.head_scores`.
+        memory: what a text decoder cross-attends to (every modality's tokens, or the fusion's), in
+            models with a decoder.
+        decoder: the model's text decoder (`models.decoder.TextDecoder`), which generative heads run over
+            `memory`; None without one.
     """
 
     modalities: dict[str, EncoderOutput]
@@ -33,3 +38,5 @@ class ModelOutput:
     streams: dict[str, EncoderOutput] = field(default_factory=dict)
     scored: dict[str, torch.Tensor] = field(default_factory=dict)
     score_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    memory: EncoderOutput | None = None
+    decoder: Any = None

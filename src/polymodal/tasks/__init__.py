@@ -2,6 +2,7 @@
 Add one here by its config `type`: the head class, whose `data_class` is its data side."""
 
 from .base import Task, TaskData
+from .captioning import CaptionData, CaptionTask, TranscriptionData, TranscriptionTask
 from .classification import ClassificationData, ClassificationTask
 from .contrastive import ContrastiveData, ContrastiveTask
 from .matching import MatchingData, MatchingTask
@@ -12,7 +13,10 @@ TASKS: dict[str, type[Task]] = {
     "vqa": VQATask,
     "classification": ClassificationTask,
     "matching": MatchingTask,
+    "caption": CaptionTask,
+    "transcription": TranscriptionTask,
 }
 
-__all__ = ["Task", "TaskData", "TASKS", "ClassificationData", "ClassificationTask", "ContrastiveData",
+__all__ = ["Task", "TaskData", "TASKS", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
+           "ClassificationData", "ClassificationTask", "ContrastiveData",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask"]

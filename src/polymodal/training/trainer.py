@@ -186,7 +186,7 @@ class Trainer:
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         inputs = {m: {k: v.to(self.device, non_blocking=True) for k, v in part.items()}
                   for m, part in batch["inputs"].items()}
-        return {"inputs": inputs, "target": batch["target"].to(self.device)}
+        return {"inputs": inputs, "target": _move(batch["target"], self.device)}
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
@@ -273,3 +273,10 @@ class Trainer:
 def train(config: Config, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
     """Train `config` into the run folder `out`; returns the exported model folder."""
     return Trainer(config, Path(out), resume=resume, log=log).fit()
+
+
+def _move(target: Any, device: torch.device) -> Any:
+    """A batch's targets on `device`: a tensor, or a mapping of tensors (ragged token targets and their mask)."""
+    if isinstance(target, dict):
+        return {k: _move(v, device) for k, v in target.items()}
+    return target.to(device, non_blocking=True) if isinstance(target, torch.Tensor) else target

@@ -1,0 +1,70 @@
+"""`model.decoder` in a config: what it builds, the memory it reads, and clear errors."""
+
+import pytest
+import torch
+
+from conftest import TINY_ENCODERS
+from polymodal.build import build_system
+from polymodal.config import from_dict
+from polymodal.data.loader import TaskDataset
+from polymodal.data.manifest import read_manifest
+from polymodal.errors import ConfigError
+
+DECODER = {"type": "transformer", "width": 24, "depth": 1, "num_heads": 2, "max_length": 40}
+
+
+def build(data, fusion="late", decoder=DECODER, task=None, encoders=TINY_ENCODERS):
+    model = {"fusion": {"type": fusion}, "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200}}
+    if decoder is not None:
+        model["decoder"] = decoder
+    config = from_dict({"model": model, "tasks": {"cap": task or {"type": "caption"}}, "data": {}, "train": {}}, data)
+    return build_system(config, read_manifest(data / "train.jsonl"))
+
+
+def loss_and_memory(system, data, inputs=None):
+    """The caption loss on 4 records, and the model output the decoder read."""
+    task = system.model.tasks["cap"]
+    if inputs:
+        task.data.inputs = inputs
+    records = read_manifest(data / "train.jsonl")[:4]
+    dataset = TaskDataset(records, task.data, system.processors)
+    batch = dataset.collate([dataset[i] for i in range(4)])
+    system.model.eval()
+    return system.model({"cap": batch})["cap"]["loss"], system.model.encode(batch["inputs"], fuse=task.fused)
+
+
+def test_memory_of_modalities_is_every_modality_behind_its_marker(shapes_data):
+    system = build(shapes_data)
+    loss, out = loss_and_memory(system, shapes_data, inputs={"image": "image", "text": "question"})
+    markers = system.model.backbone.memory_markers
+    image, text = out.modalities["image"], out.modalities["text"]
+    expected = torch.cat([markers("image", image.tokens, image.mask)[0], markers("text", text.tokens, text.mask)[0]], 1)
+    torch.testing.assert_close(out.memory.tokens, expected)  # image marker + tokens, then text marker + tokens
+    assert out.memory.mask[:, 0].all() and out.memory.mask[:, image.tokens.shape[1] + 1].all()
+    assert torch.isfinite(loss) and system.model.tasks["cap"].fused is False and out.pooled is None
+    decoder = system.model.backbone.decoder
+    assert decoder.width == 24 and decoder.stack.blocks[0].cross.context_dim == 32
+    assert decoder.vocab_size == system.tokenizer.vocab_size
+
+
+def test_memory_fused_reads_the_fusion_tokens(shapes_data):
+    system = build(shapes_data, fusion="early", decoder={**DECODER, "memory": "fused"},
+                   task={"type": "caption", "inputs": {"image": "image", "text": "question"}})
+    loss, out = loss_and_memory(system, shapes_data)
+    assert system.model.tasks["cap"].fused is True and torch.isfinite(loss)
+    assert out.memory is out.fused and out.fused.tokens.shape[-1] == 32
+
+
+@pytest.mark.parametrize("decoder,task,message", [
+    (None, None, "tasks.cap: task type 'caption' needs a text decoder: set model.decoder"),
+    ({**DECODER, "type": "lstm"}, None, "model.decoder.type: expected one of transformer, got 'lstm'"),
+    ({**DECODER, "memory": "all"}, None, "model.decoder.memory: expected one of modalities, fused, got 'all'"),
+    ({**DECODER, "memory": "fused"}, None, "'fused' needs a fusion that gives a token sequence; 'late'"),
+    ({**DECODER, "depht": 2}, None, "model.decoder: unknown key 'depht'"),
+    ({**DECODER, "num_heads": 5}, None, "model.decoder: .*not divisible"),
+    (DECODER, {"type": "caption", "max_lenght": 9}, "tasks.cap: unknown key 'max_lenght'"),
+    (DECODER, {"type": "caption", "max_length": 2}, "max_length: expected at least 3"),
+])
+def test_bad_decoder_settings_are_clear_errors(shapes_data, decoder, task, message):
+    with pytest.raises(ConfigError, match=message):
+        build(shapes_data, decoder=decoder, task=task)

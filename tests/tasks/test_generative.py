@@ -1,0 +1,119 @@
+"""Generative tasks: ragged targets, the teacher-forced loss, generation over a memory, the metrics."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from polymodal.evaluation.metrics import caption_scores, normalise_text, word_error_rate
+from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.text.tokenizer import TextTokenizer
+from polymodal.models.decoder import TextDecoder
+from polymodal.models.output import ModelOutput
+from polymodal.tasks import CaptionData, CaptionTask, TranscriptionData
+
+CAPTIONS = ["a red circle", "a blue square to the left of a red circle", "a green triangle"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return TextTokenizer.train(CAPTIONS, vocab_size=60)
+
+
+def test_targets_are_framed_and_collate_ragged(tokenizer):
+    data = CaptionData(tokenizer=tokenizer, max_length=8)
+    short, long = data.target({"text": "a red circle"}), data.target({"text": CAPTIONS[1]})
+    assert short[0] == tokenizer.cls_id and short[-1] == tokenizer.sep_id and len(short) == 5
+    assert len(long) == 8 and long[-1] == tokenizer.sep_id  # truncated, still ended
+    batch = data.collate_targets([short, long])
+    assert batch["ids"].shape == (2, 8) and batch["mask"].sum(1).tolist() == [5, 8]
+    assert batch["ids"][0, 5:].eq(tokenizer.pad_id).all() and batch["ids"][0, :5].tolist() == short
+
+
+def memory_output(decoder, batch=2, length=3, width=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    memory = EncoderOutput(tokens=torch.randn(batch, length, width, generator=g),
+                           mask=torch.tensor([[True, True, False], [True, True, True]])[:batch],
+                           pooled=torch.zeros(batch, width))
+    return ModelOutput(modalities={}, pooled=None, memory=memory, decoder=decoder)
+
+
+def test_loss_is_next_token_cross_entropy_on_real_targets_only(tokenizer):
+    torch.manual_seed(0)
+    data = CaptionData(tokenizer=tokenizer, max_length=12)
+    task = CaptionTask(data)
+    decoder = TextDecoder(vocab_size=tokenizer.vocab_size, width=16, depth=1, num_heads=2, context_dim=16)
+    out = memory_output(decoder)
+    target = data.collate_targets([data.target({"text": c}) for c in CAPTIONS[:2]])
+    loss = task(out, target)["loss"]
+    # by hand: position t predicts token t + 1, summed over the real targets of both rows, then averaged
+    logits = decoder(target["ids"], target["mask"], context=out.memory.tokens, context_mask=out.memory.mask)
+    terms = []
+    for row in range(2):
+        n = int(target["mask"][row].sum())
+        for t in range(n - 1):
+            terms.append(-F.log_softmax(logits[row, t], -1)[target["ids"][row, t + 1]])
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+    changed = {k: v.clone() for k, v in target.items()}
+    changed["ids"][0, -1] = 7  # a padded position: not a target, and never attended to
+    torch.testing.assert_close(task(out, changed)["loss"], loss)
+
+
+def test_prediction_generates_over_the_memory(tokenizer):
+    """The decoder's greedy tokens from the start token, decoded; a different memory changes them."""
+    torch.manual_seed(0)
+    data = CaptionData(tokenizer=tokenizer, max_length=6)
+    task = CaptionTask(data)
+    decoder = TextDecoder(vocab_size=tokenizer.vocab_size, width=16, depth=1, num_heads=2, context_dim=16).eval()
+    with torch.no_grad():  # sharp, memory-dependent predictions from random weights
+        for p in (*decoder.stack.blocks[0].cross.parameters(), *decoder.stack.blocks[0].mlp.parameters()):
+            p.mul_(30)
+    out = memory_output(decoder)
+    ids = task.generate_ids(out)
+    # greedy by hand: no cache, the whole sequence each step
+    for row in range(2):
+        seq = [tokenizer.cls_id]
+        for _ in range(5):
+            logits = decoder(torch.tensor([seq]), context=out.memory.tokens[row:row + 1],
+                             context_mask=out.memory.mask[row:row + 1])
+            token = int(logits[0, -1].argmax())
+            if token == tokenizer.sep_id:
+                break
+            seq.append(token)
+        assert ids[row] == seq[1:]
+    assert task.generate_ids(memory_output(decoder, seed=1)) != ids
+
+
+def test_bleu_cider_and_exact_match_on_known_values():
+    # identical up to case and punctuation: exact; "a b c d" against "a b c d e": every n-gram precision is
+    # 1 and the brevity penalty exp(1 - 5/4) is all of BLEU-4
+    perfect = caption_scores(["A red circle, to the left!", "a blue square on top of it"],
+                             [["a red circle to the left"], ["a blue square on top of it"]])
+    assert perfect["exact_match"] == 1.0 and perfect["bleu4"] == pytest.approx(1.0, abs=1e-6)
+    short = caption_scores(["a b c d"], [["a b c d e"]])
+    assert short["bleu4"] == pytest.approx(math.exp(1 - 5 / 4), abs=1e-6) and short["exact_match"] == 0.0
+    half = caption_scores(["a red circle", "a red circle"], [["a red circle"], ["a green triangle"]])
+    assert half["exact_match"] == 0.5
+    assert caption_scores(["x"], [["a red circle", "x"]])["exact_match"] == 1.0  # any reference counts
+    # CIDEr: consensus over the corpus; the better captions score higher
+    refs = [["a red circle"], ["a green triangle"], ["a blue square to the left of a red circle"]]
+    good = caption_scores(["a red circle", "a green triangle", "a blue square to the left of a red circle"], refs)
+    bad = caption_scores(["a red circle", "a red circle", "a red circle"], refs)
+    assert good["cider"] > 3 * bad["cider"] > 0
+    with pytest.raises(ValueError, match="2 hypotheses for 1"):
+        caption_scores(["a", "b"], [["a"]])
+
+
+def test_word_error_rate_counts_edits_over_reference_words():
+    # "a b c" → "a x c": 1 substitution; "d e" → "": 2 deletions; 3 edits over 5 reference words
+    assert word_error_rate(["a x c", ""], ["a b c", "d e"]) == pytest.approx(3 / 5)
+    assert word_error_rate(["A B, C!"], ["a b c"]) == 0.0
+    assert word_error_rate(["a b c d"], ["a b c"]) == pytest.approx(1 / 3)  # an insertion
+    data = TranscriptionData(tokenizer=TextTokenizer.train(CAPTIONS, vocab_size=60))
+    metrics = data.metrics(["a red circle", "a blue"], [{"text": "a red circle"}, {"text": "a green triangle"}])
+    assert metrics["wer"] == pytest.approx(2 / 6) and metrics["exact_match"] == 0.5
+
+
+def test_normalise_text():
+    assert normalise_text("  A Red-Circle,  to the LEFT.") == "a red circle to the left"
