@@ -125,8 +125,11 @@ class LoadedModel:
         values = {m: given[m] if given.get(m) else [None] * batch for m in head.data.inputs if m in given}
         if not any(given.get(m) for m in head.data.inputs):
             raise PolymodalError(f"task {name!r} reads {', '.join(head.data.inputs)}; got {', '.join(sizes)}")
-        prompts = None if prompt is None else ([prompt] * batch if isinstance(prompt, str) else list(prompt))
+        texts = [prompt] * batch if prompt is None or isinstance(prompt, str) else list(prompt)
+        if len(texts) != batch:
+            raise PolymodalError(f"{len(texts)} prompts for {batch} examples")
         try:
+            prompts = [head.data.prompt_from_text(t) for t in texts]
             settings = GenerationSettings(max_new_tokens=max_new_tokens or head.generation.max_new_tokens,
                                           num_beams=num_beams, length_penalty=length_penalty, sample=sample,
                                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

@@ -21,6 +21,8 @@ from .fusion import FUSIONS
 from .models import MultimodalModel
 from .models.composition import MEMORIES
 from .models.decoder import TextDecoder
+from .models.hf_decoder import HFLanguageModel
+from .models.multimodal_lm import MultimodalLM
 from .models.output import ModelOutput
 from .modalities.registry import Processor, get_modality, with_defaults
 from .modalities.text.tokenizer import TextTokenizer
@@ -93,8 +95,20 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
         raise ConfigError("model.tokenizer: no tokenizer path and no training records to learn one from")
     # every text field, not only this config's: a model pre-trained on captions can then be fine-tuned on
     # questions with the same vocabulary
-    texts = [str(r[f]) for r in records for f in TOKENIZER_FIELDS if f in r]
+    fields = [*TOKENIZER_FIELDS, *_generated_fields(config)]
+    texts = [str(r[f]) for r in records for f in dict.fromkeys(fields) if f in r]
     return TextTokenizer.train(texts, vocab_size=int(spec.get("vocab_size", 1000)))
+
+
+def _generated_fields(config: Config) -> list[str]:
+    """The record fields the config's generative tasks write (answers, sound captions): a learnt tokenizer
+    must have their words."""
+    fields = []
+    for spec in config.tasks.values():
+        cls = TASKS.get(spec.get("type")) if isinstance(spec, dict) else None
+        if cls is not None and "decoder" in cls.needs:
+            fields.append(str(spec.get("target_field") or cls.data_class.target_field))
+    return fields
 
 
 def _nested_encoder(modality_name: str, spec: Any, where: str, provided: dict[str, Any]) -> nn.Module:
@@ -124,12 +138,18 @@ NEEDS = {  # what a task may need from the model, and the setting that provides 
     "decoder": "a text decoder: set model.decoder (e.g. {type: transformer, depth: 2})",
 }
 
-DECODERS: dict[str, type[nn.Module]] = {"transformer": TextDecoder}  # model.decoder.type → class
+DECODERS = ("transformer", "hf")  # model.decoder.type: ours, or a local Hugging Face causal LM
+ARCHITECTURES = ("encoder_decoder", "decoder_only")
 
 
-def _decoder(spec: Any, width: int, tokenizer: TextTokenizer) -> tuple[nn.Module, str]:
-    """The text decoder `model.decoder` describes, cross-attending to a memory of width `width`, and
-    what that memory is ("modalities" or "fused")."""
+def _decoder(spec: Any, width: int, modalities: list[str],
+             tokenizer: TextTokenizer | None) -> tuple[nn.Module, str, TextTokenizer]:
+    """The text decoder `model.decoder` describes, what its memory is, and its tokenizer.
+
+    `type: transformer` is ours, cross-attending to a memory of width `width` (`architecture:
+    encoder_decoder`, seed §4.4) or reading projected media in its input sequence (`decoder_only`);
+    `type: hf` is a local Hugging Face causal LM (`path`), always decoder-only, with its own tokenizer.
+    """
     where = "model.decoder"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with a type ({', '.join(DECODERS)}), got {spec!r}")
@@ -139,10 +159,26 @@ def _decoder(spec: Any, width: int, tokenizer: TextTokenizer) -> tuple[nn.Module
         raise ConfigError(f"{where}.type: expected one of {', '.join(DECODERS)}, got {kind!r}")
     if memory not in MEMORIES:
         raise ConfigError(f"{where}.memory: expected one of {', '.join(MEMORIES)}, got {memory!r}")
-    cls = DECODERS[kind]
-    kwargs = bind(cls, spec, where, provided=("vocab_size", "context_dim"), elsewhere=("type", "memory"))
+    architecture = spec.pop("architecture", "decoder_only" if kind == "hf" else "encoder_decoder")
+    if architecture not in ARCHITECTURES or (kind == "hf" and architecture != "decoder_only"):
+        allowed = "decoder_only" if kind == "hf" else ", ".join(ARCHITECTURES)
+        raise ConfigError(f"{where}.architecture: expected {allowed} for type {kind!r}, got {architecture!r}")
+    projector_type = spec.pop("projector", "mlp")
+    if architecture == "encoder_decoder" and projector_type != "mlp":
+        raise ConfigError(f"{where}.projector: only a decoder-only model projects media into its sequence")
     try:
-        return cls(**kwargs, vocab_size=tokenizer.vocab_size, context_dim=width), memory
+        if kind == "hf":
+            kwargs = bind(HFLanguageModel, spec, where, elsewhere=("type", "architecture", "projector"))
+            lm = HFLanguageModel(**kwargs)
+            tokenizer = TextTokenizer.from_hf(lm.path)
+        else:
+            context = width if architecture == "encoder_decoder" else None
+            kwargs = bind(TextDecoder, spec, where, provided=("vocab_size", "context_dim"),
+                          elsewhere=("type", "memory", "architecture", "projector"))
+            lm = TextDecoder(**kwargs, vocab_size=tokenizer.vocab_size, context_dim=context)
+            if architecture == "encoder_decoder":
+                return lm, memory, tokenizer
+        return MultimodalLM(lm, modalities, width, projector_type=projector_type), memory, tokenizer
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
 
@@ -198,7 +234,7 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"model.width: expected a positive integer, got {width!r}")
 
-    wants_tokenizer = "text" in encoder_specs or decoder_spec is not None
+    wants_tokenizer = "text" in encoder_specs or (isinstance(decoder_spec, dict) and decoder_spec.get("type") != "hf")
     tokenizer = _tokenizer(config, records, artifacts) if wants_tokenizer else None
     encoders, processors = {}, {}
     for name, enc_spec in sorted(encoder_specs.items()):
@@ -234,8 +270,10 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         fusion = fusion_cls(sorted(encoders), width, **fusion_kwargs)
     except ValueError as error:
         raise ConfigError(f"{fusion_where}.{error}") from None
+    decoder_tokenizer = tokenizer
     if decoder_spec is not None:
-        model_kwargs["decoder"], model_kwargs["memory"] = _decoder(decoder_spec, width, tokenizer)
+        model_kwargs["decoder"], model_kwargs["memory"], decoder_tokenizer = _decoder(
+            decoder_spec, width, sorted(encoders), tokenizer)
         if model_kwargs["memory"] == "fused" and not getattr(fusion, "gives_tokens", True):
             raise ConfigError(f"model.decoder.memory: 'fused' needs a fusion that gives a token sequence; "
                               f"{fusion_type!r} gives one vector per example (use memory: modalities)")
@@ -266,8 +304,8 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         data_keys = data_params - {"vocab", "tokenizer"}
         data_kwargs = bind(data_cls, {k: v for k, v in task_spec.items() if k in data_keys}, where,
                            provided=("vocab", "tokenizer"))
-        if "tokenizer" in data_params:
-            data_kwargs["tokenizer"] = tokenizer
+        if "tokenizer" in data_params:  # the tokenizer of the text it generates: the decoder's
+            data_kwargs["tokenizer"] = decoder_tokenizer
         head_kwargs = bind(cls, {k: v for k, v in task_spec.items() if k not in data_keys}, where,
                            provided=("data", "width"), elsewhere=tuple(data_keys))
         if "vocab" in data_params:

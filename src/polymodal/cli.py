@@ -13,6 +13,20 @@ from .errors import ConfigError, PolymodalError
 SYNTH_MODALITIES = ("image", "video", "audio", "text")
 
 
+def _tiny_lm(args: argparse.Namespace) -> int:
+    from .data.manifest import read_manifest
+    from .models.tiny_lm import save_tiny_lm
+
+    records = read_manifest(args.data)
+    texts = [str(r[f]) for r in records for f in ("text", "question", "answer") if f in r]
+    if not texts:
+        raise PolymodalError(f"{args.data}: no text, question or answer fields to learn a tokenizer from")
+    folder = save_tiny_lm(Path(args.out), args.kind, texts, width=args.width, layers=args.layers,
+                          vocab_size=args.vocab_size)
+    print(f"a random {args.kind} causal LM (width {args.width}, {args.layers} layers) written to {folder}")
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> int:
     from .data.shapes import synthesize
     from .data.shapes_av import synthesize_av
@@ -81,7 +95,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-GENERATIVE = {"CaptionTask", "TranscriptionTask"}  # task classes whose prediction is generated text
+GENERATIVE = {"CaptionTask", "TranscriptionTask", "GenerativeVQATask"}  # tasks whose prediction is generated text
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -171,6 +185,17 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64)
     synth.set_defaults(func=_synth)
+
+    lm = sub.add_parser("tiny-lm", help="write a tiny random Hugging Face causal LM folder (to try a decoder-only "
+                                        "model offline), its tokenizer learnt from a manifest's text")
+    lm.add_argument("--data", required=True, help="a manifest whose text, question and answer fields the "
+                                                  "tokenizer learns")
+    lm.add_argument("--out", required=True)
+    lm.add_argument("--kind", choices=("gpt2", "llama"), default="gpt2")
+    lm.add_argument("--width", type=int, default=128)
+    lm.add_argument("--layers", type=int, default=2)
+    lm.add_argument("--vocab-size", type=int, default=500)
+    lm.set_defaults(func=_tiny_lm)
 
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -196,7 +196,7 @@ def parse_value(text: str) -> Any:
 
 # keys holding file paths: in a config file they are relative to the file; given with --set, to the
 # directory the command runs in (what a user typing `--set data.train=A.jsonl` means)
-PATH_KEYS = ("data.train", "data.val", "data.test", "train.init_from", "model.tokenizer.path")
+PATH_KEYS = ("data.train", "data.val", "data.test", "train.init_from", "model.tokenizer.path", "model.decoder.path")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
@@ -258,8 +258,11 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
         if getattr(train, key) < 1:
             raise ConfigError(f"train.{key}: expected a positive integer, got {getattr(train, key)}")
     train.init_from = _resolve_path(train.init_from, base_dir)
-    return Config(model=copy.deepcopy(raw["model"]), tasks=copy.deepcopy(raw["tasks"]), data=data, train=train,
-                  base_dir=base_dir)
+    model = copy.deepcopy(raw["model"])
+    decoder = model.get("decoder")
+    if isinstance(decoder, dict) and isinstance(decoder.get("path"), str):  # a local HF model folder
+        decoder["path"] = _resolve_path(decoder["path"], base_dir)
+    return Config(model=model, tasks=copy.deepcopy(raw["tasks"]), data=data, train=train, base_dir=base_dir)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -9,6 +9,7 @@ from polymodal.api import load
 from polymodal.config import load_config
 from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_av import synthesize_av
+from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.training.trainer import train
 
 CONFIGS = sorted((Path(__file__).parents[2] / "src" / "polymodal" / "configs").glob("*.yaml"))
@@ -24,7 +25,7 @@ def av_data(tmp_path_factory):
 def test_every_config_is_covered():
     assert {c.name for c in CONFIGS} >= {"shapes-clip.yaml", "shapes-vqa.yaml", "shapes-av.yaml",
                                          "image-classification.yaml", "audio-classification.yaml",
-                                         "caption-image.yaml"}
+                                         "caption-image.yaml", "llava-tiny.yaml"}
 
 
 def expected_metrics(task_type, task, records):
@@ -42,10 +43,15 @@ def expected_metrics(task_type, task, records):
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, tmp_path):
-    data = av_data if config_path.name.startswith(("shapes-av", "shapes-video", "audio-")) else shapes_data
-    config = load_config(config_path, [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-                                       f"data.test={data / 'test.jsonl'}", "train.max_steps=2",
-                                       "train.batch_size=8", "train.warmup_steps=1", "train.val_every=0"])
+    data = av_data if config_path.name.startswith(("shapes-av", "shapes-video", "audio-", "caption-video",
+                                                   "caption-audio")) else shapes_data
+    overrides = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
+                 f"data.test={data / 'test.jsonl'}", "train.max_steps=2", "train.batch_size=8",
+                 "train.warmup_steps=1", "train.val_every=0"]
+    if load_config(config_path).model.get("decoder", {}).get("type") == "hf":  # the user's LM folder: a tiny one
+        texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
+        overrides.append(f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}")
+    config = load_config(config_path, overrides)
     run = tmp_path / "run"
     train(config, run)
     model = load(run)

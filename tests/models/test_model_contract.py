@@ -12,7 +12,9 @@ from polymodal.errors import ConfigError
 from polymodal.fusion import FUSIONS
 from polymodal.tasks import TASKS
 
-TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}}}  # does this caption fit the picture?
+TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},  # does this caption fit the picture?
+               "transcription": {"inputs": {"image": "image"}}}  # (the shapes data has no sound)
+DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
                  "coattn": {"depth": 1, "num_heads": 2}, "gated": {"depth": 1, "num_heads": 2},
                  "perceiver": {"depth": 1, "num_heads": 2, "num_latents": 4}}
@@ -40,7 +42,9 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         pytest.skip("gated cross-attention reads into the text stream, which an image-only task does not give")
     torch.manual_seed(0)
     needs_space = task_type == "contrastive" and model_kind != "dual_encoder"
-    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}))
+    generative = "decoder" in TASKS[task_type].needs
+    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}),
+                   **({"decoder": DECODER} if generative else {}))
     with torch.no_grad():  # gated cross-attention starts with its gates shut: open them, or nothing flows
         for name, p in system.model.named_parameters():
             if name.endswith("gate"):
@@ -56,6 +60,8 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.fusion"]
     else:  # the embedding space is for contrastive tasks
         unused += ["backbone.logit_scale", "backbone.projections"]
+    if generative:  # the decoder reads the image's tokens (memory: modalities): no fusion, no text encoder
+        unused += ["backbone.fusion", "backbone.encoders.text"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
         if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional", "fusion-gmu"):  # one stream
@@ -157,8 +163,8 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
     ({"fusion": {"type": "early", "depht": 2}}, "model.fusion: unknown key 'depht'; allowed keys: depth"),
     ({"type": "joint_transformer", "combine": "mean"}, "model: unknown key 'combine' for model.type "
                                                         "'joint_transformer'; allowed keys:"),
-    ({"fusion": {"type": "early"}, "depth": 2}, "model: unknown key 'depth'; allowed keys: embed_dim, "
-                                                "encoders, fusion, init_temperature, tokenizer, width (a "
+    ({"fusion": {"type": "early"}, "depth": 2}, "model: unknown key 'depth'; allowed keys: decoder, "
+                                                "embed_dim, encoders, fusion, init_temperature, tokenizer, width (a "
                                                 "fusion's settings go under model.fusion)"),
 ])
 def test_model_config_errors_name_the_key(shapes_data, model, needle):

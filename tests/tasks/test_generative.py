@@ -10,6 +10,7 @@ from polymodal.evaluation.metrics import caption_scores, normalise_text, word_er
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.text.tokenizer import TextTokenizer
 from polymodal.models.decoder import TextDecoder
+from polymodal.models.splice import media_id
 from polymodal.models.output import ModelOutput
 from polymodal.tasks import CaptionData, CaptionTask, TranscriptionData
 
@@ -24,11 +25,30 @@ def tokenizer():
 def test_targets_are_framed_and_collate_ragged(tokenizer):
     data = CaptionData(tokenizer=tokenizer, max_length=8)
     short, long = data.target({"text": "a red circle"}), data.target({"text": CAPTIONS[1]})
-    assert short[0] == tokenizer.cls_id and short[-1] == tokenizer.sep_id and len(short) == 5
-    assert len(long) == 8 and long[-1] == tokenizer.sep_id  # truncated, still ended
+    image = media_id("image")
+    assert short == {"prompt": [image], "answer": [*tokenizer.ids("a red circle"), tokenizer.sep_id]}
+    assert len(long["answer"]) == 7 and long["answer"][-1] == tokenizer.sep_id  # truncated, still ended
     batch = data.collate_targets([short, long])
-    assert batch["ids"].shape == (2, 8) and batch["mask"].sum(1).tolist() == [5, 8]
-    assert batch["ids"][0, 5:].eq(tokenizer.pad_id).all() and batch["ids"][0, :5].tolist() == short
+    assert batch["ids"].shape == (2, 9) and batch["mask"].sum(1).tolist() == [6, 9]
+    assert batch["ids"][0, :6].tolist() == [tokenizer.cls_id, image, *short["answer"]]
+    assert batch["ids"][0, 6:].eq(tokenizer.pad_id).all()
+    assert batch["loss_mask"].tolist()[0] == [False, False, True, True, True, True, False, False, False]
+    assert batch["prompt"] == [[image], [image]]
+
+
+def test_prompt_templates_place_media_and_fields(tokenizer):
+    data = CaptionData(tokenizer=tokenizer, prompt="what is <image> left of {question}", max_prompt_length=5,
+                       inputs={"image": "image", "audio": "audio"})
+    ids = data.prompt_ids({"question": "a red circle to the left of"})
+    words = lambda text: tokenizer.ids(text)  # noqa: E731
+    # audio is not placed, so it goes first; the text is cut to 5 tokens, the placeholder kept
+    assert ids == [media_id("audio"), *words("what is"), media_id("image"), *words("left of a")]
+    assert "question" in data.fields
+    assert data.prompt_from_text("a blue square") == data.prompt_ids({"question": "a blue square"})
+    plain = CaptionData(tokenizer=tokenizer, prompt="<image> caption:")
+    assert plain.prompt_from_text("a red") == [media_id("image"), *words("caption:"), *words("a red")]
+    with pytest.raises(ValueError, match="unknown placeholder <picture>"):
+        CaptionData(tokenizer=tokenizer, prompt="<picture> what")
 
 
 def memory_output(decoder, batch=2, length=3, width=16, seed=0):
@@ -39,23 +59,27 @@ def memory_output(decoder, batch=2, length=3, width=16, seed=0):
     return ModelOutput(modalities={}, pooled=None, memory=memory, decoder=decoder)
 
 
-def test_loss_is_next_token_cross_entropy_on_real_targets_only(tokenizer):
+def test_loss_is_next_token_cross_entropy_on_the_answer_only(tokenizer):
     torch.manual_seed(0)
-    data = CaptionData(tokenizer=tokenizer, max_length=12)
+    data = CaptionData(tokenizer=tokenizer, max_length=12, prompt="{question}")
     task = CaptionTask(data)
     decoder = TextDecoder(vocab_size=tokenizer.vocab_size, width=16, depth=1, num_heads=2, context_dim=16)
     out = memory_output(decoder)
-    target = data.collate_targets([data.target({"text": c}) for c in CAPTIONS[:2]])
-    loss = task(out, target)["loss"]
-    # by hand: position t predicts token t + 1, summed over the real targets of both rows, then averaged
-    logits = decoder(target["ids"], target["mask"], context=out.memory.tokens, context_mask=out.memory.mask)
+    records = [{"text": c, "question": q} for c, q in zip(CAPTIONS[:2], ["a green", "a blue square"])]
+    targets = [data.target(r) for r in records]
+    batch = data.collate_targets(targets)
+    loss = task(out, batch)["loss"]
+    # by hand: the sequence without its placeholder, each answer token (and the end) predicted from the
+    # position before it; the prompt is context, not a target
     terms = []
-    for row in range(2):
-        n = int(target["mask"][row].sum())
-        for t in range(n - 1):
-            terms.append(-F.log_softmax(logits[row, t], -1)[target["ids"][row, t + 1]])
+    for row, t in enumerate(targets):
+        seq = [tokenizer.cls_id, *[i for i in t["prompt"] if i >= 0], *t["answer"]]
+        logits = decoder(torch.tensor([seq]), context=out.memory.tokens[row:row + 1],
+                         context_mask=out.memory.mask[row:row + 1])[0]
+        first = len(seq) - len(t["answer"])
+        terms += [-F.log_softmax(logits[i - 1], -1)[seq[i]] for i in range(first, len(seq))]
     torch.testing.assert_close(loss, torch.stack(terms).mean())
-    changed = {k: v.clone() for k, v in target.items()}
+    changed = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
     changed["ids"][0, -1] = 7  # a padded position: not a target, and never attended to
     torch.testing.assert_close(task(out, changed)["loss"], loss)
 
@@ -70,7 +94,7 @@ def test_prediction_generates_over_the_memory(tokenizer):
         for p in (*decoder.stack.blocks[0].cross.parameters(), *decoder.stack.blocks[0].mlp.parameters()):
             p.mul_(30)
     out = memory_output(decoder)
-    ids = task.generate_ids(out)
+    ids = task.generate_ids(out)  # the prompt: [start] and the image's placeholder, which vanishes here
     # greedy by hand: no cache, the whole sequence each step
     for row in range(2):
         seq = [tokenizer.cls_id]

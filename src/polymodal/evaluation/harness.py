@@ -33,7 +33,10 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
     predictions: list[Any] = []
     for batch in eval_loader(TaskDataset(records, task.data, system.processors), batch_size):
         inputs = {m: {k: v.to(device) for k, v in part.items()} for m, part in batch["inputs"].items()}
-        predictions.extend(task.predict(model, inputs))
+        if getattr(task, "prompted", False):  # generative tasks continue each example's prompt
+            predictions.extend(task.predict(model, inputs, prompts=batch["target"]["prompt"]))
+        else:
+            predictions.extend(task.predict(model, inputs))
     model.train(was_training)
     return predictions
 

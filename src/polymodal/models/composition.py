@@ -53,7 +53,7 @@ class MultimodalModel(nn.Module):
         self.memory = memory
         if decoder is not None:
             self.decoder = decoder
-            if memory == "modalities":
+            if memory == "modalities" and self._reads_memory:
                 self.memory_markers = ModalityMarkers(sorted(encoders), width)
         else:
             self.decoder = None
@@ -63,7 +63,7 @@ class MultimodalModel(nn.Module):
         outputs = encode_all(self.encoders, inputs, self.absent)
         embeddings, scale = embed(self.projections, self.logit_scale, outputs) if self.embed_dim else ({}, None)
         if not fuse:
-            memory = self._memory(outputs, None) if self.decoder is not None and self.memory == "modalities" else None
+            memory = self._memory(outputs, None) if self._reads_memory and self.memory == "modalities" else None
             return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale,
                                memory=memory, decoder=self.decoder)
         fused = self.fusion(outputs)
@@ -72,8 +72,13 @@ class MultimodalModel(nn.Module):
         return ModelOutput(modalities=outputs, pooled=fused.pooled, fused=tokens, embeddings=embeddings,
                            logit_scale=scale, streams=fused.streams, scored=fused.scored,
                            score_weights=fused.score_weights,
-                           memory=self._memory(outputs, tokens) if self.decoder is not None else None,
+                           memory=self._memory(outputs, tokens) if self._reads_memory else None,
                            decoder=self.decoder)
+
+    @property
+    def _reads_memory(self) -> bool:
+        """A decoder that cross-attends to a memory (a decoder-only LM reads the modalities themselves)."""
+        return self.decoder is not None and getattr(self.decoder, "reads_memory", True)
 
     def _memory(self, outputs: dict[str, EncoderOutput], fused: EncoderOutput | None) -> EncoderOutput:
         """The decoder's memory: the modalities' tokens behind their markers, or the fused sequence."""

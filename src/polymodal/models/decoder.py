@@ -8,6 +8,7 @@ from torch import nn
 
 from ..layers import LearnedPositions, TransformerEncoder, init_weights_
 from ..layers.transformer import BlockCache
+from .splice import splice
 
 
 def positions_from_mask(mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
@@ -52,9 +53,26 @@ class TextDecoder(nn.Module):
         self.lm_head = None if tie_embeddings else nn.Linear(width, vocab_size, bias=False)
         init_weights_(self)
 
+    reads_memory = True  # a model with this decoder gives it `ModelOutput.memory` to cross-attend to
+
     @property
     def cross_attends(self) -> bool:
         return self.stack.blocks[0].cross is not None if len(self.stack.blocks) else False
+
+    def next_logits(self, out, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, V): at each position of the (right-padded) ids, the logits of the id after it, over the
+        memory of the model output `out`. Media placeholders vanish: media come in by cross-attention."""
+        embeds, emask, last = splice(ids, mask, self.embed)
+        memory = out.memory if self.cross_attends else None
+        logits = self(None, emask, embeds=embeds, context=None if memory is None else memory.tokens,
+                      context_mask=None if memory is None else memory.mask)  # (B, T, V)
+        return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
+
+    def start(self, out, repeat: int = 1) -> DecoderSession:
+        """A decoding session over the model output `out`'s memory, each row repeated `repeat` times."""
+        memory = out.memory if self.cross_attends else None
+        return self.session(None if memory is None else memory.tokens, None if memory is None else memory.mask,
+                            repeat)
 
     def forward(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None, context: torch.Tensor | None = None,
@@ -84,6 +102,10 @@ class TextDecoder(nn.Module):
         x = self.stack(x, mask, context=context, context_mask=context_mask, causal=True, cache=cache)
         return self.logits(x)
 
+    def input_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """(…) ids → (…, width) input vectors (before positions)."""
+        return self.embed(ids)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, N, width) final hidden states → (B, N, V) logits, through the tied embedding or the head."""
         return hidden @ self.embed.weight.T if self.lm_head is None else self.lm_head(hidden)
@@ -110,9 +132,14 @@ class DecoderSession:
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the (left-padded) prompts `ids` (B, T); returns the last position's logits (B, V)."""
+        """Run the (left-padded) prompts `ids` (B, T); returns the last position's logits (B, V). Media
+        placeholders in `ids` vanish (this decoder reads media by cross-attention)."""
         if self.next_position is not None:
             raise RuntimeError("prefill runs once per session")
+        if embeds is None and bool((ids < 0).any()):
+            embeds, mask, _ = splice(ids, mask if mask is not None else torch.ones_like(ids, dtype=torch.bool), self.decoder.embed,
+                                     left=True)
+            ids = None
         length = (ids if embeds is None else embeds).shape[1]
         device = (ids if embeds is None else embeds).device
         positions = positions_from_mask(mask, length, device)

@@ -1,12 +1,14 @@
-"""A Hugging Face causal language model as a decoder: its decoding session for `generation`."""
+"""A Hugging Face causal language model as a decoder: loading it (with LoRA), and its decoding session."""
 
 from __future__ import annotations
 
 import inspect
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 
 @lru_cache(maxsize=None)
@@ -38,7 +40,8 @@ class HFSession:
         self.next_position: torch.Tensor | None = None
 
     def _run(self, **inputs: torch.Tensor) -> torch.Tensor:
-        cache_name, keep_name = _forward_names(type(self.model))
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # (peft)
+        cache_name, keep_name = _forward_names(type(base))
         if keep_name:
             inputs[keep_name] = 1
         out = self.model(**inputs, attention_mask=self.mask.long(), use_cache=True, **{cache_name: self.cache})
@@ -66,3 +69,75 @@ class HFSession:
         self.cache.reorder_cache(index)
         self.mask = self.mask.index_select(0, index)
         self.next_position = self.next_position.index_select(0, index)
+
+
+class HFLanguageModel(nn.Module):
+    """A local Hugging Face causal LM (`AutoModelForCausalLM.from_pretrained(path)`, offline): GPT-2,
+    Llama, Qwen2, any model that takes `inputs_embeds`; optionally with LoRA adapters (`peft`).
+
+    Args:
+        path: the model folder (config, weights and tokenizer, as `save_pretrained` writes them).
+        lora: None, or LoRA settings {r, alpha, dropout, targets}: only the adapters train, the LM's own
+            weights stay as loaded. `targets`: module-name patterns (default: peft's choice for the
+            architecture, e.g. GPT-2's c_attn, Llama's q_proj and v_proj).
+    """
+
+    def __init__(self, path: str | Path, lora: dict[str, Any] | None = None):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one small folder read: no progress bar in our output
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ValueError(f"path: no Hugging Face model folder at {self.path}")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True,
+                                                         dtype=torch.float32)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"path: cannot load a causal LM from {self.path}: {error}") from None
+        config = model.config
+        self.width = int(config.hidden_size)
+        self.vocab_size = int(config.vocab_size)
+        self.max_length = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+                              or 1 << 30)
+        if lora is not None:
+            model = _with_lora(model, lora)
+        self.model = model
+
+    def input_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def forward(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None, *,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, V) next-token logits; positions count real tokens only (padding anywhere is masked)."""
+        x = ids if embeds is None else embeds
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        positions = (mask.long().cumsum(1) - 1).masked_fill(~mask, 1)
+        if int(positions.max()) >= self.max_length:
+            raise ValueError(f"a sequence of {int(positions.max()) + 1} positions is longer than the language "
+                             f"model's {self.max_length}")
+        inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+        return self.model(**inputs, attention_mask=mask.long(), position_ids=positions, use_cache=False).logits
+
+    def session(self) -> HFSession:
+        return HFSession(self.model)
+
+
+def _with_lora(model: Any, lora: dict[str, Any]) -> Any:
+    """`model` with LoRA adapters on the chosen linear layers (peft); everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    unknown = set(lora) - {"r", "alpha", "dropout", "targets"}
+    if unknown:
+        raise ValueError(f"lora: unknown key {sorted(unknown)[0]!r}; allowed keys: alpha, dropout, r, targets")
+    r = int(lora.get("r", 8))
+    try:
+        config = LoraConfig(r=r, lora_alpha=float(lora.get("alpha", 2 * r)), lora_dropout=float(lora.get("dropout", 0.0)),
+                            target_modules=lora.get("targets"), task_type="CAUSAL_LM",
+                            # GPT-2's Conv1D layers store (in, out) weights
+                            fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
+        return get_peft_model(model, config)
+    except ValueError as error:
+        raise ValueError(f"lora: {error}") from None

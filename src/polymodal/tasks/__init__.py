@@ -2,7 +2,8 @@
 Add one here by its config `type`: the head class, whose `data_class` is its data side."""
 
 from .base import Task, TaskData
-from .captioning import CaptionData, CaptionTask, TranscriptionData, TranscriptionTask
+from .captioning import (CaptionData, CaptionTask, GenerativeVQAData, GenerativeVQATask, TranscriptionData,
+                         TranscriptionTask)
 from .classification import ClassificationData, ClassificationTask
 from .contrastive import ContrastiveData, ContrastiveTask
 from .matching import MatchingData, MatchingTask
@@ -15,8 +16,10 @@ TASKS: dict[str, type[Task]] = {
     "matching": MatchingTask,
     "caption": CaptionTask,
     "transcription": TranscriptionTask,
+    "vqa_generative": GenerativeVQATask,
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
+           "GenerativeVQAData", "GenerativeVQATask",
            "ClassificationData", "ClassificationTask", "ContrastiveData",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask"]

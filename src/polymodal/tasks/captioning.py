@@ -1,11 +1,11 @@
-"""Captioning (seed §2.4): describe an image, a clip or a sound in words; and transcription, the same
-with a word error rate."""
+"""Generated-text tasks (seed §2.4): captioning (describe an image, a clip or a sound), transcription
+(the same scored by word error rate) and generative VQA (free-text answers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..evaluation.metrics import caption_scores, word_error_rate
+from ..evaluation.metrics import caption_scores, grouped_accuracy, normalise_text, word_error_rate
 from .generative import TextGenerationTask, TextTargetData
 
 
@@ -39,3 +39,25 @@ class TranscriptionData(TextTargetData):
 
 class TranscriptionTask(TextGenerationTask):
     data_class = TranscriptionData
+
+
+class GenerativeVQAData(TextTargetData):
+    """Answer `question` about the media in free text (seed §2.4): accuracy by exact match after
+    normalisation (case, punctuation, spaces), overall and per `question_type`.
+
+    By default the question goes through the text encoder into the model's memory, beside the image; a
+    decoder-only model can read it in its prompt instead: `inputs: {image: image}, prompt: "<image> {question}"`.
+    """
+
+    inputs = {"image": "image", "text": "question"}
+    required = ("text",)
+    target_field = "answer"
+
+    def metrics(self, predictions: list[str], records: list[dict[str, Any]]) -> dict[str, float]:
+        return grouped_accuracy([normalise_text(p) for p in predictions],
+                                [normalise_text(str(r[self.target_field])) for r in records],
+                                [r.get("question_type") for r in records])
+
+
+class GenerativeVQATask(TextGenerationTask):
+    data_class = GenerativeVQAData

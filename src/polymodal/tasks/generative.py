@@ -6,6 +6,8 @@ Captioning, generative VQA and transcription are this with their own inputs, tar
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import replace
 from typing import Any
 
@@ -15,40 +17,100 @@ from torch import nn
 
 from ..generation import GenerationSettings, generate, left_pad
 from ..models.output import ModelOutput
+from ..models.splice import MEDIA, media_id
 from .base import Task, TaskData
 
 
 class TextTargetData(TaskData):
-    """Targets are token ids of a record's text field, `[start] tokens [end]`, truncated to `max_length`;
-    a batch of them is ragged, padded on the right with a mask.
+    """Targets are a prompt and the token ids of a record's text field: `[start] prompt answer [end]`, the
+    loss on the answer and the end token only. A batch of them is ragged, padded on the right.
+
+    The prompt comes from a template: text with record fields in braces and media placeholders, e.g.
+    `"<image> question: {question} answer:"`. A decoder-only model puts each placeholder's media tokens
+    there; an encoder-decoder reads media by cross-attention and drops the placeholders. Inputs the
+    template does not place go first. Truncation cuts the prompt's text, never a placeholder.
 
     Args:
         tokenizer: the decoder's tokenizer (`TextTokenizer`): its start and end tokens frame each target.
-        max_length: the most target tokens, start and end included.
+        max_length: the most answer tokens, start and end included.
+        prompt: the template (default: the task's, e.g. "{question}" for VQA, none for captioning).
+        max_prompt_length: the most prompt text tokens.
+        target_field: the record field to generate, replacing the task's (`sound` captions a clip's sound).
         inputs: modality → record field (see `TaskData`).
     """
 
-    def __init__(self, *, tokenizer: Any, max_length: int = 32, inputs: dict[str, str] | None = None):
+    default_prompt = ""
+
+    def __init__(self, *, tokenizer: Any, max_length: int = 32, prompt: str | None = None,
+                 max_prompt_length: int = 48, target_field: str | None = None,
+                 inputs: dict[str, str] | None = None):
         super().__init__(inputs=inputs)
+        if target_field is not None:
+            self.target_field = str(target_field)
         if max_length < 3:
             raise ValueError(f"max_length: expected at least 3 (start, one token, end), got {max_length}")
         if tokenizer.cls_id is None or tokenizer.sep_id is None:
             raise ValueError("the decoder's tokenizer needs start and end tokens ([CLS]/[SEP], <s>/</s>, ...)")
-        self.tokenizer, self.max_length = tokenizer, max_length
+        self.tokenizer, self.max_length, self.max_prompt_length = tokenizer, max_length, max_prompt_length
+        self.prompt = self.default_prompt if prompt is None else str(prompt)
+        self._pieces = [p for p in re.split(r"(<[a-z]+>)", self.prompt) if p]
+        for piece in self._pieces:
+            if piece.startswith("<") and piece.endswith(">") and piece[1:-1] not in MEDIA:
+                raise ValueError(f"prompt: unknown placeholder {piece}; media placeholders are "
+                                 + ", ".join(f"<{m}>" for m in MEDIA))
+        try:
+            self.prompt_fields = tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(self.prompt) if f))
+        except ValueError as error:
+            raise ValueError(f"prompt: {error} in {self.prompt!r}") from None
 
-    def target(self, record: dict[str, Any]) -> list[int]:
-        ids, mask = self.tokenizer.encode_batch([str(record[self.target_field])], self.max_length)
-        return ids[0][mask[0]].tolist()
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*super().fields, *self.prompt_fields]))
 
-    def collate_targets(self, targets: list[list[int]]) -> dict[str, torch.Tensor]:
-        """{"ids": (B, L) right-padded, "mask": (B, L) bool} for targets of different lengths."""
-        length = max(len(t) for t in targets)
-        ids = torch.full((len(targets), length), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(targets), length, dtype=torch.bool)
-        for i, t in enumerate(targets):
-            ids[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-            mask[i, : len(t)] = True
-        return {"ids": ids, "mask": mask}
+    def prompt_ids(self, record: dict[str, Any]) -> list[int]:
+        """The prompt's ids for `record` (without the start token): media placeholders as `media_id`s."""
+        placed = {p[1:-1] for p in self._pieces if p.startswith("<")}
+        ids = [media_id(m) for m in sorted(self.inputs) if m not in placed]
+        budget = self.max_prompt_length
+        for piece in self._pieces:
+            if piece.startswith("<") and piece.endswith(">"):
+                ids.append(media_id(piece[1:-1]))
+                continue
+            text = self.tokenizer.ids(piece.format_map({k: str(v) for k, v in record.items()}))[:budget]
+            budget -= len(text)
+            ids.extend(text)
+        return ids
+
+    def prompt_from_text(self, text: str | None) -> list[int]:
+        """The prompt of a user's `text`: it fills the template's one field (a question), or with no
+        field it continues the template."""
+        if text is None:
+            if self.prompt_fields:
+                raise ValueError(f"this task's prompt {self.prompt!r} needs {', '.join(self.prompt_fields)}")
+            return self.prompt_ids({})
+        if len(self.prompt_fields) > 1:
+            raise ValueError(f"this task's prompt {self.prompt!r} has several fields; give a record instead")
+        if self.prompt_fields:
+            return self.prompt_ids({self.prompt_fields[0]: text})
+        return self.prompt_ids({}) + self.tokenizer.ids(text)[: self.max_prompt_length]
+
+    def target(self, record: dict[str, Any]) -> dict[str, list[int]]:
+        answer = self.tokenizer.ids(str(record[self.target_field]))[: self.max_length - 2]
+        return {"prompt": self.prompt_ids(record), "answer": answer + [self.tokenizer.sep_id]}
+
+    def collate_targets(self, targets: list[dict[str, list[int]]]) -> dict[str, Any]:
+        """{"ids": (B, L) `[start] prompt answer [end]` right-padded, "mask": (B, L) bool, "loss_mask": (B, L)
+        bool on the answer and end tokens, "prompt": the B prompts' id lists (to generate from)}."""
+        rows = [[self.tokenizer.cls_id, *t["prompt"], *t["answer"]] for t in targets]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        loss_mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, (row, t) in enumerate(zip(rows, targets)):
+            ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+            loss_mask[i, len(row) - len(t["answer"]): len(row)] = True
+        return {"ids": ids, "mask": mask, "loss_mask": loss_mask, "prompt": [t["prompt"] for t in targets]}
 
     def references(self, record: dict[str, Any]) -> list[str]:
         """The texts a prediction for `record` is scored against."""
@@ -80,41 +142,37 @@ class TextGenerationTask(Task):
                                              num_beams=num_beams, length_penalty=length_penalty,
                                              stop_ids=(data.tokenizer.sep_id,))
 
-    def forward(self, out: ModelOutput, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ids, mask = target["ids"].to(out.memory.tokens.device), target["mask"].to(out.memory.tokens.device)
-        logits = out.decoder(ids[:, :-1], mask[:, :-1], context=out.memory.tokens,
-                             context_mask=out.memory.mask)  # (B, L-1, V)
-        labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, L-1): padding is not a target
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+    def forward(self, out: ModelOutput, target: dict[str, Any]) -> dict[str, torch.Tensor]:
+        ids, mask, loss_mask = target["ids"], target["mask"], target["loss_mask"]
+        logits = out.decoder.next_logits(out, ids, mask)  # (B, L, V): position t predicts id t + 1
+        labels = ids[:, 1:].masked_fill(~loss_mask[:, 1:], -100)  # only the answer is a target
+        loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                                label_smoothing=self.label_smoothing)
         return {"loss": loss}
 
+    prompted = True  # the harness hands `predict` each example's prompt (`collate_targets`' "prompt")
+
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
-                settings: GenerationSettings | None = None, prompts: list[str] | None = None) -> list[str]:
+                settings: GenerationSettings | None = None, prompts: list[list[int]] | None = None) -> list[str]:
         """Generated text per example (greedy or beam search by the task's settings, or `settings`).
 
-        `prompts`: text each generation continues, after the start token (default: none).
+        `prompts`: each example's prompt ids (`TextTargetData.prompt_ids`); default: the media alone.
         """
         out = model.encode(inputs, fuse=self.fused)
-        tokens = self.generate_ids(out, settings, prompts)
-        return [self.data.tokenizer.decode(t) for t in tokens]
+        return [self.data.tokenizer.decode(t) for t in self.generate_ids(out, settings, prompts)]
 
     def generate_ids(self, out: ModelOutput, settings: GenerationSettings | None = None,
-                     prompts: list[str] | None = None) -> list[list[int]]:
-        """Token ids generated over `out.memory` (each list cut before the end token)."""
-        tokenizer, memory = self.data.tokenizer, out.memory
-        batch = memory.tokens.shape[0]
-        rows = [[tokenizer.cls_id] for _ in range(batch)]
-        if prompts is not None:
-            if len(prompts) != batch:
-                raise ValueError(f"{len(prompts)} prompts for a batch of {batch}")
-            for row, prompt in zip(rows, prompts):
-                ids, mask = tokenizer.encode_batch([prompt], self.data.max_length)
-                row.extend(t for t in ids[0][mask[0]].tolist() if t not in (tokenizer.cls_id, tokenizer.sep_id))
-        ids, mask = left_pad(rows, tokenizer.pad_id)
+                     prompts: list[list[int]] | None = None) -> list[list[int]]:
+        """Token ids generated from `out` (each list cut before the end token)."""
+        tokenizer = self.data.tokenizer
+        some = out.memory if out.memory is not None else next(iter(out.modalities.values()))
+        batch, device = some.tokens.shape[0], some.tokens.device
+        if prompts is None:
+            prompts = [self.data.prompt_from_text(None)] * batch
+        if len(prompts) != batch:
+            raise ValueError(f"{len(prompts)} prompts for a batch of {batch}")
+        ids, mask = left_pad([[tokenizer.cls_id, *p] for p in prompts], tokenizer.pad_id)
         settings = settings or self.generation
         if tokenizer.sep_id not in settings.stop_ids:
             settings = replace(settings, stop_ids=(*settings.stop_ids, tokenizer.sep_id))
-        device = memory.tokens.device
-        return generate(lambda repeat: out.decoder.session(memory.tokens, memory.mask, repeat),
-                        ids.to(device), mask.to(device), settings)
+        return generate(lambda repeat: out.decoder.start(out, repeat), ids.to(device), mask.to(device), settings)

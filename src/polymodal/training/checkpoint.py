@@ -46,7 +46,14 @@ def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def save_weights(model: nn.Module, path: Path) -> None:
     """Model weights as safetensors, written to a temporary file then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state, storages = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        # tied weights (a language model's input and output embeddings) share storage, which safetensors
+        # refuses: the second name gets a copy (loading the state dict ties them again)
+        pointer = v.untyped_storage().data_ptr()
+        state[k] = v.clone() if pointer in storages else v
+        storages.add(pointer)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
     os.close(fd)
     try:

@@ -106,6 +106,30 @@ class TextTokenizer:
             raise DataError(f"cannot read tokenizer file {path}: {error}") from None
         return cls(tokenizer)
 
+    @classmethod
+    def from_hf(cls, folder: str | Path) -> TextTokenizer:
+        """The tokenizer of a Hugging Face model folder (`AutoTokenizer`, offline), with the start, end and
+        pad tokens it declares (GPT-2: <|endoftext|> for all three; Llama: <s>, </s>)."""
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read a Hugging Face tokenizer from {folder}: {error}") from None
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is None:
+            raise DataError(f"{folder}: the tokenizer has no fast (tokenizers) version; save it with "
+                            f"tokenizer.json")
+        out = cls(backend)
+        start = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
+        out.cls_id, out.sep_id = start, hf.eos_token_id
+        out.pad_id = hf.pad_token_id if hf.pad_token_id is not None else (hf.eos_token_id or 0)
+        return out
+
+    def ids(self, text: str) -> list[int]:
+        """The ids of `text` alone, without the start and end tokens the tokenizer may add."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as one `tokenizer.json` file at `path` (parent folders are created)."""
         path = Path(path)

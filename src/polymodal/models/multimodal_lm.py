@@ -1,0 +1,96 @@
+"""The decoder-only multimodal language model (LLaVA-style): each modality's tokens go through a projector
+into the language model's width and take their place in its input sequence, behind a marker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .splice import splice
+
+
+def projector(kind: str, width: int, lm_width: int) -> nn.Module:
+    """Modality tokens (…, width) → (…, lm_width): "linear", or "mlp" (Linear, GELU, Linear; LLaVA-1.5)."""
+    if kind == "linear":
+        return nn.Linear(width, lm_width)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(width, lm_width), nn.GELU(), nn.Linear(lm_width, lm_width))
+    raise ValueError(f"projector: expected linear or mlp, got {kind!r}")
+
+
+class MultimodalLM(nn.Module):
+    """A causal language model reading media in its input sequence.
+
+    A prompt's media placeholders (`splice.media_id`) become the example's projected modality tokens,
+    each span behind its modality's learned marker vector (seed §4.1). Training reads the logits at the
+    text positions; generation prefills the spliced prompt and then decodes text tokens.
+
+    Args:
+        lm: the language model (`HFLanguageModel`, or anything with `input_embeddings`, `forward(ids, mask,
+            embeds=)`, `session()`, `width`, `vocab_size`, `max_length`).
+        modalities: the modalities it reads.
+        width: D, the modality encoders' width.
+        projector: "linear" or "mlp".
+    """
+
+    reads_memory = False  # it reads `ModelOutput.modalities`, not a cross-attention memory
+
+    def __init__(self, lm: nn.Module, modalities: list[str], width: int, *, projector_type: str = "mlp"):
+        super().__init__()
+        self.lm = lm
+        self.vocab_size, self.max_length = lm.vocab_size, lm.max_length
+        self.projectors = nn.ModuleDict({m: projector(projector_type, width, lm.width) for m in sorted(modalities)})
+        self.markers = nn.ParameterDict({m: nn.Parameter(torch.randn(lm.width) * 0.02) for m in sorted(modalities)})
+
+    def spans(self, out: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Modality → (B, 1 + N, lm width) its marker and projected tokens, with their mask."""
+        spans = {}
+        for name, enc in out.modalities.items():
+            tokens = self.projectors[name](enc.tokens)  # (B, N, W)
+            marker = self.markers[name].to(tokens.dtype).expand(tokens.shape[0], 1, -1)
+            real = torch.ones(tokens.shape[0], 1, dtype=torch.bool, device=tokens.device)
+            spans[name] = (torch.cat([marker, tokens], 1), torch.cat([real, enc.mask], 1))
+        return spans
+
+    def _check(self, mask: torch.Tensor) -> None:
+        longest = int(mask.sum(1).max())
+        if longest > self.max_length:
+            raise ValueError(f"a sequence of {longest} positions (media spans and text) is longer than the "
+                             f"language model's {self.max_length}: shorten the prompt or the answers "
+                             f"(tasks.*.max_length), or use fewer media tokens")
+
+    def next_logits(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, V): at each position of the right-padded prompt-and-answer ids, the logits of the next id
+        (at a media placeholder: read at the last vector of its span)."""
+        embeds, emask, last = splice(ids, mask, self.lm.input_embeddings, self.spans(out))
+        self._check(emask)
+        logits = self.lm(None, emask, embeds=embeds)  # (B, T, V)
+        return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
+
+    def start(self, out: Any, repeat: int = 1) -> MultimodalSession:
+        spans = self.spans(out)
+        if repeat > 1:
+            spans = {m: (t.repeat_interleave(repeat, 0), k.repeat_interleave(repeat, 0)) for m, (t, k) in spans.items()}
+        return MultimodalSession(self, spans)
+
+
+class MultimodalSession:
+    """Decoding with a `MultimodalLM`: the prefill splices the media into the prompt, then text steps."""
+
+    def __init__(self, model: MultimodalLM, spans: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        self.model, self.spans = model, spans
+        self.inner = model.lm.session()
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+        embeds, emask, _ = splice(ids, mask, self.model.lm.input_embeddings, self.spans, left=True)
+        self.model._check(emask)
+        return self.inner.prefill(None, emask, embeds=embeds)
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner.step(ids)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.inner.reorder(index)
