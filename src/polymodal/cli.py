@@ -88,11 +88,29 @@ def _eval(args: argparse.Namespace) -> int:
     if not results:
         fields = {name: task.data.fields for name, task in model.system.model.tasks.items()}
         raise PolymodalError(f"{args.data}: no record carries the fields any task of this model needs: {fields}")
+    if args.nn_baseline:
+        results.update(_nn_baselines(model, read_manifest(args.nn_baseline), records))
     if args.json:
         print(json.dumps(results))
     else:
         print(format_results(results, f"evaluation on {args.data}"))
     return 0
+
+
+def _nn_baselines(model, train: list, records: list) -> dict[str, dict[str, float]]:
+    """{"TASK/nn_baseline": metrics} for each generative task: the nearest training caption's scores."""
+    from .evaluation.baselines import nearest_neighbour_predictions
+    from .evaluation.harness import task_records
+
+    out = {}
+    for name, task in model.system.model.tasks.items():
+        if type(task).__name__ in GENERATIVE:
+            usable = task_records(model.system, name, records)
+            predictions = nearest_neighbour_predictions(model.system, name, train, usable)
+            out[f"{name}/nn_baseline"] = {**task.data.metrics(predictions, usable), "n": float(len(usable))}
+    if not out:
+        raise PolymodalError("--nn-baseline: this model has no generative task")
+    return out
 
 
 GENERATIVE = {"CaptionTask", "TranscriptionTask", "GenerativeVQATask"}  # tasks whose prediction is generated text
@@ -227,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object {task: {metric: value}}")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    ev.add_argument("--nn-baseline", metavar="TRAIN_MANIFEST",
+                    help="also score the nearest-neighbour caption baseline: each record gets the caption of the "
+                         "training record whose media is most similar (generative tasks)")
     ev.add_argument("--drop-modality", action="append", default=[], metavar="NAME",
                     help="evaluate with this modality removed from every record (repeatable)")
     ev.set_defaults(func=_eval)

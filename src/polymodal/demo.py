@@ -1,7 +1,7 @@
 """`polymodal demo`: the built-in benchmarks end to end — synthesise, pre-train, fine-tune, evaluate, report.
 
-Images: CLIP-style pre-training, then VQA fine-tuning from its encoders. Clips: one joint model over
-video, audio and text trained on three tasks at once."""
+Images: CLIP-style pre-training, then VQA fine-tuning and captioning from its encoders. Clips: one joint
+model over video, audio and text trained on several tasks at once."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ RECIPES = [
     ("vqa", "shapes-vqa.yaml", "image",
      "joint transformer fine-tuned for VQA from the clip encoders (early fusion)",
      ["train.init_from={clip}", "train.max_steps=2000"]),
+    ("caption", "caption-image.yaml", "image",
+     "encoder-decoder captioning, its image encoder from the clip run (a short schedule)",
+     ["train.init_from={clip}", "train.max_steps=300", "train.val_every=0"]),
     ("av", "shapes-av.yaml", "av",
      "joint transformer over video, audio and text: video QA and sound classification (a short schedule)",
      ["train.max_steps=300", "train.val_every=0", "model.encoders.video.num_frames=8"]),
@@ -66,6 +69,16 @@ def _explanations(model: LoadedModel, records: list[dict[str, Any]], folder: Pat
     for i, r in enumerate(list(chosen.values())[:n]):
         paths.append(model.explain(folder / f"explain_{i}.png", r["question"], image=r["image"]))
     return paths
+
+
+def _caption_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 8) -> list[dict[str, Any]]:
+    """Generated captions for `n` test images with 1, 2 and 3 objects in turn."""
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_size.setdefault(r["text"].count(" a ") + 1, []).append(r)
+    chosen = [r for i in range(n) for rs in by_size.values() if i < len(rs) for r in [rs[i]]][:n]
+    captions = model.caption([r["image"] for r in chosen]) if chosen else []
+    return [{"image": r["image"], "caption": r["text"], "prediction": c} for r, c in zip(chosen, captions)]
 
 
 def _av_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 6) -> list[dict[str, Any]]:
@@ -166,6 +179,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
                           explanations=explanations,
                           vqa_examples=_vqa_examples(models["vqa"], tests["image"]),
                           retrieval_examples=_retrieval_examples(models["clip"], tests["image"]),
-                          av_examples=_av_examples(models["av"], tests["av"]), notes=notes)
+                          av_examples=_av_examples(models["av"], tests["av"]), notes=notes,
+                          caption_examples=_caption_examples(models["caption"], tests["image"]))
     console.print(f"report: {report}   (total {total:.0f} s)")
     return report

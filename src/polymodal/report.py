@@ -53,6 +53,29 @@ def plot_vqa_examples(examples: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_caption_examples(examples: list[dict[str, Any]], path: Path) -> None:
+    """Images with their generated caption and the true one (green when they are equal)."""
+    cols = 4
+    rows = (len(examples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, ex in zip(axes.flat, examples):
+        ax.imshow(Image.open(ex["image"]).convert("RGB"))
+        ok = ex["prediction"] == ex["caption"]
+        ax.set_title(f"{_wrap(ex['prediction'])}\n(true: {_wrap(ex['caption'])})", fontsize=7,
+                     color="green" if ok else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _wrap(text: str, width: int = 38) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or "(nothing)"
+
+
 def plot_av_examples(examples: list[dict[str, Any]], path: Path, frames: int = 4) -> None:
     """Clips as a strip of frames above their sound wave, with the question, predicted and true answer."""
     from .data.media import read_audio, read_video
@@ -131,11 +154,13 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
                  retrieval_examples: list[dict[str, Any]], notes: list[str],
                  av_examples: list[dict[str, Any]] | None = None,
                  removed: dict[str, dict[str, dict[str, dict[str, float]]]] | None = None,
-                 explanations: list[Path] | None = None) -> Path:
+                 explanations: list[Path] | None = None,
+                 caption_examples: list[dict[str, Any]] | None = None) -> Path:
     """Write `out/report.md` with its plots beside it; returns the report path.
 
     `removed`: {run: {modality: {task: {metric: value}}}}, each run evaluated with one modality removed;
-    `explanations`: pictures (in `out`) of where a model attended for its answer."""
+    `explanations`: pictures (in `out`) of where a model attended for its answer; `caption_examples`:
+    images with their generated and true captions."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
     lines = ["# Polymodal demo report", "", *notes, "", "## Results (test split)", "",
@@ -154,6 +179,10 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
         lines += ["## Where the answer attended", "",
                   "Attention rollout from the joint transformer's CLS over the image patches and the words.", "",
                   *[f"![explanation]({p.name})" for p in explanations], ""]
+    if caption_examples:
+        plot_caption_examples(caption_examples, out / "caption_examples.png")
+        lines += ["## Generated captions", "", "Greedy decoding; green where the caption equals the true one.", "",
+                  "![caption examples](caption_examples.png)", ""]
     if retrieval_examples:
         plot_retrieval_examples(retrieval_examples, out / "retrieval_examples.png")
         lines += ["## Example retrievals (text → image)", "", "![retrieval examples](retrieval_examples.png)", ""]

@@ -13,7 +13,7 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = out / "report"
     for name in ("report.md", "loss_curves.png", "vqa_examples.png", "retrieval_examples.png", "av_examples.png",
-                 "results.json", "explain_0.png", "explain_2.png"):
+                 "results.json", "explain_0.png", "explain_2.png", "caption_examples.png"):
         assert (report / name).stat().st_size > 0, name
     results = json.loads((report / "results.json").read_text())
     stats = json.loads((out / "data" / "stats.json").read_text())
@@ -35,8 +35,9 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert json.loads(ev.stdout)["vqa"]["accuracy"] == removed["vqa"]["image"]["vqa"]["accuracy"]
     text = (report / "report.md").read_text()
     assert "## Each modality removed in turn" in text and "| vqa | image | vqa | accuracy |" in text
-    assert "![explanation](explain_0.png)" in text
-    for run in ("clip", "vqa", "av"):
+    assert "![explanation](explain_0.png)" in text and "![caption examples](caption_examples.png)" in text
+    assert set(results["caption"]["caption"]) == {"bleu4", "cider", "exact_match", "n"}
+    for run in ("clip", "vqa", "caption", "av"):
         losses = [json.loads(line)["loss"] for line in (out / run / "metrics.jsonl").read_text().splitlines()
                   if "loss" in json.loads(line)]
         assert losses[-1] < losses[0]

@@ -57,7 +57,7 @@ def test_memory_fused_reads_the_fusion_tokens(shapes_data):
 
 @pytest.mark.parametrize("decoder,task,message", [
     (None, None, "tasks.cap: task type 'caption' needs a text decoder: set model.decoder"),
-    ({**DECODER, "type": "lstm"}, None, "model.decoder.type: expected one of transformer, got 'lstm'"),
+    ({**DECODER, "type": "lstm"}, None, "model.decoder.type: expected one of transformer, hf, got 'lstm'"),
     ({**DECODER, "memory": "all"}, None, "model.decoder.memory: expected one of modalities, fused, got 'all'"),
     ({**DECODER, "memory": "fused"}, None, "'fused' needs a fusion that gives a token sequence; 'late'"),
     ({**DECODER, "depht": 2}, None, "model.decoder: unknown key 'depht'"),

@@ -29,6 +29,7 @@ METRICS = "tests/core/test_metrics.py"
 OPTIM = "tests/training/test_optim.py"
 SAMPLER = "tests/data/test_loader.py"
 ATTENTION = "tests/layers/test_attention.py"
+GPT2_PARITY = "tests/generation/test_gpt2_parity.py"
 
 MUTANTS = [
     # --- losses (tasks/) ---
@@ -344,7 +345,36 @@ MUTANTS = [
            "new = k.new_ones(k.shape[0], k.shape[2], dtype=torch.bool)",
            "a cached step forgets which of its keys are padding", ("tests/layers/test_kv_cache.py",)),
     Mutant("task_key_to_wrong_part", "build.py",
-           "data_keys = data_params - {\"vocab\"}", "data_keys = {\"inputs\"}",
+           "data_keys = data_params - {\"vocab\", \"tokenizer\"}", "data_keys = {\"inputs\"}",
            "a task's data-side settings (more_questions, caption_field) never reach it",
            ("tests/tasks/test_task_contract.py",)),
+    # --- generation ---
+    Mutant("beam_ignores_length_penalty", "generation.py",
+           "normalised = top_scores / (t + 1) ** settings.length_penalty", "normalised = top_scores",
+           "finished hypotheses are ranked by their raw log-probability whatever the length penalty",
+           ("tests/generation/test_generation.py", GPT2_PARITY)),
+    Mutant("beam_any_rank_finishes", "generation.py",
+           "new = ends & rank_ok[None] & improvable[:, None]", "new = ends & improvable[:, None]",
+           "candidates ranked below the K best may finish (HF's rule: only the top K)", (GPT2_PARITY,)),
+    Mutant("top_p_drops_the_boundary_token", "generation.py",
+           "drop = probs.cumsum(-1) - probs >= settings.top_p", "drop = probs.cumsum(-1) >= settings.top_p",
+           "the token that crosses top_p is dropped from the nucleus", ("tests/generation/test_generation.py",)),
+    Mutant("decoder_positions_ignore_padding", "models/decoder.py",
+           "    if mask is None:\n        return torch.arange(length, device=device)[None]",
+           "    if True:\n        return torch.arange(length, device=device)[None]",
+           "a left-padded prompt's positions count its padding", (GPT2_PARITY,)),
+    Mutant("teacher_forcing_unshifted", "tasks/generative.py",
+           "loss = F.cross_entropy(logits[:, :-1].float()", "loss = F.cross_entropy(logits[:, 1:].float()",
+           "each token is scored against the logits read at its own position, not the one before",
+           ("tests/tasks/test_generative.py",)),
+    Mutant("loss_on_the_prompt", "tasks/generative.py",
+           'loss_mask[i, len(row) - len(t["answer"]): len(row)] = True', "loss_mask[i, 1: len(row)] = True",
+           "the prompt's tokens are targets too", ("tests/tasks/test_generative.py",)),
+    Mutant("splice_left_offset_lost", "models/splice.py",
+           "        last[b] += start\n", "",
+           "left-padded sequences read their predictions at the unpadded positions",
+           ("tests/models/test_multimodal_lm.py",)),
+    Mutant("bleu_three_for_four", "evaluation/metrics.py",
+           '"bleu4": float(bleu[3])', '"bleu4": float(bleu[2])',
+           "BLEU-3 is reported as BLEU-4", ("tests/tasks/test_generative.py",)),
 ]

@@ -117,6 +117,9 @@ def test_bleu_cider_and_exact_match_on_known_values():
     assert perfect["exact_match"] == 1.0 and perfect["bleu4"] == pytest.approx(1.0, abs=1e-6)
     short = caption_scores(["a b c d"], [["a b c d e"]])
     assert short["bleu4"] == pytest.approx(math.exp(1 - 5 / 4), abs=1e-6) and short["exact_match"] == 0.0
+    # one word wrong in six: n-gram precisions 5/6, 3/5, 2/4, 1/3, equal lengths: BLEU-4 is their geometric mean
+    one_off = caption_scores(["a b c d e f"], [["a b c d x f"]])
+    assert one_off["bleu4"] == pytest.approx((5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-6)
     half = caption_scores(["a red circle", "a red circle"], [["a red circle"], ["a green triangle"]])
     assert half["exact_match"] == 0.5
     assert caption_scores(["x"], [["a red circle", "x"]])["exact_match"] == 1.0  # any reference counts
