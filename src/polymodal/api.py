@@ -15,7 +15,7 @@ from .errors import PolymodalError
 from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
-from .tasks import ClassificationTask, ContrastiveTask, VQATask
+from .tasks import CaptionTask, ClassificationTask, ContrastiveTask, GenerativeVQATask, VQATask
 from .tasks.generative import TextGenerationTask
 from .tasks.vocab_head import VocabularyTask
 from .training.checkpoint import WEIGHTS, load_weights
@@ -74,9 +74,16 @@ class LoadedModel:
                video: str | Path | None = None, audio: str | Path | None = None) -> Any:
         """The answer to `question` about the task's media — `image`, or `video` (and `audio`) for a model
         trained on clips (with top_k > 1: a list of (answer, probability))."""
-        name = self._task_of(VQATask, task)
+        generative = not any(isinstance(t, VQATask) for t in self.system.model.tasks.values())
+        name = self._task_of(GenerativeVQATask if generative else VQATask, task)
         head = self.system.model.tasks[name]
         inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio, "text": question})
+        if generative:  # free text; the question goes where the task reads it (an input, the prompt, or both)
+            if top_k != 1:
+                raise PolymodalError("top_k: a generative VQA model gives one answer (use generate(num_beams=...))")
+            data = head.data
+            prompt = data.prompt_from_text(question if data.prompt_fields else None)
+            return head.predict(self.system.model, self._inputs(**inputs), prompts=[prompt])[0]
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
 
     def explain(self, path: str | Path, question: str | None = None, task: str | None = None, *,
@@ -113,7 +120,7 @@ class LoadedModel:
         the generative task reads) is example i; `prompt` (one, or one per example) is text the generation
         continues. Greedy by default; `num_beams` > 1 for beam search, `sample=True` (with `temperature`,
         `top_k`, `top_p`, `seed`) for sampling."""
-        name = self._task_of(TextGenerationTask, task)
+        name = self._task_of(self._caption_kind() if task is None else TextGenerationTask, task)
         head = self.system.model.tasks[name]
         given = {"image": list(images), "video": list(videos), "audio": list(audios)}
         sizes = {m: len(v) for m, v in given.items() if v}
@@ -137,6 +144,11 @@ class LoadedModel:
         except ValueError as error:
             raise PolymodalError(str(error)) from None
         return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts)
+
+    def _caption_kind(self) -> type:
+        """Captioning when the model has it, else any generative task."""
+        has = any(isinstance(t, CaptionTask) for t in self.system.model.tasks.values())
+        return CaptionTask if has else TextGenerationTask
 
     def caption(self, image: ImageLike | Sequence[ImageLike] | None = None, *,
                 video: str | Path | Sequence[str | Path] | None = None,

@@ -322,4 +322,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             raise ConfigError(f"{where}.{error}") from None
         if "decoder" in cls.needs:  # the fusion runs for a generative task only when its output is the memory
             tasks[name].fused = backbone.memory == "fused"
+            longest = tasks[name].data.longest_text()
+            if isinstance(backbone.decoder, TextDecoder) and longest > backbone.decoder.max_length:
+                raise ConfigError(f"{where}: its sequences take up to {longest} positions (start, prompt up to "
+                                  f"max_prompt_length, answer up to max_length) but model.decoder.max_length is "
+                                  f"{backbone.decoder.max_length}: raise it, or lower the task's lengths")
     return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)

@@ -22,8 +22,9 @@ def _tiny_lm(args: argparse.Namespace) -> int:
     if not texts:
         raise PolymodalError(f"{args.data}: no text, question or answer fields to learn a tokenizer from")
     folder = save_tiny_lm(Path(args.out), args.kind, texts, width=args.width, layers=args.layers,
-                          vocab_size=args.vocab_size)
-    print(f"a random {args.kind} causal LM (width {args.width}, {args.layers} layers) written to {folder}")
+                          vocab_size=args.vocab_size, pretrain_steps=args.pretrain_steps, log=print)
+    trained = f"pre-trained {args.pretrain_steps} steps on {len(texts)} texts" if args.pretrain_steps else "random"
+    print(f"a {args.kind} causal LM (width {args.width}, {args.layers} layers, {trained}) written to {folder}")
     return 0
 
 
@@ -204,8 +205,9 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64)
     synth.set_defaults(func=_synth)
 
-    lm = sub.add_parser("tiny-lm", help="write a tiny random Hugging Face causal LM folder (to try a decoder-only "
-                                        "model offline), its tokenizer learnt from a manifest's text")
+    lm = sub.add_parser("tiny-lm", help="write a small Hugging Face causal LM folder (to try a decoder-only model "
+                                        "offline): its tokenizer learnt from a manifest's text, its weights "
+                                        "pre-trained on that text")
     lm.add_argument("--data", required=True, help="a manifest whose text, question and answer fields the "
                                                   "tokenizer learns")
     lm.add_argument("--out", required=True)
@@ -213,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--width", type=int, default=128)
     lm.add_argument("--layers", type=int, default=2)
     lm.add_argument("--vocab-size", type=int, default=500)
+    lm.add_argument("--pretrain-steps", type=int, default=400,
+                    help="generative pre-training on the manifest's text first (0: leave it random)")
     lm.set_defaults(func=_tiny_lm)
 
     data = sub.add_parser("data", help="data utilities")

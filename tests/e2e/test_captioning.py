@@ -69,3 +69,21 @@ def test_predict_and_eval_json(caption_run, shapes_data):
     out = run("eval", caption_run, "--data", shapes_data / "val.jsonl", "--json")
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout)["caption"]) == {"bleu4", "cider", "exact_match", "n"}
+
+
+def test_generative_vqa_answers_in_free_text(shapes_data, tmp_path):
+    config = caption_config(shapes_data, steps=3)
+    config["model"]["encoders"]["text"] = {"type": "gru", "width": 32, "max_length": 24}
+    config["model"]["fusion"] = {"type": "early", "depth": 1, "num_heads": 2}
+    config["model"]["decoder"]["memory"] = "fused"
+    config["tasks"] = {"vqa": {"type": "vqa_generative", "max_length": 6}}
+    run = tmp_path / "run"
+    train(load_config(write_config(tmp_path, config)), run)
+    model = load(run)
+    records = read_manifest(shapes_data / "val.jsonl")
+    scores = model.evaluate(records)["vqa"]
+    assert {"accuracy", "accuracy/attribute", "accuracy/spatial"} <= set(scores)
+    record = records[0]
+    answer = model.answer(record["image"], record["question"])
+    assert isinstance(answer, str)
+    assert answer == model.predict("vqa", [record])[0]  # the API asks what the harness asks

@@ -75,3 +75,16 @@ def test_init_weights():
     assert abs(linear.weight.std().item() - 0.02) < 0.002 and not linear.bias.any()
     assert torch.equal(norm.weight, torch.ones(256)) and not norm.bias.any()
     assert abs(emb.weight.std().item() - 0.02) < 0.002 and not emb.weight[2].any()
+
+
+def test_gated_cross_attention_starts_shut_and_learns_to_open():
+    """tanh(0) = 0: at first the block ignores its context exactly; the gate's gradient is not zero."""
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2, context_dim=6, gated_cross=True)
+    x, context = torch.randn(2, 3, 8), torch.randn(2, 4, 6)
+    torch.testing.assert_close(block(x, context=context), block(x, context=torch.randn(2, 4, 6)), rtol=0, atol=0)
+    block(x, context=context).sum().backward()
+    assert block.cross_gate.grad.abs().item() > 0
+    with torch.no_grad():
+        block.cross_gate.fill_(1.0)
+    assert not torch.allclose(block(x, context=context), block(x, context=torch.randn(2, 4, 6)))

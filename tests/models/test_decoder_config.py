@@ -52,7 +52,8 @@ def test_memory_fused_reads_the_fusion_tokens(shapes_data):
                    task={"type": "caption", "inputs": {"image": "image", "text": "question"}})
     loss, out = loss_and_memory(system, shapes_data)
     assert system.model.tasks["cap"].fused is True and torch.isfinite(loss)
-    assert out.memory is out.fused and out.fused.tokens.shape[-1] == 32
+    torch.testing.assert_close(out.memory.tokens, torch.cat([out.pooled[:, None], out.fused.tokens], 1))
+    assert out.memory.mask[:, 0].all() and torch.equal(out.memory.mask[:, 1:], out.fused.mask)
 
 
 @pytest.mark.parametrize("decoder,task,message", [
@@ -64,6 +65,8 @@ def test_memory_fused_reads_the_fusion_tokens(shapes_data):
     ({**DECODER, "num_heads": 5}, None, "model.decoder: .*not divisible"),
     (DECODER, {"type": "caption", "max_lenght": 9}, "tasks.cap: unknown key 'max_lenght'"),
     (DECODER, {"type": "caption", "max_length": 2}, "max_length: expected at least 3"),
+    (DECODER, {"type": "caption", "max_length": 41}, "up to 41 positions .* model.decoder.max_length is 40"),
+    (DECODER, {"type": "caption", "max_length": 8, "prompt": "{question}"}, "up to 56 positions"),
 ])
 def test_bad_decoder_settings_are_clear_errors(shapes_data, decoder, task, message):
     with pytest.raises(ConfigError, match=message):

@@ -40,6 +40,8 @@ class TransformerBlock(nn.Module):
         context_dim: width of the cross-attention context; None for no cross-attention.
         activation: the MLP's nonlinearity: "gelu" (exact) or "gelu_tanh" (the tanh approximation
             GPT-2 uses).
+        gated_cross: the cross-attention's output passes through a learned tanh gate that starts at 0
+            (Flamingo): the block starts as if it had no cross-attention.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         context_dim: int | None = None,
         activation: str = "gelu",
+        gated_cross: bool = False,
     ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
@@ -58,6 +61,8 @@ class TransformerBlock(nn.Module):
         if context_dim is not None:
             self.ln_c = nn.LayerNorm(dim)
             self.cross = MultiHeadAttention(dim, num_heads, context_dim=context_dim, dropout=dropout)
+            if gated_cross:
+                self.cross_gate = nn.Parameter(torch.zeros(1))
         else:
             self.cross = None
         self.ln2 = nn.LayerNorm(dim)
@@ -97,7 +102,8 @@ class TransformerBlock(nn.Module):
         if self.cross is not None:
             if context is None and (cross_cache is None or cross_cache.k is None):
                 raise ValueError("this block has cross-attention and needs context=")
-            x = x + self.drop(self.cross(self.ln_c(x), context, context_mask=context_mask, cache=cross_cache))
+            crossed = self.drop(self.cross(self.ln_c(x), context, context_mask=context_mask, cache=cross_cache))
+            x = x + (torch.tanh(self.cross_gate) * crossed if hasattr(self, "cross_gate") else crossed)
         elif context is not None or context_mask is not None:
             raise ValueError("context given to a block built without context_dim")
         return x + self.mlp(self.ln2(x))
@@ -119,6 +125,7 @@ class TransformerEncoder(nn.Module):
         dropout: dropout inside each block.
         context_dim: when given, every block cross-attends to a context of this width.
         activation: the blocks' MLP nonlinearity (see `TransformerBlock`).
+        gated_cross: tanh-gated cross-attention in every block (see `TransformerBlock`).
     """
 
     def __init__(
@@ -131,11 +138,12 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         context_dim: int | None = None,
         activation: str = "gelu",
+        gated_cross: bool = False,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, context_dim=context_dim,
-                             activation=activation)
+                             activation=activation, gated_cross=gated_cross)
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)

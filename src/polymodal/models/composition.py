@@ -34,7 +34,8 @@ class MultimodalModel(nn.Module):
         decoder: a text decoder cross-attending to a memory of width `width` (seed §4.4), for generative
             tasks; None: no decoder.
         memory: what the decoder attends to: "modalities" (every modality's tokens, each sequence behind
-            its modality's marker token, seed §4.1) or "fused" (the fusion's token sequence).
+            its modality's marker token, seed §4.1) or "fused" (the fusion's pooled vector, then its token
+            sequence).
     """
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, *, width: int,
@@ -86,7 +87,11 @@ class MultimodalModel(nn.Module):
             if fused is None:
                 raise ValueError(f"model.decoder.memory is 'fused' but the {type(self.fusion).__name__} fusion "
                                  f"gives no token sequence (only a pooled vector): use memory: modalities")
-            return fused
+            # the fused vector first, then the fused tokens: a positional readout's vector knows *where*
+            # things are, which attention over the tokens by content does not learn (see the VQA recipe)
+            tokens = torch.cat([fused.pooled[:, None], fused.tokens], dim=1)  # (B, 1 + N, D)
+            mask = torch.cat([fused.mask.new_ones(fused.mask.shape[0], 1), fused.mask], dim=1)
+            return EncoderOutput(tokens=tokens, mask=mask, pooled=fused.pooled)
         parts = [self.memory_markers(name, outputs[name].tokens, outputs[name].mask) for name in sorted(outputs)]
         tokens = torch.cat([t for t, _ in parts], dim=1)  # (B, sum of (N_m + 1), D)
         mask = torch.cat([m for _, m in parts], dim=1)

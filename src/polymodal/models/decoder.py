@@ -38,18 +38,21 @@ class TextDecoder(nn.Module):
         dropout: dropout on embeddings and inside the blocks.
         activation: "gelu" or "gelu_tanh".
         tie_embeddings: the output projection is the input embedding, transposed (no separate LM head).
+        gated_cross: each block's cross-attention passes through a tanh gate starting at 0 (Flamingo), so a
+            pre-trained language model starts out unchanged by the memory.
     """
 
     def __init__(self, *, vocab_size: int, width: int = 128, depth: int = 2, num_heads: int = 4,
                  max_length: int = 64, context_dim: int | None = None, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, activation: str = "gelu", tie_embeddings: bool = True) -> None:
+                 dropout: float = 0.0, activation: str = "gelu", tie_embeddings: bool = True,
+                 gated_cross: bool = False) -> None:
         super().__init__()
         self.vocab_size, self.width, self.max_length = vocab_size, width, max_length
         self.embed = nn.Embedding(vocab_size, width)
         self.positions = LearnedPositions(width, max_length)
         self.drop = nn.Dropout(dropout)
         self.stack = TransformerEncoder(width, depth, num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                                        context_dim=context_dim, activation=activation)
+                                        context_dim=context_dim, activation=activation, gated_cross=gated_cross)
         self.lm_head = None if tie_embeddings else nn.Linear(width, vocab_size, bias=False)
         init_weights_(self)
 

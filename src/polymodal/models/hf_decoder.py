@@ -29,12 +29,13 @@ class HFSession:
 
     Args:
         model: the causal LM.
+        max_length: its number of positions: a step past it is a clear error (None: not checked).
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, max_length: int | None = None):
         from transformers import DynamicCache
 
-        self.model = model
+        self.model, self.max_length = model, max_length
         self.cache = DynamicCache()
         self.mask: torch.Tensor | None = None  # (B, T) every position so far
         self.next_position: torch.Tensor | None = None
@@ -60,6 +61,9 @@ class HFSession:
         return self._run(inputs_embeds=embeds, position_ids=positions)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.max_length is not None and int(self.next_position.max()) >= self.max_length:
+            raise ValueError(f"generation reached the language model's {self.max_length} positions: "
+                             f"lower max_new_tokens or shorten the prompt")
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         logits = self._run(input_ids=ids[:, None], position_ids=self.next_position[:, None])
         self.next_position = self.next_position + 1
@@ -122,7 +126,7 @@ class HFLanguageModel(nn.Module):
         return self.model(**inputs, attention_mask=mask.long(), position_ids=positions, use_cache=False).logits
 
     def session(self) -> HFSession:
-        return HFSession(self.model)
+        return HFSession(self.model, self.max_length)
 
 
 def _with_lora(model: Any, lora: dict[str, Any]) -> Any:

@@ -81,6 +81,12 @@ class TextTargetData(TaskData):
             ids.extend(text)
         return ids
 
+    def longest_text(self) -> int:
+        """The most text positions an example can take: the start token, the prompt's text (at most
+        `max_prompt_length` with record fields in it) and the answer with its end token."""
+        prompt = self.max_prompt_length if self.prompt_fields else sum(i >= 0 for i in self.prompt_ids({}))
+        return 1 + prompt + self.max_length - 1
+
     def prompt_from_text(self, text: str | None) -> list[int]:
         """The prompt of a user's `text`: it fills the template's one field (a question), or with no
         field it continues the template."""
