@@ -29,7 +29,7 @@ def test_every_config_is_covered():
 
 
 def expected_metrics(task_type, task, records):
-    if task_type == "vqa":
+    if task_type in ("vqa", "vqa_generative"):
         return {"accuracy"} | {f"accuracy/{r['question_type']}" for r in records if "question_type" in r}
     if task_type == "contrastive":
         a, b = task.data.first, task.data.second
