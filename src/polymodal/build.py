@@ -321,7 +321,7 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         except ValueError as error:
             raise ConfigError(f"{where}.{error}") from None
         if "decoder" in cls.needs:  # the fusion runs for a generative task only when its output is the memory
-            tasks[name].fused = backbone.memory == "fused"
+            tasks[name].fused = backbone.memory in ("fused", "pooled")
             longest = tasks[name].data.longest_text()
             if isinstance(backbone.decoder, TextDecoder) and longest > backbone.decoder.max_length:
                 raise ConfigError(f"{where}: its sequences take up to {longest} positions (start, prompt up to "

@@ -75,6 +75,8 @@ def test_init_weights():
     assert abs(linear.weight.std().item() - 0.02) < 0.002 and not linear.bias.any()
     assert torch.equal(norm.weight, torch.ones(256)) and not norm.bias.any()
     assert abs(emb.weight.std().item() - 0.02) < 0.002 and not emb.weight[2].any()
+    init_weights_(model, std=0.125)
+    assert abs(linear.weight.std().item() - 0.125) < 0.005 and abs(emb.weight.std().item() - 0.125) < 0.005
 
 
 def test_gated_cross_attention_starts_shut_and_learns_to_open():

@@ -45,6 +45,13 @@ def test_memory_of_modalities_is_every_modality_behind_its_marker(shapes_data):
     decoder = system.model.backbone.decoder
     assert decoder.width == 24 and decoder.stack.blocks[0].cross.context_dim == 32
     assert decoder.vocab_size == system.tokenizer.vocab_size
+    assert abs(decoder.embed.weight.std().item() - 0.02) < 0.002  # GPT-2's init unless init_std says
+
+
+def test_init_std_reaches_the_decoder(shapes_data):
+    decoder = build(shapes_data, decoder={**DECODER, "init_std": 0.2}).model.backbone.decoder
+    assert abs(decoder.embed.weight.std().item() - 0.2) < 0.01
+    assert abs(decoder.stack.blocks[0].cross.kv.weight.std().item() - 0.2) < 0.02
 
 
 def test_memory_fused_reads_the_fusion_tokens(shapes_data):
@@ -56,13 +63,25 @@ def test_memory_fused_reads_the_fusion_tokens(shapes_data):
     assert out.memory.mask[:, 0].all() and torch.equal(out.memory.mask[:, 1:], out.fused.mask)
 
 
+@pytest.mark.parametrize("fusion", ["late", "early"])
+def test_memory_pooled_is_the_fused_vector_alone(shapes_data, fusion):
+    """Any fusion, one vector (late fusion has no token sequence): one memory token, always attended to."""
+    system = build(shapes_data, fusion=fusion, decoder={**DECODER, "memory": "pooled"},
+                   task={"type": "caption", "inputs": {"image": "image", "text": "question"}})
+    loss, out = loss_and_memory(system, shapes_data)
+    assert system.model.tasks["cap"].fused is True and torch.isfinite(loss)
+    assert out.memory.tokens.shape == (4, 1, 32) and out.memory.mask.all()
+    torch.testing.assert_close(out.memory.tokens[:, 0], out.pooled)
+
+
 @pytest.mark.parametrize("decoder,task,message", [
     (None, None, "tasks.cap: task type 'caption' needs a text decoder: set model.decoder"),
     ({**DECODER, "type": "lstm"}, None, "model.decoder.type: expected one of transformer, hf, got 'lstm'"),
-    ({**DECODER, "memory": "all"}, None, "model.decoder.memory: expected one of modalities, fused, got 'all'"),
+    ({**DECODER, "memory": "all"}, None, "model.decoder.memory: expected one of modalities, fused, pooled, got 'all'"),
     ({**DECODER, "memory": "fused"}, None, "'fused' needs a fusion that gives a token sequence; 'late'"),
     ({**DECODER, "depht": 2}, None, "model.decoder: unknown key 'depht'"),
     ({**DECODER, "num_heads": 5}, None, "model.decoder: .*not divisible"),
+    ({**DECODER, "init_std": 0}, None, "model.decoder: init_std: expected a positive number, got 0"),
     (DECODER, {"type": "caption", "max_lenght": 9}, "tasks.cap: unknown key 'max_lenght'"),
     (DECODER, {"type": "caption", "max_length": 2}, "max_length: expected at least 3"),
     (DECODER, {"type": "caption", "max_length": 41}, "up to 41 positions .* model.decoder.max_length is 40"),

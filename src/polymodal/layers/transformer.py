@@ -184,18 +184,19 @@ class TransformerEncoder(nn.Module):
 
 
 @torch.no_grad()
-def init_weights_(module: nn.Module) -> None:
+def init_weights_(module: nn.Module, std: float = 0.02) -> None:
     """Initialise `module` and all its submodules in place, GPT/BERT style.
 
-    Linear and Embedding weights ~ N(0, 0.02), biases 0 (an Embedding's padding row stays 0);
+    Linear and Embedding weights ~ N(0, std), biases 0 (an Embedding's padding row stays 0);
     LayerNorm weight 1, bias 0. Other modules (convolutions, raw parameters) are left as they are.
 
     Args:
         module: root of the tree to initialise.
+        std: the weights' standard deviation (GPT-2's and BERT's 0.02, chosen for widths of 768).
     """
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            nn.init.normal_(m.weight, mean=0.0, std=std)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:

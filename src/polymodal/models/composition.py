@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..fusion.base import FusionOutput
 from ..layers import ModalityMarkers
 from ..modalities.base import EncoderOutput
 from .absent import AbsentModalities
@@ -16,7 +17,7 @@ from .embedding import embed, logit_scale, projections
 from .encoding import encode_all
 from .output import ModelOutput
 
-MEMORIES = ("modalities", "fused")  # what a decoder may cross-attend to
+MEMORIES = ("modalities", "fused", "pooled")  # what a decoder may cross-attend to
 
 
 class MultimodalModel(nn.Module):
@@ -34,8 +35,8 @@ class MultimodalModel(nn.Module):
         decoder: a text decoder cross-attending to a memory of width `width` (seed §4.4), for generative
             tasks; None: no decoder.
         memory: what the decoder attends to: "modalities" (every modality's tokens, each sequence behind
-            its modality's marker token, seed §4.1) or "fused" (the fusion's pooled vector, then its token
-            sequence).
+            its modality's marker token, seed §4.1), "fused" (the fusion's pooled vector, then its token
+            sequence) or "pooled" (the fusion's pooled vector alone: what a classifier head reads; any fusion).
     """
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, *, width: int,
@@ -73,7 +74,7 @@ class MultimodalModel(nn.Module):
         return ModelOutput(modalities=outputs, pooled=fused.pooled, fused=tokens, embeddings=embeddings,
                            logit_scale=scale, streams=fused.streams, scored=fused.scored,
                            score_weights=fused.score_weights,
-                           memory=self._memory(outputs, tokens) if self._reads_memory else None,
+                           memory=self._memory(outputs, fused) if self._reads_memory else None,
                            decoder=self.decoder)
 
     @property
@@ -81,10 +82,16 @@ class MultimodalModel(nn.Module):
         """A decoder that cross-attends to a memory (a decoder-only LM reads the modalities themselves)."""
         return self.decoder is not None and getattr(self.decoder, "reads_memory", True)
 
-    def _memory(self, outputs: dict[str, EncoderOutput], fused: EncoderOutput | None) -> EncoderOutput:
-        """The decoder's memory: the modalities' tokens behind their markers, or the fused sequence."""
-        if self.memory == "fused":
+    def _memory(self, outputs: dict[str, EncoderOutput], fused: FusionOutput | None) -> EncoderOutput:
+        """The decoder's memory: the modalities' tokens behind their markers, the fused sequence, or the
+        fused vector alone."""
+        if self.memory == "pooled":  # the fusion's one vector: the decoder reads it as a classifier head would
             if fused is None:
+                raise ValueError("model.decoder.memory is 'pooled' but the model ran without its fusion")
+            mask = torch.ones(fused.pooled.shape[0], 1, dtype=torch.bool, device=fused.pooled.device)
+            return EncoderOutput(tokens=fused.pooled[:, None], mask=mask, pooled=fused.pooled)
+        if self.memory == "fused":
+            if fused is None or fused.tokens is None:
                 raise ValueError(f"model.decoder.memory is 'fused' but the {type(self.fusion).__name__} fusion "
                                  f"gives no token sequence (only a pooled vector): use memory: modalities")
             # the fused vector first, then the fused tokens: a positional readout's vector knows *where*
