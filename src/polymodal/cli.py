@@ -104,17 +104,21 @@ def _nn_baselines(model, train: list, records: list) -> dict[str, dict[str, floa
     from .evaluation.harness import task_records
 
     out = {}
-    for name, task in model.system.model.tasks.items():
-        if type(task).__name__ in GENERATIVE:
-            usable = task_records(model.system, name, records)
-            predictions = nearest_neighbour_predictions(model.system, name, train, usable)
-            out[f"{name}/nn_baseline"] = {**task.data.metrics(predictions, usable), "n": float(len(usable))}
+    for name in _generative_tasks(model.system):
+        task = model.system.model.tasks[name]
+        usable = task_records(model.system, name, records)
+        predictions = nearest_neighbour_predictions(model.system, name, train, usable)
+        out[f"{name}/nn_baseline"] = {**task.data.metrics(predictions, usable), "n": float(len(usable))}
     if not out:
         raise PolymodalError("--nn-baseline: this model has no generative task")
     return out
 
 
-GENERATIVE = {"CaptionTask", "TranscriptionTask", "GenerativeVQATask"}  # tasks whose prediction is generated text
+def _generative_tasks(system) -> list[str]:
+    """The names of the tasks whose prediction is generated text."""
+    from .tasks.generative import TextGenerationTask
+
+    return [name for name, task in system.model.tasks.items() if isinstance(task, TextGenerationTask)]
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -131,7 +135,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
-    elif kinds & GENERATIVE:
+    elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
                     "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
         given = {f"{m}s": [v] for m, v in media.items() if v is not None}

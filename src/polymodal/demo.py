@@ -50,11 +50,17 @@ def shipped_config(name: str) -> Path:
     return Path(str(resources.files("polymodal") / "configs" / name))
 
 
-def _vqa_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 12) -> list[dict[str, Any]]:
-    by_type: dict[str, list[dict[str, Any]]] = {}
+def _in_turn(records: list[dict[str, Any]], group: Callable[[dict[str, Any]], Any], n: int) -> list[dict[str, Any]]:
+    """Up to `n` records taking each group (question type, number of objects) in turn: the first of every
+    group, then the second of every group, ..."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
     for r in records:
-        by_type.setdefault(r.get("question_type", "?"), []).append(r)
-    chosen = [r for i in range(n) for rs in by_type.values() if i < len(rs) for r in [rs[i]]][:n]
+        groups.setdefault(group(r), []).append(r)
+    return [rs[i] for i in range(n) for rs in groups.values() if i < len(rs)][:n]
+
+
+def _vqa_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 12) -> list[dict[str, Any]]:
+    chosen = _in_turn(records, lambda r: r.get("question_type", "?"), n)
     answers = model.predict(next(iter(model.system.vocab)), chosen) if chosen else []
     return [{"image": r["image"], "question": r["question"], "answer": r["answer"], "prediction": p}
             for r, p in zip(chosen, answers)]
@@ -74,19 +80,13 @@ def _explanations(model: LoadedModel, records: list[dict[str, Any]], folder: Pat
 
 def _caption_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 8) -> list[dict[str, Any]]:
     """Generated captions for `n` test images with 1, 2 and 3 objects in turn."""
-    by_size: dict[int, list[dict[str, Any]]] = {}
-    for r in records:
-        by_size.setdefault(r["text"].count(" a ") + 1, []).append(r)
-    chosen = [r for i in range(n) for rs in by_size.values() if i < len(rs) for r in [rs[i]]][:n]
+    chosen = _in_turn(records, lambda r: r["text"].count(" a ") + 1, n)
     captions = model.caption([r["image"] for r in chosen]) if chosen else []
     return [{"image": r["image"], "caption": r["text"], "prediction": c} for r, c in zip(chosen, captions)]
 
 
 def _av_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 6) -> list[dict[str, Any]]:
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_type.setdefault(r.get("question_type", "?"), []).append(r)
-    chosen = [r for i in range(n) for rs in by_type.values() if i < len(rs) for r in [rs[i]]][:n]
+    chosen = _in_turn(records, lambda r: r.get("question_type", "?"), n)
     answers = model.predict("video_qa", chosen) if chosen else []
     return [{"video": r["video"], "audio": r["audio"], "question": r["question"], "answer": r["answer"],
              "prediction": p} for r, p in zip(chosen, answers)]

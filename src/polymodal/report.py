@@ -36,38 +36,34 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_vqa_examples(examples: list[dict[str, Any]], path: Path) -> None:
-    """Images with their question, the predicted answer and the true one (green right, red wrong)."""
+def _image_grid(examples: list[dict[str, Any]], path: Path, titles: list[str], right: list[bool], *,
+                cell: tuple[float, float], fontsize: int) -> None:
+    """Each example's image, four to a row, under its title: green where `right`, red elsewhere."""
     cols = 4
     rows = (len(examples) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, ex in zip(axes.flat, examples):
+    for ax, ex, title, ok in zip(axes.flat, examples, titles, right):
         ax.imshow(Image.open(ex["image"]).convert("RGB"))
-        ok = ex["prediction"] == ex["answer"]
-        ax.set_title(f"{ex['question']}\npred: {ex['prediction']}  (true: {ex['answer']})", fontsize=8,
-                     color="green" if ok else "red")
+        ax.set_title(title, fontsize=fontsize, color="green" if ok else "red")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_vqa_examples(examples: list[dict[str, Any]], path: Path) -> None:
+    """Images with their question, the predicted answer and the true one (green right, red wrong)."""
+    titles = [f"{ex['question']}\npred: {ex['prediction']}  (true: {ex['answer']})" for ex in examples]
+    _image_grid(examples, path, titles, [ex["prediction"] == ex["answer"] for ex in examples],
+                cell=(3.2, 3.6), fontsize=8)
 
 
 def plot_caption_examples(examples: list[dict[str, Any]], path: Path) -> None:
     """Images with their generated caption and the true one (green when they are equal)."""
-    cols = 4
-    rows = (len(examples) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.8 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, ex in zip(axes.flat, examples):
-        ax.imshow(Image.open(ex["image"]).convert("RGB"))
-        ok = ex["prediction"] == ex["caption"]
-        ax.set_title(f"{_wrap(ex['prediction'])}\n(true: {_wrap(ex['caption'])})", fontsize=7,
-                     color="green" if ok else "red")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    titles = [f"{_wrap(ex['prediction'])}\n(true: {_wrap(ex['caption'])})" for ex in examples]
+    _image_grid(examples, path, titles, [ex["prediction"] == ex["caption"] for ex in examples],
+                cell=(3.4, 3.8), fontsize=7)
 
 
 def _wrap(text: str, width: int = 38) -> str:

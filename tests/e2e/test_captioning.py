@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -54,9 +55,15 @@ def test_caption_api_is_batched(caption_run, shapes_data):
     batch = model.caption(images)
     assert isinstance(batch, list) and len(batch) == 3
     assert model.caption(images[1]) == batch[1]  # one in, one out; the same text as in a batch
-    assert model.caption(images, num_beams=3) == model.generate(images=images, num_beams=3)
+    head = model.system.model.tasks["caption"]
+    greedy_settings, head.generation = head.generation, replace(head.generation, num_beams=3)
+    assert model.caption(images, num_beams=3) == model.predict("caption", records)  # API and harness agree
+    head.generation = greedy_settings
     sampled = model.generate(images=images, sample=True, top_p=0.9, seed=1)
-    assert sampled == model.generate(images=images, sample=True, top_p=0.9, seed=1)
+    assert sampled == model.generate(images=images, sample=True, top_p=0.9, seed=1)  # seeded
+    assert model.generate(images=images, sample=True, top_k=1, seed=5) == batch  # top-1 sampling is greedy
+    hot = [model.generate(images=images, sample=True, temperature=3.0, seed=s) for s in (1, 2)]
+    assert hot[0] != hot[1] and hot[0] != batch  # the seed and the temperature are used
 
 
 def test_predict_and_eval_json(caption_run, shapes_data):
@@ -68,7 +75,10 @@ def test_predict_and_eval_json(caption_run, shapes_data):
     assert json.loads(out.stdout)["text"] == load(caption_run).caption(record["image"], num_beams=2)
     out = run("eval", caption_run, "--data", shapes_data / "val.jsonl", "--json")
     assert out.returncode == 0, out.stderr
-    assert set(json.loads(out.stdout)["caption"]) == {"bleu4", "cider", "exact_match", "n"}
+    scores = json.loads(out.stdout)["caption"]
+    assert set(scores) == {"bleu4", "cider", "exact_match", "n"}
+    expected = load(caption_run).evaluate(read_manifest(shapes_data / "val.jsonl"))["caption"]
+    assert scores == pytest.approx(expected, abs=1e-9)
 
 
 def test_generative_vqa_answers_in_free_text(shapes_data, tmp_path):

@@ -14,7 +14,7 @@ class Markov:
 
     def __init__(self, table: torch.Tensor):
         self.table = table  # (V, V) logits
-        self.reorders = 0
+        self.reorders = self.steps = 0
 
     def __call__(self, repeat: int):
         return self
@@ -23,6 +23,7 @@ class Markov:
         return self.table[ids[:, -1]]
 
     def step(self, ids):
+        self.steps += 1
         return self.table[ids]
 
     def reorder(self, index):
@@ -48,6 +49,7 @@ def test_greedy_cuts_at_the_stop_token_and_stops_early():
     lm = Markov(table)
     out = generate(lm, torch.tensor([[0], [1]]), None, GenerationSettings(max_new_tokens=6, stop_ids=(2,)))
     assert out == [[1], []]
+    assert lm.steps == 1  # both rows had ended after the second token: no third step
 
 
 def test_beam_search_finds_the_exhaustive_best_when_it_keeps_every_sequence():

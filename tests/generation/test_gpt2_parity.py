@@ -49,9 +49,15 @@ def test_logits_equal_gpt2_with_left_padding(gpt2):
 
 def test_gpt2_weights_load_exactly(gpt2):
     hf, ours = gpt2
-    block = ours.stack.blocks[1]
-    torch.testing.assert_close(block.attn.qkv.weight, hf.transformer.h[1].attn.c_attn.weight.T)
     assert ours.lm_head is None and torch.equal(ours.embed.weight, hf.lm_head.weight)
+    assert torch.equal(ours.positions.weight, hf.transformer.wpe.weight)
+    assert torch.equal(ours.stack.norm.weight, hf.transformer.ln_f.weight)
+    for block, theirs in zip(ours.stack.blocks, hf.transformer.h, strict=True):  # every layer, every weight
+        for a, b in ((block.attn.qkv, theirs.attn.c_attn), (block.attn.out, theirs.attn.c_proj),
+                     (block.mlp[0], theirs.mlp.c_fc), (block.mlp[2], theirs.mlp.c_proj)):
+            assert torch.equal(a.weight, b.weight.T) and torch.equal(a.bias, b.bias)
+        for a, b in ((block.ln1, theirs.ln_1), (block.ln2, theirs.ln_2)):
+            assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
 
 def _stops_that_fire(hf, ids, mask):

@@ -32,6 +32,7 @@ def test_pretraining_teaches_the_lm_the_captions_language(shapes_data, tmp_path)
     assert lm_loss(trained, held_out) < lm_loss(random, held_out) / 2  # on captions it never saw
     tokenizer = TextTokenizer.from_hf(trained)
     assert tokenizer.decode(tokenizer.ids("a red circle")) == "a red circle"
+    assert tokenizer.cls_id is not None and tokenizer.sep_id is not None
     assert (tokenizer.cls_id, tokenizer.sep_id) == (tokenizer.tokenizer.token_to_id("[CLS]"),
                                                     tokenizer.tokenizer.token_to_id("[SEP]"))
 

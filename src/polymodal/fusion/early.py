@@ -8,7 +8,7 @@ from torch import nn
 
 from ..layers.attention import keeping_attention_weights
 from ..layers.markers import ModalityMarkers
-from ..layers.positions import LearnedPositions, SinusoidalPositions, time_code_table
+from ..layers.positions import LearnedPositions, SinusoidalPositions, positions_from_mask, time_code_table
 from ..layers.readout import place_by_position
 from ..layers.transformer import TransformerEncoder
 from ..modalities.base import EncoderOutput
@@ -113,9 +113,7 @@ class EarlyFusion(nn.Module):
         batch = tokens.shape[0]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
-        # a token's position counts the real tokens before it: padding inside the sequence (a short text
-        # followed by video) moves nothing, so an example gives the same output in any batch
-        position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, 1 + N)
+        position_ids = positions_from_mask(mask)  # (B, 1 + N): padding inside the sequence moves nothing
         hidden = self.transformer(tokens + self.positions.at(position_ids).to(tokens.dtype), mask)
         pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
         return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)

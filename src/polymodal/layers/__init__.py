@@ -2,7 +2,7 @@
 
 from .attention import MultiHeadAttention, load_torch_mha_
 from .markers import ModalityMarkers
-from .positions import LearnedPositions, SinusoidalPositions, sinusoidal_table
+from .positions import LearnedPositions, SinusoidalPositions, positions_from_mask, sinusoidal_table
 from .transformer import TransformerBlock, TransformerEncoder, init_weights_
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "TransformerEncoder",
     "init_weights_",
     "load_torch_mha_",
+    "positions_from_mask",
     "sinusoidal_table",
 ]

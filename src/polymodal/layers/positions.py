@@ -6,6 +6,17 @@ import torch
 from torch import nn
 
 
+def positions_from_mask(mask: torch.Tensor | None, length: int | None = None,
+                        device: torch.device | None = None) -> torch.Tensor:
+    """(B, N) position ids counting only real tokens: a token's position is the number of real tokens
+    before it, so padding anywhere in a row (left-padded prompts, a short text before video) moves
+    nothing and an example gets the same positions in any batch. Padding gets its neighbour's (never
+    attended to). Without a mask: 0 .. length-1, (1, length)."""
+    if mask is None:
+        return torch.arange(length, device=device)[None]
+    return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
     """The seed §4.3 table: PE(i, 2j) = sin(i / 10000^(2j/d)), PE(i, 2j+1) = cos(i / 10000^(2j/d)).
 

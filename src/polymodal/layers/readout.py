@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .positions import positions_from_mask
+
 
 def place_by_position(values: torch.Tensor, mask: torch.Tensor, max_length: int) -> torch.Tensor:
     """Scatter per-token values into fixed slots by position among the real tokens.
@@ -19,7 +21,7 @@ def place_by_position(values: torch.Tensor, mask: torch.Tensor, max_length: int)
         (B, max_length, C): slot p holds the value of the example's (p + 1)-th real token, zeros past its end.
     """
     real = mask.long()
-    positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # (B, N)
+    positions = positions_from_mask(mask)  # (B, N)
     longest = int(real.sum(dim=1).max()) if real.numel() else 0
     if longest > max_length:
         raise ValueError(f"a sequence of {longest} tokens is longer than max_length={max_length}")

@@ -6,17 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import LearnedPositions, TransformerEncoder, init_weights_
+from ..layers import LearnedPositions, TransformerEncoder, init_weights_, positions_from_mask
 from ..layers.transformer import BlockCache
 from .splice import splice
-
-
-def positions_from_mask(mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
-    """(B, N) position ids counting only real tokens, so a left-padded prompt starts at 0 where its text
-    starts (padding gets 0; it is never attended to). Without a mask: 0 .. N-1."""
-    if mask is None:
-        return torch.arange(length, device=device)[None]
-    return (mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 class TextDecoder(nn.Module):
@@ -144,15 +136,11 @@ class DecoderSession:
         placeholders in `ids` vanish (this decoder reads media by cross-attention)."""
         if self.next_position is not None:
             raise RuntimeError("prefill runs once per session")
-        if embeds is None and bool((ids < 0).any()):
-            embeds, mask, _ = splice(ids, mask if mask is not None else torch.ones_like(ids, dtype=torch.bool), self.decoder.embed,
-                                     left=True)
-            ids = None
-        length = (ids if embeds is None else embeds).shape[1]
-        device = (ids if embeds is None else embeds).device
-        positions = positions_from_mask(mask, length, device)
-        positions = positions.expand((ids if embeds is None else embeds).shape[0], -1)
-        logits = self.decoder(ids, mask, embeds=embeds, context=self.context, context_mask=self.context_mask,
+        if embeds is None:
+            mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+            embeds, mask, _ = splice(ids, mask, self.decoder.embed, left=True)
+        positions = positions_from_mask(mask)  # (B, T)
+        logits = self.decoder(None, mask, embeds=embeds, context=self.context, context_mask=self.context_mask,
                               position_ids=positions, cache=self.cache)
         self.next_position = positions[:, -1] + 1
         return logits[:, -1]

@@ -31,9 +31,12 @@ def decoder_from_gpt2(model: Any) -> TextDecoder:
     for i in range(config.n_layer):
         ours, theirs = f"stack.blocks.{i}.", f"h.{i}."
         for a, b in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            mapped[ours + a + ".weight"], mapped[ours + a + ".bias"] = source[theirs + b + ".weight"], source[theirs + b + ".bias"]
-        for a, b in (("attn.qkv", "attn.c_attn"), ("attn.out", "attn.c_proj"), ("mlp.0", "mlp.c_fc"), ("mlp.2", "mlp.c_proj")):
-            mapped[ours + a + ".weight"] = source[theirs + b + ".weight"].T.contiguous()  # Conv1D (in, out) → (out, in)
+            mapped[ours + a + ".weight"] = source[theirs + b + ".weight"]
+            mapped[ours + a + ".bias"] = source[theirs + b + ".bias"]
+        for a, b in (("attn.qkv", "attn.c_attn"), ("attn.out", "attn.c_proj"), ("mlp.0", "mlp.c_fc"),
+                     ("mlp.2", "mlp.c_proj")):
+            # Conv1D stores (in, out): the transpose of nn.Linear's (out, in)
+            mapped[ours + a + ".weight"] = source[theirs + b + ".weight"].T.contiguous()
             mapped[ours + a + ".bias"] = source[theirs + b + ".bias"]
     decoder.load_state_dict(mapped, strict=True)
     return decoder.eval()

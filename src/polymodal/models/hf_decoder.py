@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import positions_from_mask
+
 
 @lru_cache(maxsize=None)
 def _forward_names(model_class: type) -> tuple[str, str | None]:
@@ -51,14 +53,12 @@ class HFSession:
 
     def prefill(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
-        batch, length = (ids if embeds is None else embeds).shape[:2]
-        device = (ids if embeds is None else embeds).device
-        self.mask = torch.ones(batch, length, dtype=torch.bool, device=device) if mask is None else mask
-        positions = (self.mask.long().cumsum(1) - 1).masked_fill(~self.mask, 1)
+        x = ids if embeds is None else embeds
+        self.mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        positions = positions_from_mask(self.mask)
         self.next_position = positions[:, -1] + 1
-        if embeds is None:
-            return self._run(input_ids=ids, position_ids=positions)
-        return self._run(inputs_embeds=embeds, position_ids=positions)
+        inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+        return self._run(**inputs, position_ids=positions)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         if self.max_length is not None and int(self.next_position.max()) >= self.max_length:
@@ -118,7 +118,7 @@ class HFLanguageModel(nn.Module):
         x = ids if embeds is None else embeds
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        positions = (mask.long().cumsum(1) - 1).masked_fill(~mask, 1)
+        positions = positions_from_mask(mask)
         if int(positions.max()) >= self.max_length:
             raise ValueError(f"a sequence of {int(positions.max()) + 1} positions is longer than the language "
                              f"model's {self.max_length}")

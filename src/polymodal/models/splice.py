@@ -39,8 +39,10 @@ def splice(ids: torch.Tensor, mask: torch.Tensor, embed: Callable[[torch.Tensor]
     """
     batch, length = ids.shape
     vectors = embed(ids.clamp(min=0))  # (B, L, W); placeholder rows are replaced below
-    if spans is None and not bool((ids < 0).any()):
+    if not bool((ids < 0).any()):
         return vectors, mask, torch.arange(length, device=ids.device).expand(batch, -1)
+    if not spans:  # every placeholder vanishes (an encoder-decoder): what a training step runs, vectorised
+        return _compact(vectors, mask & (ids >= 0), left)
     rows, lasts = [], []
     for b in range(batch):
         pieces, last, count = [], [], 0
@@ -70,3 +72,18 @@ def splice(ids: torch.Tensor, mask: torch.Tensor, embed: Callable[[torch.Tensor]
         out_mask[b, start: start + row.shape[0]] = True
         last[b] += start
     return embeds, out_mask, last
+
+
+def _compact(vectors: torch.Tensor, keep: torch.Tensor, left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`splice` when nothing is inserted: the (B, L, W) vectors where `keep` (B, L) is True, moved together
+    in order and padded on the right (or the left); the same three results."""
+    count = keep.long().cumsum(1)  # (B, L) vectors kept up to and including each id
+    total = int(count[:, -1].max()) if count.numel() else 0
+    shift = (total - count[:, -1])[:, None] if left else torch.zeros_like(count[:, -1:])  # (B, 1)
+    slot = count - 1 + shift  # where each kept vector goes
+    rows, cols = keep.nonzero(as_tuple=True)
+    embeds = vectors.new_zeros(vectors.shape[0], total, vectors.shape[-1])
+    embeds[rows, slot[rows, cols]] = vectors[rows, cols]
+    out_mask = torch.zeros(vectors.shape[0], total, dtype=torch.bool, device=keep.device)
+    out_mask[rows, slot[rows, cols]] = True
+    return embeds, out_mask, (count - 1).clamp(min=0) + shift

@@ -1,6 +1,7 @@
 """A tiny random Hugging Face causal LM saved to a folder, with a tokenizer learnt from a manifest's text:
 what a user's own LLM folder looks like (`save_pretrained`), to try the decoder-only path offline
-(`polymodal tiny-lm`) and to test it. Its weights are random: it learns the language from the task."""
+(`polymodal tiny-lm`) and to test it. Its weights are random, or pre-trained a few hundred steps on the
+same text (`pretrain_steps`) so that it knows the language before a multimodal model learns to talk to it."""
 
 from __future__ import annotations
 
