@@ -15,7 +15,7 @@ from .errors import PolymodalError
 from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
-from .tasks import CaptionTask, ClassificationTask, ContrastiveTask, GenerativeVQATask, VQATask
+from .tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
 from .tasks.generative import TextGenerationTask
 from .tasks.vocab_head import VocabularyTask
 from .training.checkpoint import WEIGHTS, load_weights
@@ -179,9 +179,11 @@ class LoadedModel:
     def embed(self, *, images: Sequence[ImageLike] = (), texts: Sequence[str] = (), videos: Sequence[str | Path] = (),
               audios: Sequence[str | Path] = ()) -> dict[str, torch.Tensor]:
         """L2-normalised embeddings in the shared space, per modality given: {"image": (N, E), "text": (M, E),
-        "video": ..., "audio": ...}. Needs a model with a contrastive task (a dual encoder, or a joint
-        transformer with `embed_dim`)."""
-        self._task_of(ContrastiveTask, None)
+        "video": ..., "audio": ...}. Needs a model with a shared space (`model.embed_dim`: a dual encoder,
+        a joint transformer with one, a student distilled into its teacher's space)."""
+        if self.system.model.backbone.embed_dim is None:
+            raise PolymodalError(f"this model has no shared embedding space (model.embed_dim); its tasks: "
+                                 f"{self.tasks}")
         given = {"image": list(images), "text": list(texts), "video": list(videos), "audio": list(audios)}
         result = {}
         for modality, values in given.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,15 @@ from .models.decoder import TextDecoder
 from .models.hf_decoder import HFLanguageModel
 from .models.multimodal_lm import MultimodalLM
 from .models.output import ModelOutput
-from .modalities.registry import Processor, get_modality, with_defaults
+from .models.teacher import Teacher, hf_teacher, run_teacher
+from .modalities.pretrained import resolve_model_path
+from .modalities.registry import PROCESSORS, Processor, get_modality, make_processor, with_defaults
 from .modalities.text.tokenizer import TextTokenizer
 from .tasks import TASKS, Task
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.json"
+TEACHERS_FILE = "teachers.json"  # each distillation teacher's width: a saved student loads without its teacher
 TOKENIZER_FIELDS = ("text", "question")  # record fields a learnt tokenizer reads
 
 # Model types of Polymodal 0.1, kept as aliases: each is the one composition with a fusion (and defaults);
@@ -52,9 +55,29 @@ class PolymodalModel(nn.Module):
         return self.backbone(inputs, fuse=fuse)
 
     def forward(self, batches: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
-        """Args: task name → collated batch. Returns: task name → {"loss": scalar, ...}."""
-        return {name: self.tasks[name](self.backbone(batch["inputs"], fuse=self.tasks[name].fused), batch["target"])
-                for name, batch in batches.items()}
+        """Args: task name → collated batch. Returns: task name → {"loss": scalar, ...}.
+
+        Tasks handed the very same `inputs` object (the trainer gives one batch to tasks that read the same
+        records and fields) share one backbone pass, unless a task changes its inputs first (`corrupt`:
+        masked modelling sees masked inputs)."""
+        shared: dict[int, ModelOutput] = {}
+        fuse_for: dict[int, bool] = {}
+        for name, batch in batches.items():
+            if not self.tasks[name].corrupts:
+                key = id(batch["inputs"])
+                fuse_for[key] = fuse_for.get(key, False) or self.tasks[name].fused
+        results = {}
+        for name, batch in batches.items():
+            task = self.tasks[name]
+            if task.corrupts:
+                inputs, target = task.corrupt(batch["inputs"], batch["target"])
+                results[name] = task(self.backbone(inputs, fuse=task.fused), target)
+                continue
+            key = id(batch["inputs"])
+            if key not in shared:
+                shared[key] = self.backbone(batch["inputs"], fuse=fuse_for[key])
+            results[name] = task(shared[key], batch["target"])
+        return results
 
 
 @dataclass
@@ -65,13 +88,17 @@ class System:
     processors: dict[str, Processor]
     tokenizer: TextTokenizer | None
     vocab: dict[str, list[str]]
+    teachers: dict[str, int] = field(default_factory=dict)
 
     def save_artifacts(self, folder: Path) -> None:
-        """Write the tokenizer and vocabularies that `build_system(..., artifacts=folder)` reads back."""
+        """Write the tokenizer, vocabularies and teacher widths that `build_system(..., artifacts=folder)`
+        reads back."""
         folder.mkdir(parents=True, exist_ok=True)
         if self.tokenizer is not None:
             self.tokenizer.save(folder / TOKENIZER_FILE)
         (folder / VOCAB_FILE).write_text(json.dumps(self.vocab, indent=1))
+        if self.teachers:
+            (folder / TEACHERS_FILE).write_text(json.dumps(self.teachers, indent=1))
 
 
 def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: Path | None) -> TextTokenizer:
@@ -83,7 +110,21 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
         raise ConfigError(f"model.tokenizer: unknown key {sorted(unknown)[0]!r}; allowed keys: path, vocab_size")
     if artifacts is not None and (artifacts / TOKENIZER_FILE).is_file():
         return TextTokenizer.load(artifacts / TOKENIZER_FILE)
+    text = (config.model.get("encoders") or {}).get("text")
+    if isinstance(text, dict) and text.get("type") == "hf":  # a pretrained text encoder reads its own tokens
+        if spec:
+            raise ConfigError("model.tokenizer: the pretrained text encoder (model.encoders.text.type: hf) "
+                              "brings its own tokenizer; leave model.tokenizer out")
+        try:
+            return TextTokenizer.from_hf(resolve_model_path(text.get("path", "")))
+        except ValueError as error:
+            raise ConfigError(f"model.encoders.text.{error}") from None
     if spec.get("path"):
+        if str(spec["path"]).startswith("package:"):  # a tokenizer inside an installed package's model folder
+            try:
+                return TextTokenizer.load(resolve_model_path(spec["path"]))
+            except ValueError as error:
+                raise ConfigError(f"model.tokenizer.{error}") from None
         path = Path(spec["path"])
         return TextTokenizer.load(path if path.is_absolute() else config.base_dir / path)
     if config.train.init_from:
@@ -117,9 +158,11 @@ def _nested_encoder(modality_name: str, spec: Any, where: str, provided: dict[st
         raise ConfigError(f"{where}: expected a mapping with a type, got {spec!r}")
     spec = dict(spec)
     modality, kind = get_modality(modality_name, where), spec.pop("type", None)
-    if kind not in modality.encoders:
-        raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(modality.encoders))}, got {kind!r}")
-    cls = modality.encoders[kind]
+    # only encoders that read the modality's usual tensors: the outer encoder's processor makes them
+    usable = {k: c for k, c in modality.encoders.items() if c not in PROCESSORS}
+    if kind not in usable:
+        raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(usable))}, got {kind!r}")
+    cls = usable[kind]
     try:
         return cls(**bind(cls, spec, where, provided=tuple(provided)), **provided)
     except ValueError as error:
@@ -179,6 +222,35 @@ def _decoder(spec: Any, width: int, modalities: list[str],
             if architecture == "encoder_decoder":
                 return lm, memory, tokenizer
         return MultimodalLM(lm, modalities, width, projector_type=projector_type), memory, tokenizer
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _teacher(spec: Any, modality: str, target: str, where: str, dim: int | None = None) -> Teacher:
+    """The frozen teacher `spec` describes: `{type: hf, path: DIR, ...}` (a pretrained encoder of `modality`
+    and its settings) or `{run: RUN_FOLDER}` (a trained Polymodal model). `dim`: its width as a saved run
+    recorded it; the teacher's files are then read only when it first runs."""
+    if not isinstance(spec, dict) or ("run" in spec) == ("type" in spec):
+        raise ConfigError(f"{where}: expected {{type: hf, path: DIR}} (a pretrained encoder) or {{run: RUN}} "
+                          f"(a trained Polymodal model), got {spec!r}")
+    spec = dict(spec)
+    try:
+        if "run" in spec:
+            if set(spec) != {"run"}:
+                raise ConfigError(f"{where}: a run teacher takes only 'run', got {', '.join(sorted(spec))}")
+            return run_teacher(modality, spec["run"], target, dim)
+        kind = spec.pop("type")
+        encoders = get_modality(modality, where).encoders
+        if kind != "hf" or "hf" not in encoders:
+            raise ConfigError(f"{where}.type: a teacher is a pretrained encoder (type: hf) or a run; got {kind!r}")
+        cls = encoders[kind]
+        settings = bind(cls, spec, where, provided=("out_dim", "lora"))
+
+        def processor(values: dict[str, Any]) -> Processor:
+            tokenizer = TextTokenizer.from_hf(resolve_model_path(values["path"])) if modality == "text" else None
+            return make_processor(get_modality(modality, where), cls, with_defaults(cls, values), False, tokenizer)
+
+        return hf_teacher(modality, cls, settings, target, processor, dim)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
 
@@ -251,15 +323,15 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         kwargs = bind(cls, enc_spec, where, provided=(*modality.builder_provides, *nested),
                       elsewhere=(*modality.processor_options, *nested))
         provided = {"out_dim": width}
-        if tokenizer is not None and "vocab_size" in modality.builder_provides:
+        if tokenizer is not None and "vocab_size" in _keywords(cls):
             provided.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
         inner = {key: _nested_encoder(nested[key][0], spec, f"{where}.{key}",
                                       cls.nested_settings(key, **with_defaults(cls, {**kwargs, **provided})))
                  for key, spec in nested_specs.items() if spec is not None}
         try:  # encoders and processors check their settings' consistency (sizes that must divide, ...)
             encoders[name] = cls(**kwargs, **provided, **inner)
-            processors[name] = modality.make_processor(
-                {**with_defaults(cls, kwargs), **nested_specs, **options},
+            processors[name] = make_processor(
+                modality, cls, {**with_defaults(cls, kwargs), **nested_specs, **options},
                 config.data.augment if augment is None else augment, tokenizer)
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
@@ -282,11 +354,14 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
                 | ({"decoder"} if backbone.decoder is not None else set()))
 
     saved_vocab = json.loads((artifacts / VOCAB_FILE).read_text()) if artifacts is not None else {}
-    tasks, vocab = {}, {}
+    saved_teachers = (json.loads((artifacts / TEACHERS_FILE).read_text())
+                      if artifacts is not None and (artifacts / TEACHERS_FILE).is_file() else {})
+    tasks, vocab, teachers = {}, {}, {}
     for name, task_spec in config.tasks.items():
         where = f"tasks.{name}"
         task_spec = dict(task_spec)
         task_type = task_spec.pop("type")
+        task_spec.pop("data", None)  # the task's own manifests: the trainer and evaluation read them
         if task_type not in TASKS:
             raise ConfigError(f"{where}.type: expected one of {', '.join(sorted(TASKS))}, got {task_type!r}")
         cls = TASKS[task_type]
@@ -302,12 +377,22 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         # one mapping in the config, two parts: each key goes to the side whose constructor takes it
         data_params, head_params = _keywords(data_cls), _keywords(cls)
         data_keys = data_params - {"vocab", "tokenizer"}
+        teacher_spec = task_spec.pop("teacher", None) if "teacher" in head_params else None
+        data_keys -= {"teacher_processor"}
         data_kwargs = bind(data_cls, {k: v for k, v in task_spec.items() if k in data_keys}, where,
-                           provided=("vocab", "tokenizer"))
-        if "tokenizer" in data_params:  # the tokenizer of the text it generates: the decoder's
-            data_kwargs["tokenizer"] = decoder_tokenizer
+                           provided=("vocab", "tokenizer", "teacher_processor"))
+        if "tokenizer" in data_params:  # the tokenizer of the text it generates (the decoder's) or reads
+            data_kwargs["tokenizer"] = tokenizer if data_cls.tokenizer_of == "encoder" else decoder_tokenizer
         head_kwargs = bind(cls, {k: v for k, v in task_spec.items() if k not in data_keys}, where,
-                           provided=("data", "width"), elsewhere=tuple(data_keys))
+                           provided=("data", "width", "teacher", "embed_dim"), elsewhere=(*data_keys, "data"))
+        if "teacher" in head_params:  # distillation: a frozen teacher, its inputs through its own processor
+            modality = next(iter(wanted))
+            head_kwargs["teacher"] = _teacher(teacher_spec, modality, head_kwargs.get("target", "embedding"),
+                                              f"{where}.teacher", saved_teachers.get(name))
+            teachers[name] = head_kwargs["teacher"].dim
+            data_kwargs["teacher_processor"] = head_kwargs["teacher"].processor
+        if "embed_dim" in head_params:
+            head_kwargs["embed_dim"] = backbone.embed_dim
         if "vocab" in data_params:
             words = saved_vocab.get(name) if saved_vocab else data_cls.vocab_from(records or [], data_kwargs)
             if not words:
@@ -318,6 +403,7 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
             head_kwargs["width"] = width
         try:
             tasks[name] = cls(data_cls(**data_kwargs), **head_kwargs)
+            tasks[name].attach(backbone)
         except ValueError as error:
             raise ConfigError(f"{where}.{error}") from None
         if "decoder" in cls.needs:  # the fusion runs for a generative task only when its output is the memory
@@ -327,4 +413,4 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
                 raise ConfigError(f"{where}: its sequences take up to {longest} positions (start, prompt up to "
                                   f"max_prompt_length, answer up to max_length) but model.decoder.max_length is "
                                   f"{backbone.decoder.max_length}: raise it, or lower the task's lengths")
-    return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab)
+    return System(PolymodalModel(backbone, tasks), processors, tokenizer, vocab, teachers)

@@ -47,6 +47,14 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sentences(args: argparse.Namespace) -> int:
+    from .data.sentences import write_sentences
+
+    write_sentences(args.out, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                    glosses=args.glosses)
+    return 0
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from .data.manifest import check_manifest, format_report
 
@@ -84,18 +92,38 @@ def _eval(args: argparse.Namespace) -> int:
     unknown = [m for m in args.drop_modality if m not in known]
     if unknown:
         raise PolymodalError(f"--drop-modality: this model has no {unknown[0]!r} encoder; it has: {', '.join(known)}")
-    records = read_manifest(args.data, on_error=args.on_error, log=lambda s: print(s, file=sys.stderr))
+    records, where = _eval_records(model, args)
     results = model.evaluate(records, batch_size=args.batch_size, drop=tuple(args.drop_modality))
     if not results:
         fields = {name: task.data.fields for name, task in model.system.model.tasks.items()}
-        raise PolymodalError(f"{args.data}: no record carries the fields any task of this model needs: {fields}")
+        raise PolymodalError(f"{where}: no record carries the fields any task of this model needs: {fields}")
     if args.nn_baseline:
         results.update(_nn_baselines(model, read_manifest(args.nn_baseline), records))
     if args.json:
         print(json.dumps(results))
     else:
-        print(format_results(results, f"evaluation on {args.data}"))
+        print(format_results(results, f"evaluation on {where}"))
     return 0
+
+
+def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
+    """`--data`'s records for every task, else each task's own `--split` manifest from the run's config
+    (`tasks.NAME.data.<split>`, else `data.<split>`)."""
+    from .config import load_config
+    from .data.manifest import read_manifest
+    from .training.multitask import task_splits
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if args.data:
+        return read_manifest(args.data, on_error=args.on_error, log=log), args.data
+    config = load_config(model.folder / "config.yaml", [f"data.on_error={args.on_error}"])
+    records = task_splits(config, args.split, log)
+    if not any(records.values()):
+        raise PolymodalError(f"eval: the run's config has no {args.split} manifest (data.{args.split} or "
+                             f"tasks.NAME.data.{args.split}); give one with --data")
+    return records, f"each task's {args.split} manifest"
 
 
 def _nn_baselines(model, train: list, records: list) -> dict[str, dict[str, float]]:
@@ -106,7 +134,7 @@ def _nn_baselines(model, train: list, records: list) -> dict[str, dict[str, floa
     out = {}
     for name in _generative_tasks(model.system):
         task = model.system.model.tasks[name]
-        usable = task_records(model.system, name, records)
+        usable = task_records(model.system, name, records.get(name, []) if isinstance(records, dict) else records)
         predictions = nearest_neighbour_predictions(model.system, name, train, usable)
         out[f"{name}/nn_baseline"] = {**task.data.metrics(predictions, usable), "n": float(len(usable))}
     if not out:
@@ -209,6 +237,15 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64)
     synth.set_defaults(func=_synth)
 
+    sentences = sub.add_parser("sentences", help="write a corpus of real English sentences (WordNet 3.0's "
+                                                 "examples, shipped) as train / val / test manifests")
+    sentences.add_argument("--out", required=True)
+    sentences.add_argument("--val-fraction", type=float, default=0.03)
+    sentences.add_argument("--test-fraction", type=float, default=0.06)
+    sentences.add_argument("--glosses", action="store_true",
+                           help="add WordNet's 104 000 definitions to the training split (extra text to learn from)")
+    sentences.set_defaults(func=_sentences)
+
     lm = sub.add_parser("tiny-lm", help="write a small Hugging Face causal LM folder (to try a decoder-only model "
                                         "offline): its tokenizer learnt from a manifest's text, its weights "
                                         "pre-trained on that text")
@@ -232,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a config into a run folder")
     train.add_argument("config")
     train.add_argument("--out", help="run folder (default runs/<config name>)")
-    train.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
+    train.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     train.set_defaults(func=_train)
 
@@ -243,13 +280,16 @@ def parser() -> argparse.ArgumentParser:
                     help="instead: train with modality dropout, without dropout, and without NAME, and "
                          "evaluate each with and without NAME")
     ab.add_argument("--dropout", type=float, default=0.5, help="with --drop-modality: the training dropout chance")
-    ab.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
+    ab.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
     ab.add_argument("--out", required=True, help="folder for one run per variant and the ablation report")
     ab.set_defaults(func=_ablate)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on a manifest")
     ev.add_argument("run")
-    ev.add_argument("--data", required=True, help="manifest (JSON Lines)")
+    ev.add_argument("--data", help="manifest (JSON Lines) for every task (default: each task's own --split manifest "
+                                   "from the run's config)")
+    ev.add_argument("--split", choices=("val", "test"), default="test",
+                    help="without --data: which of each task's manifests to evaluate on")
     ev.add_argument("--json", action="store_true", help="print one JSON object {task: {metric: value}}")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")

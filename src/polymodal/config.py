@@ -36,6 +36,7 @@ class DataConfig:
     on_error: str = "fail"  # fail | skip
     augment: bool = False
     num_workers: int = 0
+    train_fraction: float = 1.0  # train on this share of each training manifest (a fixed subset per record)
 
 
 @dataclass
@@ -61,6 +62,16 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. encoders.image
     modality_dropout: dict[str, float] = field(default_factory=dict)  # modality → chance a training example lacks it
     progress: bool = True
+    # multi-task learning (training/multitask.py, training/weighting.py)
+    task_sampling: str = "all"  # all | round_robin | proportional | temperature: which tasks train at a step
+    task_temperature: float = 2.0  # temperature sampling: task i drawn ∝ n_i^(1/T)
+    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm | pcgrad
+    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry α
+    # fine-tuning
+    lr_mult: dict[str, float] = field(default_factory=dict)  # parameter-name prefix → learning-rate multiplier
+    lora: dict[str, Any] | None = None  # {targets: [regex], r, alpha, dropout, train: [prefixes]} (training/lora.py)
+    select: dict[str, str] | None = None  # {metric: TASK/METRIC, mode: max | min}: export the best validation
+    early_stop: dict[str, int] | None = None  # {patience: N}: stop after N validations without improvement
 
 
 @dataclass
@@ -196,7 +207,17 @@ def parse_value(text: str) -> Any:
 
 # keys holding file paths: in a config file they are relative to the file; given with --set, to the
 # directory the command runs in (what a user typing `--set data.train=A.jsonl` means)
-PATH_KEYS = ("data.train", "data.val", "data.test", "train.init_from", "model.tokenizer.path", "model.decoder.path")
+PATH_KEYS = ("data.train", "data.val", "data.test", "train.init_from", "model.tokenizer.path", "model.decoder.path",
+             "model.encoders.text.path", "model.encoders.image.path", "model.encoders.audio.path",
+             "model.encoders.video.path")
+PACKAGE_PREFIX = "package:"  # a model folder inside an installed Python package: not a file-system path
+SPLITS = ("train", "val", "test")
+
+
+def is_path_key(path: str) -> bool:
+    """Whether the dotted key holds a file path: one of `PATH_KEYS` or a task's `tasks.NAME.data.SPLIT`."""
+    keys = path.split(".")
+    return path in PATH_KEYS or (len(keys) == 4 and keys[0] == "tasks" and keys[2] == "data" and keys[3] in SPLITS)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
@@ -220,14 +241,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
                 raise ConfigError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a mapping")
             node = child
         value = parse_value(text)
-        if path.strip() in PATH_KEYS and isinstance(value, str) and value:
+        if is_path_key(path.strip()) and isinstance(value, str) and value and not value.startswith(PACKAGE_PREFIX):
             value = os.path.normpath(Path(value).expanduser().absolute())
         node[keys[-1]] = value
 
 
 def _resolve_path(value: str | None, base: Path) -> str | None:
-    if value is None:
-        return None
+    if value is None or value.startswith(PACKAGE_PREFIX):
+        return value
     path = Path(value).expanduser()
     # normpath, not resolve: `configs/` may be a symlink and `..` must mean the folder the user sees
     return os.path.normpath(path if path.is_absolute() else base / path)
@@ -243,12 +264,17 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
     for section in ("model", "tasks"):
         if not isinstance(raw.get(section), dict) or not raw[section]:
             raise ConfigError(f"{where}: section {section!r} is required and must be a mapping")
-    for name, task in raw["tasks"].items():
+    tasks = copy.deepcopy(raw["tasks"])
+    for name, task in tasks.items():
         if not isinstance(task, dict) or "type" not in task:
             raise ConfigError(f"{where}: tasks.{name}: expected a mapping with a 'type' key")
+        if "data" in task:
+            task["data"] = _task_data(task["data"], f"tasks.{name}.data", base_dir)
     data = _bind_dataclass(DataConfig, raw.get("data"), "data")
     for split in ("train", "val", "test"):
         setattr(data, split, _resolve_path(getattr(data, split), base_dir))
+    if not 0 < data.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction: expected a share above 0 and at most 1, got {data.train_fraction}")
     if data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error: expected 'fail' or 'skip', got {data.on_error!r}")
     train = _bind_dataclass(TrainConfig, raw.get("train"), "train")
@@ -258,11 +284,81 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
         if getattr(train, key) < 1:
             raise ConfigError(f"train.{key}: expected a positive integer, got {getattr(train, key)}")
     train.init_from = _resolve_path(train.init_from, base_dir)
+    _check_train(train, tasks)
     model = copy.deepcopy(raw["model"])
     decoder = model.get("decoder")
     if isinstance(decoder, dict) and isinstance(decoder.get("path"), str):  # a local HF model folder
         decoder["path"] = _resolve_path(decoder["path"], base_dir)
-    return Config(model=model, tasks=copy.deepcopy(raw["tasks"]), data=data, train=train, base_dir=base_dir)
+    for encoder in (model.get("encoders") or {}).values() if isinstance(model.get("encoders"), dict) else ():
+        if isinstance(encoder, dict) and isinstance(encoder.get("path"), str):  # a pretrained encoder's folder
+            encoder["path"] = _resolve_path(encoder["path"], base_dir)
+    return Config(model=model, tasks=tasks, data=data, train=train, base_dir=base_dir)
+
+
+def _task_data(spec: Any, where: str, base_dir: Path) -> dict[str, str]:
+    """A task's own manifests `{train: PATH, val: PATH, test: PATH}`, paths resolved like `data:`'s."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(SPLITS)}, got {spec!r}")
+    for key, value in spec.items():
+        if key not in SPLITS:
+            raise ConfigError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(SPLITS)}")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{key}: expected a manifest path, got {value!r}")
+    return {key: _resolve_path(value, base_dir) for key, value in spec.items()}
+
+
+TASK_SAMPLING = ("all", "round_robin", "proportional", "temperature")
+LOSS_WEIGHTING = ("fixed", "uncertainty", "gradnorm", "pcgrad")
+LORA_KEYS = {"targets": list, "r": int, "alpha": float, "dropout": float, "train": list}
+
+
+def _check_train(train: TrainConfig, tasks: dict[str, Any]) -> None:
+    """The multi-task and fine-tuning settings: allowed values, named in the error."""
+    if train.task_sampling not in TASK_SAMPLING:
+        raise ConfigError(f"train.task_sampling: expected one of {', '.join(TASK_SAMPLING)}, "
+                          f"got {train.task_sampling!r}")
+    if not train.task_temperature > 0:
+        raise ConfigError(f"train.task_temperature: expected a positive number, got {train.task_temperature}")
+    if train.loss_weighting not in LOSS_WEIGHTING:
+        raise ConfigError(f"train.loss_weighting: expected one of {', '.join(LOSS_WEIGHTING)}, "
+                          f"got {train.loss_weighting!r}")
+    if train.loss_weighting in ("gradnorm", "pcgrad") and train.task_sampling != "all":
+        raise ConfigError(f"train.loss_weighting: {train.loss_weighting!r} compares every task's gradient at each "
+                          f"step, so it needs train.task_sampling: all (got {train.task_sampling!r})")
+    for prefix, mult in train.lr_mult.items():
+        if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult < 0:
+            raise ConfigError(f"train.lr_mult.{prefix}: expected a number at least 0, got {mult!r}")
+    if train.lora is not None:
+        train.lora = _check_keys(train.lora, "train.lora", LORA_KEYS)
+        if not train.lora.get("targets") or not all(isinstance(t, str) for t in train.lora["targets"]):
+            raise ConfigError("train.lora.targets: expected a list of module-name patterns (regular expressions), "
+                              f"got {train.lora.get('targets')!r}")
+        if train.lora.get("r", 8) < 1:
+            raise ConfigError(f"train.lora.r: expected a positive integer, got {train.lora['r']}")
+        if not 0 <= train.lora.get("dropout", 0.0) < 1:
+            raise ConfigError(f"train.lora.dropout: expected a chance from 0 to below 1, got {train.lora['dropout']}")
+    if train.select is not None:
+        train.select = _check_keys(train.select, "train.select", {"metric": str, "mode": str})
+        metric = train.select.get("metric")
+        if metric is None or metric.count("/") < 1 or metric.split("/", 1)[0] not in tasks:
+            raise ConfigError(f"train.select.metric: expected TASK/METRIC with TASK one of {', '.join(tasks)}, "
+                              f"got {metric!r}")
+        if train.select.setdefault("mode", "max") not in ("max", "min"):
+            raise ConfigError(f"train.select.mode: expected 'max' or 'min', got {train.select['mode']!r}")
+    if train.early_stop is not None:
+        train.early_stop = _check_keys(train.early_stop, "train.early_stop", {"patience": int})
+        if train.early_stop.get("patience", 0) < 1:
+            raise ConfigError(f"train.early_stop.patience: expected a positive integer (validations), "
+                              f"got {train.early_stop.get('patience')!r}")
+        if train.select is None:
+            raise ConfigError("train.early_stop: needs train.select (the metric whose improvement it waits for)")
+
+
+def _check_keys(values: dict[str, Any], where: str, types_: dict[str, type]) -> dict[str, Any]:
+    unknown = [k for k in values if k not in types_]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(types_)}")
+    return {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in values.items()}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

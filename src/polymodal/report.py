@@ -36,6 +36,67 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
+def task_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """{"loss": {task: (steps, values)}, "weight": {...}} from the logged `loss/<task>` and `weight/<task>`
+    (a task drawn at only some steps has points at those steps)."""
+    curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {"loss": {}, "weight": {}}
+    for row in rows:
+        for key, value in row.items():
+            kind, _, task = key.partition("/")
+            if kind in curves and task:
+                steps, values = curves[kind].setdefault(task, ([], []))
+                steps.append(row["step"])
+                values.append(value)
+    return curves
+
+
+def plot_task_curves(run: Path, path: Path) -> bool:
+    """Each task's training loss and loss weight against step, for a run of several tasks; False (and no
+    file) for a run of one task."""
+    curves = task_curves(read_metrics(run))
+    if len(curves["loss"]) < 2:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, (kind, label) in zip(axes, (("loss", "training loss"), ("weight", "loss weight"))):
+        for task, (steps, values) in curves[kind].items():
+            ax.plot(steps, values, lw=1.2, label=task)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def validation_curve(run: Path, task: str, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one validation metric over a run (its `val` rows in metrics.jsonl)."""
+    steps, values = [], []
+    for row in read_metrics(run):
+        value = (row.get("val") or {}).get(task, {}).get(metric)
+        if value is not None:
+            steps.append(row["step"])
+            values.append(value)
+    return steps, values
+
+
+def plot_two_stage(runs: dict[str, Path], task: str, metric: str, path: Path) -> None:
+    """A validation metric against step for runs that differ in how they started (pre-trained or not)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, run in runs.items():
+        steps, values = validation_curve(run, task, metric)
+        ax.plot(steps, values, marker="o", lw=1.2, label=name)
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel(f"validation {task} {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _image_grid(examples: list[dict[str, Any]], path: Path, titles: list[str], right: list[bool], *,
                 cell: tuple[float, float], fontsize: int) -> None:
     """Each example's image, four to a row, under its title: green where `right`, red elsewhere."""
@@ -151,12 +212,15 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
                  av_examples: list[dict[str, Any]] | None = None,
                  removed: dict[str, dict[str, dict[str, dict[str, float]]]] | None = None,
                  explanations: list[Path] | None = None,
-                 caption_examples: list[dict[str, Any]] | None = None) -> Path:
+                 caption_examples: list[dict[str, Any]] | None = None,
+                 two_stage: dict[str, Any] | None = None) -> Path:
     """Write `out/report.md` with its plots beside it; returns the report path.
 
     `removed`: {run: {modality: {task: {metric: value}}}}, each run evaluated with one modality removed;
     `explanations`: pictures (in `out`) of where a model attended for its answer; `caption_examples`:
-    images with their generated and true captions."""
+    images with their generated and true captions; `two_stage`: {"runs": {label: run}, "task", "metric",
+    "results": {label: value}, "what": a sentence}, fine-tuning from a pre-trained model beside training
+    from scratch."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
     lines = ["# Polymodal demo report", "", *notes, "", "## Results (test split)", "",
@@ -164,6 +228,15 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
              "Retrieval counts a hit when the retrieved item's caption equals the query's caption: the synthetic",
              "captions repeat, so every image of an identical scene is a correct answer.", "",
              "## Training loss", "", "![loss curves](loss_curves.png)", ""]
+    for name, run in runs.items():
+        if plot_task_curves(run, out / f"task_curves_{name}.png"):
+            lines += [f"Each task of {name}: loss and weight.", "", f"![{name} tasks](task_curves_{name}.png)", ""]
+    if two_stage:
+        plot_two_stage(two_stage["runs"], two_stage["task"], two_stage["metric"], out / "two_stage.png")
+        lines += ["## Pre-training, then fine-tuning on a fraction of the labels", "", two_stage["what"], "",
+                  f"| start | test {two_stage['task']} {two_stage['metric']} |", "|---|---|",
+                  *[f"| {label} | {value:.3f} |" for label, value in two_stage["results"].items()], "",
+                  "![validation during fine-tuning](two_stage.png)", ""]
     if removed:
         lines += ["## Each modality removed in turn (test split)", "",
                   "Every record loses that modality; the model answers with its learned placeholder in its place.",

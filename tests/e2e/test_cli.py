@@ -102,7 +102,7 @@ def test_train_refuses_bad_manifest_unless_skip(broken_data, tmp_path):
 
 @pytest.mark.parametrize("override, needle", [
     ("model.encoders.image.chanels=[8]", "model.encoders.image: unknown key 'chanels'; allowed keys: "),
-    ("tasks.vqa.hiden=3", "tasks.vqa: unknown key 'hiden'; allowed keys: dropout, hidden, inputs, more_questions, own_question_share, weight"),
+    ("tasks.vqa.hiden=3", "tasks.vqa: unknown key 'hiden'; allowed keys: data, dropout, hidden, inputs, more_questions, own_question_share, weight"),
     ("model.type=dual", "model.type: expected one of dual_encoder, joint_transformer"),
     ("model.encoders.smell.type=x", "unknown modality 'smell'; known: audio, image, text, video"),
     ("model.encoders.video.type=x", "model.encoders.video.type: expected one of conv3d, frames, tubelet_vit"),

@@ -19,8 +19,11 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     stats = json.loads((out / "data" / "stats.json").read_text())
     # even 40 steps beat answering the most common answer to everything, and retrieve far above chance
     assert results["vqa"]["vqa"]["accuracy"] > stats["single_answer_baseline"]["accuracy"] + 0.05
-    assert results["clip"]["retrieval"]["text_to_image/R@10"] > 0.5
-    assert "initialised" in r.stdout  # the VQA model started from the clip encoders
+    assert results["pretrain"]["retrieval"]["text_to_image/R@10"] > 0.5
+    assert {"retrieval", "itm", "mlm", "mim"} == set(results["pretrain"])  # the pre-training objectives
+    assert "initialised" in r.stdout  # the VQA model started from the pre-trained model
+    # the two-stage flow: 10% of the labels, fine-tuned from the pre-trained model and from scratch
+    assert {"vqa_10pct", "vqa_10pct_scratch"} <= set(results)
     assert {"video_qa", "sound"} <= set(results["av"])  # a video and an audio task were evaluated
     assert "accuracy/temporal" in results["av"]["video_qa"]
     # each modality removed in turn: the answers without the image are the model's own under --drop-modality
@@ -36,8 +39,10 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     text = (report / "report.md").read_text()
     assert "## Each modality removed in turn" in text and "| vqa | image | vqa | accuracy |" in text
     assert "![explanation](explain_0.png)" in text and "![caption examples](caption_examples.png)" in text
+    assert "## Pre-training, then fine-tuning on a fraction of the labels" in text
+    assert (report / "two_stage.png").stat().st_size > 0
     assert set(results["caption"]["caption"]) == {"bleu4", "cider", "exact_match", "n"}
-    for run in ("clip", "vqa", "caption", "av"):
+    for run in ("pretrain", "vqa", "vqa_10pct", "caption", "av"):
         losses = [json.loads(line)["loss"] for line in (out / run / "metrics.jsonl").read_text().splitlines()
                   if "loss" in json.loads(line)]
         assert losses[-1] < losses[0]

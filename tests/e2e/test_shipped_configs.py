@@ -38,6 +38,14 @@ def expected_metrics(task_type, task, records):
         return {"bleu4", "cider", "exact_match"}
     if task_type == "transcription":
         return {"wer", "bleu4", "cider", "exact_match"}
+    if task_type == "distill":
+        return {"cosine", "teacher_top1"}
+    if task_type == "itm":
+        return {"accuracy", "auc"}
+    if task_type == "mlm":
+        return {"masked_accuracy"}
+    if task_type == "masked_modelling":
+        return {"masked_mse"}
     return {"accuracy"}
 
 
@@ -51,6 +59,8 @@ def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, 
     if load_config(config_path).model.get("decoder", {}).get("type") == "hf":  # the user's LM folder: a tiny one
         texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
         overrides.append(f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}")
+    if load_config(config_path).train.init_from:  # stage 2 of a recipe: its stage 1 is trained elsewhere
+        overrides.append("train.init_from=null")
     config = load_config(config_path, overrides)
     run = tmp_path / "run"
     train(config, run)

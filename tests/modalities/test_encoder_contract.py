@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+import hf_folders
 from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
@@ -132,6 +134,16 @@ CASES = {
         lambda: ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=4, width=16, depth=1, num_heads=2),
         _image_inputs,
     ),
+    # pretrained models from local folders (tiny random ones here), projected to OUT_DIM
+    "hf-bert": Case(lambda: HFTextEncoder(path=str(hf_folders.bert()), out_dim=OUT_DIM), _text_inputs),
+    "hf-clip-text": Case(lambda: HFTextEncoder(path=str(hf_folders.clip()), out_dim=OUT_DIM, pooling="pooler"),
+                         _text_inputs),
+    "hf-vit": Case(lambda: HFImageEncoder(path=str(hf_folders.vit()), out_dim=OUT_DIM), _image_inputs),
+    "hf-resnet": Case(lambda: HFImageEncoder(path=str(hf_folders.resnet()), out_dim=OUT_DIM), _image_inputs),
+    "hf-clip-vision": Case(lambda: HFImageEncoder(path=str(hf_folders.clip()), out_dim=OUT_DIM), _image_inputs),
+    "hf-wav2vec2": Case(lambda: HFAudioEncoder(path=str(hf_folders.wav2vec2()), out_dim=OUT_DIM), _audio_inputs),
+    "hf-whisper": Case(lambda: HFAudioEncoder(path=str(hf_folders.whisper()), out_dim=OUT_DIM),
+                       lambda: (torch.randn(B, 16, 50),)),
 }
 
 

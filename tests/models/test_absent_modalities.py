@@ -144,11 +144,11 @@ def test_an_input_the_encoder_does_not_take_is_a_clear_error():
 
     assert encoder_inputs(RecurrentTextEncoder) == (("mask",), ())
     assert encoder_inputs(FrameEncoder) == ((), ("audio",))
-    assert encoder_inputs(CNNImageEncoder) == ((), ())
+    assert encoder_inputs(CNNImageEncoder) == ((), ("token_mask",))  # masked modelling's, optional
     encoders = torch.nn.ModuleDict({"image": CNNImageEncoder(out_dim=8, image_size=16, channels=[4, 8], groups=4)})
     absent = AbsentModalities(["image"], 8)
     images = torch.randn(2, 3, 16, 16)
-    with pytest.raises(ValueError, match=r"the image encoder \(CNNImageEncoder\) takes the data and nothing "
-                                         r"else; the batch gives mask"):
+    with pytest.raises(ValueError, match=r"the image encoder \(CNNImageEncoder\) takes the data and token_mask; "
+                                         r"the batch gives mask"):
         encode_all(encoders, {"image": {"data": images, "mask": torch.ones(2, 4, dtype=torch.bool)}}, absent)
     assert encode_all(encoders, {"image": {"data": images}}, absent)["image"].pooled.shape == (2, 8)

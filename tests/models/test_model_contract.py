@@ -7,13 +7,15 @@ from conftest import TINY_ENCODERS
 from polymodal.build import build_system
 from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
+import hf_folders
 from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError
 from polymodal.fusion import FUSIONS
 from polymodal.tasks import TASKS
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},  # does this caption fit the picture?
-               "transcription": {"inputs": {"image": "image"}}}  # (the shapes data has no sound)
+               "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
+               "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
                  "coattn": {"depth": 1, "num_heads": 2}, "gated": {"depth": 1, "num_heads": 2},
@@ -41,7 +43,7 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
     if model_kind == "fusion-gated" and task_type == "classification":
         pytest.skip("gated cross-attention reads into the text stream, which an image-only task does not give")
     torch.manual_seed(0)
-    needs_space = task_type == "contrastive" and model_kind != "dual_encoder"
+    needs_space = task_type in ("contrastive", "itm") and model_kind != "dual_encoder"
     generative = "decoder" in TASKS[task_type].needs
     system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}),
                    **({"decoder": DECODER} if generative else {}))
@@ -62,6 +64,10 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.logit_scale", "backbone.projections"]
     if generative:  # the decoder reads the image's tokens (memory: modalities): no fusion, no text encoder
         unused += ["backbone.fusion", "backbone.encoders.text"]
+    if task_type in ("mlm", "masked_modelling"):  # one encoder's own tokens: no fusion, not the other encoder
+        unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]
+    if task_type == "distill":  # the text encoder's own vector, mapped into the teacher's width
+        unused += ["backbone.fusion", "backbone.encoders.image"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
         if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional", "fusion-gmu"):  # one stream

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import hf_folders
 from conftest import TINY_ENCODERS
 from polymodal.build import build_system
 from polymodal.config import from_dict
@@ -16,7 +17,8 @@ from polymodal.errors import ConfigError
 from polymodal.tasks import TASKS, TaskData
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},
-               "transcription": {"inputs": {"image": "image"}}}  # (the shapes data has no sound)
+               "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
+               "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 
 
@@ -52,7 +54,7 @@ def test_each_key_reaches_its_part_and_an_unknown_one_lists_both(shapes_data):
     task = build(shapes_data, "vqa", hidden=16, own_question_share=0.5, more_questions="more", weight=2.0).model.tasks["t"]
     assert task.data.own_question_share == 0.5 and task.data.more_questions == "more"  # data side
     assert task.weight == 2.0 and task.head[1].out_features == 16  # head
-    with pytest.raises(ConfigError, match="tasks.t: unknown key 'hiden'; allowed keys: dropout, hidden, inputs, "
+    with pytest.raises(ConfigError, match="tasks.t: unknown key 'hiden'; allowed keys: data, dropout, hidden, inputs, "
                                           "more_questions, own_question_share, weight"):
         build(shapes_data, "vqa", hiden=16)
     with pytest.raises(ConfigError, match=r"tasks.t.own_question_share: expected a number from 0 to 1"):

@@ -30,3 +30,23 @@ def test_two_process_ddp_matches_single_process(shapes_data, tmp_path, kind):
     assert len(single) == len(parallel) == 5
     assert parallel == pytest.approx(single, rel=1e-4, abs=1e-5)
     assert single[-1] < single[0]
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
+def test_two_process_ddp_matches_single_process_with_learnt_weighting(shapes_data, tmp_path, weighting):
+    # the loss weights sit outside the DDP module and PCGrad's per-task gradients bypass DDP's reduction:
+    # the trainer averages both over processes itself
+    config = tiny_config(shapes_data, "vqa", max_steps=4, batch_size=16, loss_weighting=weighting)
+    config["tasks"] = {"vqa": {"type": "vqa", "hidden": 16}, "shape": {"type": "classification", "hidden": 16}}
+    path = write_config(tmp_path, config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = ["-m", "polymodal.cli", "train", str(path)]
+    subprocess.run([sys.executable, *train, "--out", str(tmp_path / "single")], check=True, env=env,
+                   capture_output=True)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *train, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single, parallel = ([r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+                        for run in (tmp_path / "single", tmp_path / "ddp"))
+    for key in ("loss", "loss/vqa", "loss/shape", "weight/vqa", "weight/shape"):
+        assert [r[key] for r in parallel] == pytest.approx([r[key] for r in single], rel=1e-4, abs=1e-5), key

@@ -35,17 +35,22 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
         inputs = {m: {k: v.to(device) for k, v in part.items()} for m, part in batch["inputs"].items()}
         if getattr(task, "prompted", False):  # generative tasks continue each example's prompt
             predictions.extend(task.predict(model, inputs, prompts=batch["target"]["prompt"]))
+        elif getattr(task, "reads_target", False):  # distillation compares with its teacher's view
+            target = {**batch["target"], "batch": {k: v.to(device) for k, v in batch["target"]["batch"].items()}}
+            predictions.extend(task.predict(model, inputs, target=target))
         else:
             predictions.extend(task.predict(model, inputs))
     model.train(was_training)
     return predictions
 
 
-def evaluate(system: System, records: list[dict[str, Any]], batch_size: int = 256,
+def evaluate(system: System, records: list[dict[str, Any]] | dict[str, list[dict[str, Any]]], batch_size: int = 256,
              device: torch.device | str = "cpu", drop: tuple[str, ...] = (),
              tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
     """{task name: {metric: value}} over the records each task can use; tasks with none are left out.
 
+    `records`: one manifest's records for every task, or task name → its own records (a task missing
+    from the mapping is left out).
     `drop`: modalities removed from every record first (a task that cannot do without one is left out).
     `tasks`: evaluate only these (default: every task).
     """
@@ -53,7 +58,8 @@ def evaluate(system: System, records: list[dict[str, Any]], batch_size: int = 25
     for name, task in system.model.tasks.items():
         if tasks is not None and name not in tasks:
             continue
-        usable = task_records(system, name, without(records, task, drop))
+        own = records.get(name, []) if isinstance(records, dict) else records
+        usable = task_records(system, name, without(own, task, drop))
         if not usable:
             continue
         metrics = task.data.metrics(predict(system, name, usable, batch_size, device), usable)

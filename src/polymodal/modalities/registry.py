@@ -17,6 +17,8 @@ from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from .audio.processor import AudioProcessor
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
 from .image.processor import ImageProcessor
+from .pretrained import (HFAudioBatchProcessor, HFAudioEncoder, HFImageBatchProcessor, HFImageEncoder,
+                         HFTextEncoder)
 from .text.encoder import TextEncoder
 from .text.recurrent import RecurrentTextEncoder
 from .text.tokenizer import TextTokenizer
@@ -154,16 +156,38 @@ def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokeni
     return TextProcessor(tokenizer, kwargs["max_length"])
 
 
+def _hf_image_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    return HFImageBatchProcessor(settings["path"], _cache_mb(settings, "model.encoders.image"))
+
+
+def _hf_audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
+    return HFAudioBatchProcessor(settings["path"], settings["duration"], augment,
+                                 _cache_mb(settings, "model.encoders.audio"))
+
+
+# the processor of an encoder type whose input is not its modality's usual tensor (a pretrained model's
+# own preprocessing); every other type uses its modality's `make_processor`
+PROCESSORS: dict[type[nn.Module], Callable[[dict[str, Any], bool, TextTokenizer | None], Processor]] = {
+    HFImageEncoder: _hf_image_processor,
+    HFAudioEncoder: _hf_audio_processor,
+}
+
 MODALITIES: dict[str, Modality] = {
-    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder}, _image_processor,
-                      processor_options={"cache_mb": 1024}),
-    "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder}, _text_processor,
-                     builder_provides=("out_dim", "vocab_size", "pad_id")),
+    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder, "hf": HFImageEncoder},
+                      _image_processor, processor_options={"cache_mb": 1024}),
+    "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder, "hf": HFTextEncoder},
+                     _text_processor, builder_provides=("out_dim", "vocab_size", "pad_id")),
     "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder},
                       _video_processor, processor_options={"fps": None, "sampling": "uniform", "cache_mb": 1024}),
-    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder}, _audio_processor,
-                      processor_options={"cache_mb": 1024}),
+    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder,
+                                "hf": HFAudioEncoder}, _audio_processor, processor_options={"cache_mb": 1024}),
 }
+
+
+def make_processor(modality: Modality, encoder: type[nn.Module], settings: dict[str, Any], augment: bool,
+                   tokenizer: TextTokenizer | None) -> Processor:
+    """The processor that feeds `encoder` (of `modality`), from its settings (defaults filled in)."""
+    return PROCESSORS.get(encoder, modality.make_processor)(settings, augment, tokenizer)
 
 
 def get_modality(name: str, where: str) -> Modality:

@@ -67,7 +67,7 @@ class MultimodalModel(nn.Module):
         if not fuse:
             memory = self._memory(outputs, None) if self._reads_memory and self.memory == "modalities" else None
             return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale,
-                               memory=memory, decoder=self.decoder)
+                               memory=memory, decoder=self.decoder, fuse=self.fusion, encoders=self.encoders)
         fused = self.fusion(outputs)
         tokens = None if fused.tokens is None else EncoderOutput(tokens=fused.tokens, mask=fused.mask,
                                                                   pooled=fused.pooled)
@@ -75,7 +75,7 @@ class MultimodalModel(nn.Module):
                            logit_scale=scale, streams=fused.streams, scored=fused.scored,
                            score_weights=fused.score_weights,
                            memory=self._memory(outputs, fused) if self._reads_memory else None,
-                           decoder=self.decoder)
+                           decoder=self.decoder, fuse=self.fusion, encoders=self.encoders)
 
     @property
     def _reads_memory(self) -> bool:

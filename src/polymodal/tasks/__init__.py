@@ -6,6 +6,10 @@ from .captioning import (CaptionData, CaptionTask, GenerativeVQAData, Generative
                          TranscriptionTask)
 from .classification import ClassificationData, ClassificationTask
 from .contrastive import ContrastiveData, ContrastiveTask
+from .distillation import DistillationData, DistillationTask
+from .itm import ITMData, ITMTask
+from .masked_media import MaskedMediaData, MaskedMediaTask
+from .masked_text import MaskedLanguageTask, MaskedTextData
 from .matching import MatchingData, MatchingTask
 from .vqa import VQAData, VQATask
 
@@ -17,9 +21,14 @@ TASKS: dict[str, type[Task]] = {
     "caption": CaptionTask,
     "transcription": TranscriptionTask,
     "vqa_generative": GenerativeVQATask,
+    "distill": DistillationTask,
+    "itm": ITMTask,
+    "mlm": MaskedLanguageTask,
+    "masked_modelling": MaskedMediaTask,
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
            "GenerativeVQAData", "GenerativeVQATask",
-           "ClassificationData", "ClassificationTask", "ContrastiveData",
-           "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask"]
+           "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
+           "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",
+           "MaskedTextData", "MaskedLanguageTask", "MaskedMediaData", "MaskedMediaTask"]

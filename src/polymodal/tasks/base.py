@@ -39,6 +39,8 @@ class TaskData:
     inputs: dict[str, str] = {}
     required: tuple[str, ...] | None = None  # modalities a record cannot lack; None: every one of `inputs`
     target_field: str | None = None
+    tokenizer_of = "decoder"  # a data side that takes a `tokenizer` gets the decoder's (the text it generates)
+    # or, with "encoder", the text encoder's (the text it reads: masked language modelling)
 
     def __init__(self, *, inputs: dict[str, str] | None = None):
         if inputs is not None:
@@ -104,6 +106,7 @@ class Task(nn.Module):
     data_class: type[TaskData] = TaskData
     fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
     needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
+    corrupts = False  # True: `corrupt` changes the inputs before the model sees them (masked modelling)
 
     def __init__(self, data: TaskData, *, weight: float = 1.0):
         super().__init__()
@@ -111,6 +114,20 @@ class Task(nn.Module):
             raise TypeError(f"{type(self).__name__} takes a {self.data_class.__name__}, got {type(data).__name__}")
         self.data = data
         self.weight = weight
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Called once by the builder with the model this head sits on (a `MultimodalModel`), for a head
+        whose shape depends on an encoder's (masked modelling: how many values a patch has) or that needs
+        an encoder to provide something (its mask token). Raises ValueError where the model cannot serve
+        this task. It must not keep a reference to `backbone` or its modules (they would be registered
+        twice); the default does nothing."""
+
+    def corrupt(self, inputs: dict[str, dict[str, torch.Tensor]], target: Any) -> tuple[dict[str, dict[str, torch.Tensor]], Any]:
+        """A training batch as this task's model pass sees it, and its target: masked modelling masks
+        tokens or patches here and returns what to reconstruct. Only called when `corrupts` is True; it
+        must not change `inputs` in place (other tasks may read the same batch). Randomness comes from
+        torch's global generator, which checkpoints save, so a resumed run masks as an unbroken one."""
+        return inputs, target
 
     def forward(self, out: ModelOutput, target: Any) -> dict[str, torch.Tensor]:
         """Returns at least {"loss": scalar}."""

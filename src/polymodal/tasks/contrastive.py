@@ -1,4 +1,5 @@
-"""Contrastive image–text learning and retrieval (seed §3.1 "contrastive learning")."""
+"""Contrastive image–text learning and retrieval (seed §3.1 "contrastive learning"): CLIP's InfoNCE or
+SigLIP's pairwise sigmoid loss."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..evaluation.metrics import retrieval_recall
 from ..models.output import ModelOutput
@@ -24,6 +26,24 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tor
     logits = logit_scale * a @ b.T  # (B, B)
     labels = torch.arange(a.shape[0], device=a.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def siglip(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP's sigmoid loss (Zhai et al. 2023): every pair (i, j) is its own binary problem, positive on
+    the diagonal, negative off it; the sum over all B² pairs is divided by B (the paper's normalisation).
+
+    Args:
+        a: (B, E) L2-normalised embeddings of one modality.
+        b: (B, E) of the other; row i of `a` and row i of `b` are the positive pair.
+        logit_scale: scalar t, multiplying the cosine similarities.
+        bias: scalar b added to every logit (learnt; -10 at first, so the many negatives start out right).
+    """
+    logits = logit_scale * a @ b.T + bias  # (B, B)
+    signs = 2 * torch.eye(a.shape[0], device=a.device, dtype=logits.dtype) - 1  # +1 on the diagonal, -1 off it
+    return -F.logsigmoid(signs * logits).sum() / a.shape[0]
+
+
+LOSSES = ("infonce", "siglip")
 
 
 class ContrastiveData(TaskData):
@@ -58,8 +78,14 @@ class ContrastiveTask(Task):
     Under data parallelism each process gathers the embeddings of all processes (with gradient), so
     negatives come from the whole global batch and the loss equals a single-process run's.
 
+    Both losses scale the similarities by the model's learnt `logit_scale` (its `init_temperature`,
+    0.07 by default, i.e. a scale of 14.3 at first; SigLIP's paper starts at t = 10: set
+    `model.init_temperature: 0.1`). SigLIP's bias is this task's own parameter, `bias`.
+
     Args:
         data: its data side (which two modalities).
+        loss: "infonce" (CLIP's symmetric softmax loss) or "siglip" (pairwise sigmoid loss).
+        bias_init: the SigLIP bias to start from (-10, the paper's); only with `loss: siglip`.
         weight: multi-task loss weight.
     """
 
@@ -68,9 +94,22 @@ class ContrastiveTask(Task):
     fused = False
     needs = ("embeddings",)
 
+    def __init__(self, data: ContrastiveData, *, loss: str = "infonce", bias_init: float | None = None,
+                 weight: float = 1.0):
+        super().__init__(data, weight=weight)
+        if loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
+        if bias_init is not None and loss != "siglip":
+            raise ValueError(f"bias_init: only the siglip loss has a bias, but loss is {loss!r}")
+        self.loss = loss
+        if loss == "siglip":  # InfoNCE runs keep the state dict they always had
+            self.bias = nn.Parameter(torch.tensor(-10.0 if bias_init is None else float(bias_init)))
+
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
         a = gather_with_grad(out.embeddings[self.data.first].float())
         b = gather_with_grad(out.embeddings[self.data.second].float())
+        if self.loss == "siglip":
+            return {"loss": siglip(a, b, out.logit_scale.float(), self.bias.float())}
         return {"loss": info_nce(a, b, out.logit_scale.float())}
 
     def predict_output(self, out: ModelOutput) -> list[dict[str, torch.Tensor]]:

@@ -40,6 +40,12 @@ class VQAData(VocabularyData):
         self.more_questions = more_questions
         self.own_question_share = own_question_share
 
+    @property
+    def plain_examples(self) -> bool:
+        """Whether each example is its record as it is (no extra question drawn), so tasks reading the same
+        fields can share its batch (`training.multitask`)."""
+        return self.more_questions is None
+
     @classmethod
     def vocab_from(cls, records: list[dict[str, Any]], options: dict[str, Any]) -> list[str]:
         field = options.get("more_questions")

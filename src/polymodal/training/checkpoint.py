@@ -45,9 +45,14 @@ def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Model weights as safetensors, written to a temporary file then renamed into place."""
+    save_state_dict(model.state_dict(), path)
+
+
+def save_state_dict(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights (name → tensor) as safetensors, written to a temporary file then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state, storages = {}, set()
-    for k, v in model.state_dict().items():
+    for k, v in weights.items():
         v = v.detach().contiguous().cpu()
         # tied weights (a language model's input and output embeddings) share storage, which safetensors
         # refuses: the second name gets a copy (loading the state dict ties them again)

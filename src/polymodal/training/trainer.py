@@ -14,33 +14,31 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from safetensors.torch import load_file
+
 from ..build import build_system
 from ..config import Config
 from ..data.loader import StepSampler, TaskDataset, train_loader
-from ..data.manifest import read_manifest
 from ..errors import ConfigError, PolymodalError
 from ..evaluation.harness import evaluate, task_records
 from .checkpoint import (WEIGHTS, list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint,
-                         save_weights)
+                         save_state_dict)
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
-from .optim import lr_at, make_optimizer
+from .lora import add_lora, merged_state_dict
+from .multitask import SharedTaskDataset, TaskSampler, batch_groups, distinct, task_manifest, task_splits
+from .optim import lr_at, make_optimizer, trainable_summary, under_prefix
 from .progress import Progress
+from .selection import BestTracker
+from .weighting import GradNorm, make_weighting
 
 MODEL_DIR = "model"
+BEST_DIR = "best"  # the best validation's weights (train.select), exported as model/ at the end
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def read_split(config: Config, split: str, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The records of `data.<split>` (empty when unset); bad records fail or are skipped per data.on_error."""
-    path = getattr(config.data, split)
-    if path is None:
-        return []
-    return read_manifest(path, on_error=config.data.on_error, log=log)
 
 
 def model_folder(path: str | Path) -> Path:
@@ -57,11 +55,7 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
     """Stop training the parameters under each prefix (`encoders.image` or `backbone.encoders.image`)."""
     names = [name for name, _ in model.named_parameters()]
     for prefix in prefixes:
-        heads = (f"{prefix}.", f"backbone.{prefix}.")  # whole dotted components: `encoders.imag` is no prefix
-        matched = [n for n in names if n.startswith(heads)]
-        if not matched:
-            tops = sorted({".".join(n.split(".")[:3]) for n in names})
-            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter; modules: {', '.join(tops)}")
+        matched = set(under_prefix(names, prefix, "train.freeze"))
         for name, p in model.named_parameters():
             if name in matched:
                 p.requires_grad_(False)
@@ -93,12 +87,12 @@ class Trainer:
         self.log = log if self.dist.is_main else (lambda _: None)
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
         tc = config.train
-        if not config.data.train:
+        if not all(task_manifest(config, name, "train") for name in config.tasks):
             raise ConfigError("data.train: a training manifest is required (set it in the config or with "
-                              "--set data.train=PATH)")
+                              "--set data.train=PATH, or give every task its own tasks.NAME.data.train)")
         seed_everything(tc.seed)
-        self.train_records = read_split(config, "train", self.log)
-        self.val_records = read_split(config, "val", self.log)
+        self.train_records = task_splits(config, "train", self.log)  # task → its manifest's records
+        self.val_records = task_splits(config, "val", self.log)
 
         checkpoints = list_checkpoints(self.out / "checkpoints") if resume else []
         if resume and not checkpoints:
@@ -107,7 +101,8 @@ class Trainer:
         if checkpoints:  # the tokenizer and vocabularies were learnt when the run started
             self.system = build_system(config, artifacts=artifacts)
         elif self.dist.is_main:
-            self.system = build_system(config, self.train_records)
+            # the tokenizer and vocabularies learn from every training manifest
+            self.system = build_system(config, distinct(list(self.train_records.values())))
             self.system.save_artifacts(artifacts)
             resolved = yaml.safe_dump(config.to_dict(), sort_keys=False)
             (artifacts / "config.yaml").write_text(resolved)
@@ -124,14 +119,25 @@ class Trainer:
                 raise PolymodalError(f"train.init_from: no weights of {source} match this model "
                                      f"({warm.summary(source)})")
             self.log(warm.summary(source))
+        if tc.lora is not None:
+            adapted = add_lora(self.model, tc.lora)
+            self.log(f"LoRA (r={tc.lora.get('r', 8)}) on {len(adapted)} linear layers")
         freeze(self.model, tc.freeze)
-        self.optimizer = make_optimizer(self.model, tc.lr, tc.weight_decay)
+        self.log(trainable_summary(self.model))
+        self.weighting = make_weighting(tc.loss_weighting, {n: t.weight for n, t in self.model.tasks.items()},
+                                        seed=tc.seed, alpha=tc.gradnorm_alpha).to(self.device)
+        self.optimizer = make_optimizer(self.model, tc.lr, tc.weight_decay, tc.lr_mult,
+                                        extra=list(self.weighting.parameters()))
+        self.tracker = self._tracker()
         self.step = 0
         if checkpoints:
             state = load_checkpoint(checkpoints[-1], self.model)
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
             torch.set_rng_state(state["rng"])
+            self.weighting.load_state_dict(state.get("weighting", {}))
+            if self.tracker is not None and "best" in state:
+                self.tracker.load_state_dict(state["best"])
             self.log(f"resumed from {checkpoints[-1]} at step {self.step}")
         self.metrics_path = self.out / "metrics.jsonl"
         if self.dist.is_main:
@@ -143,6 +149,18 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self._check_modality_dropout()
         self.loaders = self._loaders()
+
+    def _tracker(self) -> BestTracker | None:
+        """The `train.select` metric's tracker; its task must have validation records."""
+        tc = self.config.train
+        if tc.select is None:
+            return None
+        task = tc.select["metric"].split("/", 1)[0]
+        if not self.val_records.get(task):
+            raise ConfigError(f"train.select.metric: task {task!r} has no validation records "
+                              f"(set tasks.{task}.data.val or data.val)")
+        patience = tc.early_stop["patience"] if tc.early_stop else None
+        return BestTracker(tc.select["metric"], tc.select["mode"], patience)
 
     def _check_modality_dropout(self) -> None:
         for modality, chance in self.config.train.modality_dropout.items():
@@ -161,10 +179,12 @@ class Trainer:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
-    def _loaders(self) -> dict[str, Any]:
-        tc, loaders = self.config.train, {}
+    def _loaders(self) -> dict[tuple[str, ...], Any]:
+        """One endless loader per group of tasks that share batches (each task alone unless
+        `task_sampling: all` and they read the same records the same way), resumed at its own step."""
+        tc, usable = self.config.train, {}
         for name, task in self.model.tasks.items():
-            records = task_records(self.system, name, self.train_records)
+            usable[name] = records = task_records(self.system, name, self.train_records[name])
             lacking = {m: sum(f not in r for r in records) for m, f in task.data.inputs.items()}
             if any(lacking.values()):
                 self.log(f"tasks.{name}: {len(records)} training records; without "
@@ -172,16 +192,43 @@ class Trainer:
             if not records:
                 raise PolymodalError(f"tasks.{name}: no training record carries the fields it needs "
                                      f"({', '.join(task.data.fields)})")
+        names = list(self.model.tasks)
+        self.sampler = TaskSampler(names, [len(usable[n]) for n in names], tc.task_sampling, seed=tc.seed,
+                                   temperature=tc.task_temperature)
+        data = {n: self.model.tasks[n].data for n in names}
+        groups = (batch_groups(data, usable, {n: task_manifest(self.config, n, "train") for n in names},
+                               tc.modality_dropout) if tc.task_sampling == "all" else [[n] for n in names])
+        starts, ends = self.sampler.draws_before(self.step), self.sampler.draws_before(tc.max_steps)
+        loaders = {}
+        for members in groups:
+            first = members[0]
             try:
-                sampler = StepSampler(len(records), tc.batch_size, seed=tc.seed, start_step=self.step,
+                sampler = StepSampler(len(usable[first]), tc.batch_size, seed=tc.seed, start_step=starts[first],
                                       rank=self.dist.rank, world_size=self.dist.world_size,
-                                      micro_batches=tc.accumulate, max_steps=tc.max_steps)
+                                      micro_batches=tc.accumulate, max_steps=ends[first])
             except ValueError as e:
-                raise ConfigError(f"train.batch_size: {e} (task {name})") from None
-            dataset = TaskDataset(records, task.data, self.system.processors, seed=tc.seed,
-                                  modality_dropout=tc.modality_dropout)
-            loaders[name] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
+                raise ConfigError(f"train.batch_size: {e} (task {first})") from None
+            if len(members) == 1:
+                dataset = TaskDataset(usable[first], data[first], self.system.processors, seed=tc.seed,
+                                      modality_dropout=tc.modality_dropout)
+            else:
+                self.log(f"tasks {', '.join(members)} share each batch and its model pass")
+                dataset = SharedTaskDataset(usable[first], {n: data[n] for n in members}, self.system.processors,
+                                            seed=tc.seed, modality_dropout=tc.modality_dropout)
+            loaders[tuple(members)] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
         return loaders
+
+    def _next_batches(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Task name → batch on the device for `names`; tasks of one group get the very same `inputs`."""
+        batches = {}
+        for members, loader in self.loaders.items():
+            if not any(n in names for n in members):
+                continue
+            batch = self._to_device(next(loader))
+            for name in members:
+                target = batch["target"][name] if len(members) > 1 else batch["target"]
+                batches[name] = {"inputs": batch["inputs"], "target": target}
+        return {n: batches[n] for n in self.model.tasks if n in batches}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         inputs = {m: {k: v.to(self.device, non_blocking=True) for k, v in part.items()}
@@ -194,37 +241,96 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def train_step(self) -> dict[str, float]:
-        """One optimiser step over `accumulate` micro-batches of every task."""
+        """One optimiser step over `accumulate` micro-batches of the step's tasks (`train.task_sampling`)."""
         tc = self.config.train
-        net = self.ddp or self.model
+        names = self.sampler.tasks_at(self.step)
+        weights = self.weighting.weights()
+        per_task = self.weighting.per_task_gradients  # PCGrad, GradNorm: one gradient per task, reduced here
+        net = self.model if per_task else (self.ddp or self.model)
         totals: dict[str, float] = {}
+        task_grads: dict[str, torch.Tensor] = {}
         for micro in range(tc.accumulate):
-            batches = {name: self._to_device(next(loader)) for name, loader in self.loaders.items()}
-            sync = micro == tc.accumulate - 1 or self.ddp is None
+            batches = self._next_batches(names)
+            sync = micro == tc.accumulate - 1 or self.ddp is None or per_task
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
             with (nullcontext() if sync else self.ddp.no_sync()):
                 with autocast:
                     outputs = net(batches)
-                    loss = sum(self.model.tasks[n].weight * o["loss"] for n, o in outputs.items())
-                (loss / tc.accumulate).backward()
+                    losses = {n: o["loss"] for n, o in outputs.items()}
+                    if per_task:
+                        loss = sum(self.weighting.loss_weight(n) * value for n, value in losses.items())
+                    else:
+                        loss = self.weighting(losses)
+                if per_task:
+                    self._add_task_gradients(losses, task_grads)
+                else:
+                    (loss / tc.accumulate).backward()
             for name, o in outputs.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + o["loss"].item() / tc.accumulate
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / tc.accumulate
+        totals = {k: all_reduce_mean(torch.tensor(v)).item() for k, v in totals.items()}
+        if per_task:
+            self._set_combined_gradient(task_grads, {n: totals[f"loss/{n}"] for n in task_grads})
+        for p in self.weighting.parameters():  # not in the DDP module: averaged here
+            if p.grad is not None:
+                p.grad = all_reduce_mean(p.grad)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {k: all_reduce_mean(torch.tensor(v)).item() for k, v in totals.items()}
+        if isinstance(self.weighting, GradNorm):
+            self.weighting.renormalise()
+        totals.update({f"weight/{n}": weights[n] for n in names})
         totals["grad_norm"] = float(grad_norm)
         return totals
 
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _add_task_gradients(self, losses: dict[str, torch.Tensor], into: dict[str, torch.Tensor]) -> None:
+        """Add each task's gradient of weight · loss / accumulate, flattened over the trainable parameters."""
+        params, scale = self._trainable(), 1 / self.config.train.accumulate
+        for i, (name, loss) in enumerate(losses.items()):
+            grads = torch.autograd.grad(self.weighting.loss_weight(name) * loss * scale, params,
+                                        retain_graph=i < len(losses) - 1, allow_unused=True)
+            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+            into[name] = into[name] + flat if name in into else flat
+
+    def _set_combined_gradient(self, task_grads: dict[str, torch.Tensor], losses: dict[str, float]) -> None:
+        """Average each task's gradient over processes, combine them (PCGrad, GradNorm), write `.grad`."""
+        params = self._trainable()
+        shared = torch.cat([torch.full((p.numel(),), name.startswith("backbone."), device=self.device)
+                            for name, p in self.model.named_parameters() if p.requires_grad])
+        task_grads = {n: all_reduce_mean(g) for n, g in task_grads.items()}
+        total = self.weighting.combine_gradients(task_grads, losses, shared, self.step)
+        offset = 0
+        for p in params:
+            p.grad = total[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
     def validate(self) -> dict[str, dict[str, float]]:
-        if not self.val_records:
+        """Each task scored on its own validation records (`tasks.NAME.data.val`, else `data.val`)."""
+        records = {name: r for name, r in self.val_records.items() if r}
+        if not records:
             return {}
-        return evaluate(self.system, self.val_records, self.config.train.eval_batch_size, self.device)
+        return evaluate(self.system, records, self.config.train.eval_batch_size, self.device)
+
+    def _select(self, val: dict[str, dict[str, float]]) -> bool:
+        """Save the model as the best when `train.select`'s metric improved; True when training should stop."""
+        if self.tracker is None:
+            return False
+        if self.tracker.update(self.step, val):
+            if self.dist.is_main:
+                save_state_dict(merged_state_dict(self.model), self.out / BEST_DIR / WEIGHTS)
+            barrier()
+            self.log(f"best {self.tracker.metric} so far: {self.tracker.best:.4f} at step {self.step}")
+        return self.tracker.should_stop
 
     def save(self) -> None:
         if self.dist.is_main:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                     "weighting": self.weighting.state_dict()}
+            if self.tracker is not None:
+                state["best"] = self.tracker.state_dict()
             save_checkpoint(self.out / "checkpoints", self.step, self.model, state,
                             self.config.train.keep_checkpoints)
         barrier()
@@ -240,32 +346,48 @@ class Trainer:
                 lr = lr_at(self.step, lr=tc.lr, warmup_steps=tc.warmup_steps, max_steps=tc.max_steps,
                            min_lr_ratio=tc.min_lr_ratio)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
                 values = self.train_step()
                 self.step += 1
                 elapsed = time.perf_counter() - started
-                rate = (self.step - start_step) * tc.batch_size * len(self.loaders) / max(elapsed, 1e-9)
+                per_step = len(self.model.tasks) if tc.task_sampling == "all" else 1
+                rate = (self.step - start_step) * tc.batch_size * per_step / max(elapsed, 1e-9)
                 progress.update(self.step, values["loss"], rate)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     self._log_metrics({"step": self.step, "lr": lr, "samples_per_s": rate, **values})
+                stop = False
                 if tc.val_every and self.step % tc.val_every == 0 and self.step < tc.max_steps:
-                    self._log_metrics({"step": self.step, "val": self.validate()})
+                    val = self.validate()
+                    self._log_metrics({"step": self.step, "val": val})
+                    stop = self._select(val)
                     self.model.train()
-                if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
+                if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps or stop:
                     self.save()
+                if stop:
+                    self.log(f"early stop at step {self.step}: no better {self.tracker.metric} in "
+                             f"{self.tracker.patience} validations")
+                    return self.export()
                 if self.stop_at is not None and self.step >= self.stop_at:
                     return self.out / MODEL_DIR
         val = self.validate()
         if val:
             self._log_metrics({"step": self.step, "val": val})
             self.log(format_results(val, "validation"))
+            self._select(val)
         return self.export()
 
     def export(self) -> Path:
-        """Write the final weights beside the config, tokenizer and vocabularies in `model/`."""
+        """Write the weights beside the config, tokenizer and vocabularies in `model/`: the best validation's
+        under `train.select`, else the last; LoRA adapters merged into their layers."""
         folder = self.out / MODEL_DIR
         if self.dist.is_main:
-            save_weights(self.model, folder / WEIGHTS)
+            best = self.out / BEST_DIR / WEIGHTS
+            if self.tracker is not None and self.tracker.best_step is not None and best.is_file():
+                save_state_dict(load_file(str(best)), folder / WEIGHTS)
+                self.log(f"exported the best model: step {self.tracker.best_step} "
+                         f"({self.tracker.metric} {self.tracker.best:.4f})")
+            else:
+                save_state_dict(merged_state_dict(self.model), folder / WEIGHTS)
         barrier()
         return folder
 

@@ -9,7 +9,7 @@ from polymodal.layers import TransformerEncoder
 from polymodal.layers.positions import SinusoidalPositions, interval_centres
 from polymodal.modalities.audio.features import LogMelSpectrogram
 from polymodal.modalities.base import EncoderOutput
-from polymodal.modalities.patches import PatchTransformerEncoder
+from polymodal.modalities.patches import PatchTransformerEncoder, patchify
 
 
 class _LogMelFrontEnd(nn.Module):
@@ -59,16 +59,28 @@ class SpectrogramTransformer(PatchTransformerEncoder):
         super().__init__(num_patches=grid[0] * grid[1], out_dim=out_dim, width=width, depth=depth,
                          num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.front, self.grid = front, grid
+        self.patch_dim = patch_freq * patch_time
         self.patch_embed = nn.Conv2d(1, width, kernel_size=(patch_freq, patch_time), stride=(patch_freq, patch_time))
         self.init_weights()
 
-    def forward(self, wave: torch.Tensor) -> EncoderOutput:
-        """(B, S) waveforms → tokens (B, 1 + patches, D) with CLS first; pooled = CLS."""
-        mel = self.front(wave)  # (B, M, T)
+    def _patched_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, S) → (B, 1, M, frames): the standardised log-mel cut to a whole number of patches."""
         frames = self.grid[1] * self.patch_embed.kernel_size[1]
+        return self.front(wave)[:, None, :, :frames]
+
+    def patch_targets(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, S) → (B, patches, patch_freq · patch_time): each patch of the standardised log-mel
+        spectrogram (frequency-major like the patch tokens)."""
+        return patchify(self._patched_mel(wave), self.patch_embed.kernel_size)
+
+    def forward(self, wave: torch.Tensor, token_mask: torch.Tensor | None = None) -> EncoderOutput:
+        """(B, S) waveforms → tokens (B, 1 + patches, D) with CLS first; pooled = CLS. `token_mask`
+        (B, patches) bool: patches replaced by the mask token (see `enable_token_masking`)."""
+        mel = self._patched_mel(wave)  # (B, 1, M, frames)
         # patches are frequency-major: every time step of the lowest band first; the dropped frames are time too
-        times = (interval_centres(self.grid[1], wave.device) * frames / self.front.num_frames).repeat(self.grid[0])
-        return self.encode_patches(self.patch_embed(mel[:, None, :, :frames]).flatten(2).transpose(1, 2), times)
+        span = mel.shape[-1] / self.front.num_frames
+        times = (interval_centres(self.grid[1], wave.device) * span).repeat(self.grid[0])
+        return self.encode_patches(self.patch_embed(mel).flatten(2).transpose(1, 2), times, token_mask=token_mask)
 
 
 class ConvAudioEncoder(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from polymodal.layers import LearnedPositions
 from polymodal.layers.positions import Sinusoidal2DPositions
 from polymodal.modalities.base import EncoderOutput
-from polymodal.modalities.patches import PatchTransformerEncoder
+from polymodal.modalities.patches import PatchTransformerEncoder, check_token_mask, patchify
 
 
 def _check_image_size(images: torch.Tensor, image_size: int, in_channels: int = 3) -> None:
@@ -106,17 +107,53 @@ class CNNImageEncoder(nn.Module):
         else:
             raise ValueError(f"positions: expected 'learned' or 'sinusoidal2d', got {positions!r}")
 
-    def forward(self, images: torch.Tensor) -> EncoderOutput:
+    patch_start = 0  # every output token is a cell
+
+    @property
+    def num_patches(self) -> int:
+        return self.num_tokens
+
+    @property
+    def patch_dim(self) -> int:
+        """Values per cell in `patch_targets`: in_channels · cell²."""
+        return self.in_channels * self._cell() ** 2
+
+    def enable_token_masking(self) -> None:
+        """Check that each token's cell is a whole block of pixels (masking needs no parameters here)."""
+        self._cell()
+
+    def _cell(self) -> int:
+        """The side in pixels of the block each token stands for."""
+        side = math.isqrt(self.num_tokens)
+        if self.image_size % side:
+            raise ValueError(f"token masking needs image_size={self.image_size} to be a multiple of the "
+                             f"{side}x{side} token grid")
+        return self.image_size // side
+
+    def patch_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) → (B, num_tokens, C · cell²): each token's block of pixels, row-major like the tokens."""
+        _check_image_size(images, self.image_size, self.in_channels)
+        cell = self._cell()
+        return patchify(images, (cell, cell))
+
+    def forward(self, images: torch.Tensor, token_mask: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a batch of normalised images.
 
         Args:
             images: (B, in_channels, image_size, image_size) float.
+            token_mask: (B, num_tokens) bool: the cells whose pixels are zeroed before the network (a
+                convolution has no token to replace; its receptive field still reaches over neighbours).
 
         Returns:
             EncoderOutput with tokens (B, num_tokens, out_dim), an all-True mask (B, num_tokens) and
             pooled (B, out_dim) = mean of the tokens.
         """
         _check_image_size(images, self.image_size, self.in_channels)
+        if token_mask is not None:
+            check_token_mask(token_mask, images.shape[0], self.num_tokens)
+            cell, side = self._cell(), math.isqrt(self.num_tokens)
+            pixels = token_mask.reshape(-1, 1, side, side).repeat_interleave(cell, 2).repeat_interleave(cell, 3)
+            images = images.masked_fill(pixels, 0.0)  # (B, C, S, S)
         if self.coordinates:
             side = torch.linspace(-1.0, 1.0, self.image_size, device=images.device, dtype=images.dtype)
             y, x = torch.meshgrid(side, side, indexing="ij")  # (S, S) each
@@ -161,18 +198,26 @@ class ViTImageEncoder(PatchTransformerEncoder):
         super().__init__(num_patches=(image_size // patch_size) ** 2, out_dim=out_dim, width=width, depth=depth,
                          num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.image_size, self.in_channels = image_size, in_channels
+        self.patch_dim = in_channels * patch_size ** 2
         self.patch_embed = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.init_weights()
 
-    def forward(self, images: torch.Tensor) -> EncoderOutput:
+    def patch_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) → (B, patches, C · patch²): each patch's pixels, in the order of the patch tokens."""
+        _check_image_size(images, self.image_size, self.in_channels)
+        return patchify(images, self.patch_embed.kernel_size)
+
+    def forward(self, images: torch.Tensor, token_mask: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a batch of normalised images.
 
         Args:
             images: (B, in_channels, image_size, image_size) float.
+            token_mask: (B, patches) bool: patches replaced by the mask token (see `enable_token_masking`).
 
         Returns:
             EncoderOutput with tokens (B, 1 + patches, out_dim) (CLS first), an all-True mask and
             pooled (B, out_dim) = the projected CLS token.
         """
         _check_image_size(images, self.image_size, self.in_channels)
-        return self.encode_patches(self.patch_embed(images).flatten(2).transpose(1, 2))  # (B, patches, width) in
+        patches = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, patches, width)
+        return self.encode_patches(patches, token_mask=token_mask)

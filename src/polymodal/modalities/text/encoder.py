@@ -14,7 +14,9 @@ _POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}
 class TextEncoder(nn.Module):
     """Token embedding + positions + bidirectional transformer, projected to the model width.
 
-    The pooled vector is the projected output at position 0, the [CLS] token the tokenizer puts first.
+    The pooled vector is the projected output at position 0, the [CLS] token the tokenizer puts first
+    (`pooling: cls`), or the mean over the real tokens (`pooling: mean`, as sentence encoders such as
+    MiniLM pool).
 
     Args:
         vocab_size: number of token ids.
@@ -26,6 +28,7 @@ class TextEncoder(nn.Module):
         positions: "learned" or "sinusoidal" (seed §4.3).
         dropout: dropout on embeddings and inside the transformer.
         pad_id: id of the padding token; its embedding is kept at zero.
+        pooling: "cls" or "mean".
     """
 
     def __init__(
@@ -40,8 +43,12 @@ class TextEncoder(nn.Module):
         positions: str = "learned",
         dropout: float = 0.0,
         pad_id: int = 0,
+        pooling: str = "cls",
     ) -> None:
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling: expected 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         if positions not in _POSITIONS:
             raise ValueError(f"unknown positions={positions!r}; choose one of {sorted(_POSITIONS)}")
         self.max_length = max_length
@@ -68,4 +75,8 @@ class TextEncoder(nn.Module):
         x = self.drop(self.positions(self.embed(ids)))  # (B, L, width)
         x = self.encoder(x, mask)  # (B, L, width)
         tokens = self.proj(x)  # (B, L, out_dim)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])
+        if self.pooling == "cls":
+            return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 0])
+        weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, L, 1)
+        pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)

@@ -42,6 +42,11 @@ class TextTokenizer:
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
+        # a pretrained tokenizer.json may pad every text to a fixed length (MiniLM's: 128) or truncate:
+        # `encode_batch` truncates and pads itself, and marks padding in the mask, which baked-in padding
+        # would hide
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         self.tokenizer = tokenizer
         pad_id = self._find(_PAD_NAMES)
         self.pad_id: int = 0 if pad_id is None else pad_id
@@ -122,8 +127,13 @@ class TextTokenizer:
                             f"tokenizer.json")
         out = cls(backend)
         start = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
-        out.cls_id, out.sep_id = start, hf.eos_token_id
+        if start is not None or hf.eos_token_id is not None:  # a causal LM's; BERT declares [CLS] / [SEP]
+            out.cls_id, out.sep_id = start, hf.eos_token_id
+        else:
+            out.cls_id = hf.cls_token_id if hf.cls_token_id is not None else out.cls_id
+            out.sep_id = hf.sep_token_id if hf.sep_token_id is not None else out.sep_id
         out.pad_id = hf.pad_token_id if hf.pad_token_id is not None else (hf.eos_token_id or 0)
+        out.mask_id = hf.mask_token_id if hf.mask_token_id is not None else out.mask_id
         return out
 
     def ids(self, text: str) -> list[int]:

@@ -12,7 +12,7 @@ from torch import nn
 from polymodal.layers import LearnedPositions, TransformerEncoder
 from polymodal.layers.positions import interval_centres
 from polymodal.modalities.base import EncoderOutput
-from polymodal.modalities.patches import PatchTransformerEncoder
+from polymodal.modalities.patches import PatchTransformerEncoder, patchify
 
 
 def _check_video(video: torch.Tensor, num_frames: int, image_size: int) -> None:
@@ -45,17 +45,25 @@ class TubeletViT(PatchTransformerEncoder):
         super().__init__(num_patches=(num_frames // tubelet) * (image_size // patch_size) ** 2, out_dim=out_dim,
                          width=width, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.image_size, self.num_frames = image_size, num_frames
+        self.patch_dim = 3 * tubelet * patch_size ** 2
         self.patch_embed = nn.Conv3d(3, width, kernel_size=(tubelet, patch_size, patch_size),
                                      stride=(tubelet, patch_size, patch_size))
         self.init_weights()
 
-    def forward(self, video: torch.Tensor) -> EncoderOutput:
-        """(B, T, 3, S, S) → tokens (B, 1 + tubelets, D), time-major after the CLS."""
+    def patch_targets(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) → (B, tubelets, 3 · tubelet · patch²): each tubelet's pixels (channel, frame,
+        row, column order), time-major like the tubelet tokens."""
+        _check_video(video, self.num_frames, self.image_size)
+        return patchify(video.transpose(1, 2), self.patch_embed.kernel_size)  # from (B, 3, T, S, S)
+
+    def forward(self, video: torch.Tensor, token_mask: torch.Tensor | None = None) -> EncoderOutput:
+        """(B, T, 3, S, S) → tokens (B, 1 + tubelets, D), time-major after the CLS. `token_mask` (B, tubelets)
+        bool: tubelets replaced by the mask token (see `enable_token_masking`)."""
         _check_video(video, self.num_frames, self.image_size)
         patches = self.patch_embed(video.transpose(1, 2))  # (B, width, T', h, w)
         steps, cells = patches.shape[2], patches.shape[3] * patches.shape[4]
         times = interval_centres(steps, video.device).repeat_interleave(cells)
-        return self.encode_patches(patches.flatten(2).transpose(1, 2), times)
+        return self.encode_patches(patches.flatten(2).transpose(1, 2), times, token_mask=token_mask)
 
 
 class _Block3d(nn.Module):

@@ -1,0 +1,79 @@
+"""LoRA fine-tuning through `peft` on any of the model's `nn.Linear` layers (`train.lora`).
+
+`targets` are regular expressions, each matched against the whole module name as `model.named_modules()`
+gives it, with or without the leading `backbone.` (`encoders\\.image\\..*`, `.*fusion.*\\.(qkv|out)`); the
+matching `nn.Linear` layers get adapters (peft's `inject_adapter_in_model`, given their exact names). Every
+other weight is frozen, except the task heads (`tasks.*`: a new head must train) and the prefixes of
+`train`. A Hugging Face model nested in an encoder is adapted the same way. Checkpoints keep the adapters
+(a resumed run goes on exactly); the exported weights are merged, W + (α/r)·B·A, under the names of the
+model without LoRA, so loading, evaluating and serving need no peft.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .optim import under_prefix
+
+
+def lora_targets(model: nn.Module, patterns: list[str]) -> list[str]:
+    """The names of the `nn.Linear` modules whose name matches one of `patterns` (whole-name regex match,
+    with or without `backbone.`)."""
+    try:
+        regex = re.compile(r"(?:backbone\.)?(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
+    except re.error as e:
+        raise ConfigError(f"train.lora.targets: not a regular expression: {e}") from None
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = [n for n in linear if regex.fullmatch(n)]
+    if not names:
+        shown = sorted({re.sub(r"\.\d+\.", ".N.", n) for n in linear})
+        raise ConfigError(f"train.lora.targets: {patterns} match no nn.Linear layer; the model's linear layers: "
+                          f"{', '.join(shown)}")
+    return names
+
+
+ADAPTER = "finetune"  # the adapters' name: an encoder's own LoRA (`model.encoders.X.lora`) is peft's "default"
+
+
+def add_lora(model: nn.Module, spec: dict[str, Any]) -> list[str]:
+    """Put adapters on `spec["targets"]`'s layers and freeze what LoRA leaves fixed; returns the adapted names."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    names = lora_targets(model, spec["targets"])
+    config = LoraConfig(r=spec.get("r", 8), lora_alpha=spec.get("alpha", 16.0), lora_dropout=spec.get("dropout", 0.0),
+                        target_modules=names)
+    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    params = [n for n, _ in model.named_parameters()]
+    trained = {n for n in params if ".lora_" in n or n.startswith("tasks.")}
+    for prefix in spec.get("train", []):
+        trained.update(under_prefix(params, prefix, "train.lora.train"))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trained)
+    return names
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights with `add_lora`'s adapters folded into their layers, keyed as without them (the
+    same as `model.state_dict()` when there are none)."""
+    from peft.tuners.lora import LoraLayer
+
+    adapted = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
+    state = model.state_dict()
+    if not adapted:
+        return state
+    out = {}
+    for key, value in state.items():
+        layer = next((n for n in adapted if key.startswith(f"{n}.")), None)
+        if layer is None:
+            out[key] = value
+        elif key.startswith(f"{layer}.base_layer."):
+            out[layer + "." + key[len(f"{layer}.base_layer."):]] = value
+    with torch.no_grad():
+        for name, layer in adapted.items():
+            out[f"{name}.weight"] = layer.get_base_layer().weight.detach() + layer.get_delta_weight(ADAPTER)
+    return out
