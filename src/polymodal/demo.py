@@ -27,21 +27,21 @@ from .training.trainer import train
 # (run name, shipped config, data set, what the run demonstrates, extra overrides; {pretrain} is the
 # pre-trained run's folder). Shorter schedules than the shipped configs', to fit 15 minutes on a 2-core CPU
 # with the install (see the README for what each costs): pre-training PRETRAIN_STEPS of pretrain.yaml's 1 500
-# steps, VQA on all labels 2 000 of its 2 600 steps, the two 10%-label runs FRACTION_STEPS of 1 000,
+# steps, VQA on all labels VQA_STEPS of its 2 600 steps, the two 10%-label runs FRACTION_STEPS of 1 000,
 # captioning 400 steps of 32 from the pre-trained image encoder, the clips model 300 steps over 8 of the
 # clips' 16 frames (the shipped recipe: 3 000 steps, every frame).
-PRETRAIN_STEPS, FRACTION_STEPS = 600, 600
+PRETRAIN_STEPS, VQA_STEPS, FRACTION_STEPS = 500, 1200, 400
 RECIPES = [
     ("pretrain", "pretrain.yaml", "image",
      "joint transformer pre-trained on image-caption pairs: contrastive, matching, masked text and image",
      [f"train.max_steps={PRETRAIN_STEPS}"]),
     ("vqa", "shapes-vqa.yaml", "image",
      "VQA on all the labels, fine-tuned from the pre-trained model (early fusion)",
-     ["train.init_from={pretrain}", "train.max_steps=2000"]),
+     ["train.init_from={pretrain}", f"train.max_steps={VQA_STEPS}"]),
     ("vqa_10pct", "finetune-vqa.yaml", "image", "VQA on 10% of the labels, fine-tuned from the pre-trained model",
-     ["train.init_from={pretrain}", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 6}"]),
+     ["train.init_from={pretrain}", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 4}"]),
     ("vqa_10pct_scratch", "finetune-vqa.yaml", "image", "VQA on 10% of the labels, from scratch (the baseline)",
-     ["train.init_from=null", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 6}"]),
+     ["train.init_from=null", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 4}"]),
     ("caption", "caption-image.yaml", "image",
      "encoder-decoder captioning, its image encoder from the pre-trained run (a short schedule)",
      ["train.init_from={pretrain}", "train.max_steps=400", "train.batch_size=32", "train.val_every=0"]),

@@ -150,3 +150,21 @@ def test_minilm_from_its_package_runs_offline_frozen(tmp_path, shapes_data, monk
     encoder = trainer.model.backbone.encoders.text
     assert encoder.hidden_size == 384 and trainer.system.tokenizer.vocab_size == 30522
     assert load(tmp_path / "run").evaluate(read_manifest(shapes_data / "val.jsonl"))["vqa"]["n"] == 32
+
+
+def test_keeping_the_first_layers_equals_the_hf_model_built_with_fewer():
+    from transformers import AutoModel
+
+    folder = hf_folders.bert()
+    tokenizer = TextTokenizer.from_hf(folder)
+    ids, mask = tokenizer.encode_batch(TEXTS, 32)
+    short = HFTextEncoder(path=str(folder), out_dim=None, layers=1).eval()
+    reference = AutoModel.from_pretrained(str(folder), num_hidden_layers=1).eval()  # loads layer 0's weights
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        torch.testing.assert_close(short(ids, mask).tokens, expected, atol=1e-6, rtol=0)
+        full = HFTextEncoder(path=str(folder), out_dim=None).eval()(ids, mask).tokens
+    assert not torch.allclose(full, expected, atol=1e-3)
+    assert len(short.model.encoder.layer) == 1 and short.model.config.num_hidden_layers == 1
+    with pytest.raises(ValueError, match="layers: expected 1 to 2"):
+        HFTextEncoder(path=str(folder), layers=3)

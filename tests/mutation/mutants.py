@@ -38,6 +38,9 @@ SIGLIP = "tests/tasks/test_siglip.py"
 ITM = "tests/tasks/test_itm.py"
 MLM = "tests/tasks/test_masked_text.py"
 MASKED_MEDIA = "tests/tasks/test_masked_media.py"
+DISTILL = "tests/tasks/test_distillation.py"
+PRETRAINED = "tests/modalities/test_pretrained.py"
+SUBSETS = "tests/data/test_subsets.py"
 
 MUTANTS = [
     # --- losses (tasks/) ---
@@ -499,4 +502,34 @@ MUTANTS = [
            "order = [0, *(2 + 2 * i for i in range(n)), 1, *(3 + 2 * i for i in range(n))]",
            "order = [0, 1, *(2 + 2 * i for i in range(n)), *(3 + 2 * i for i in range(n))]",
            "patch targets mix values of different patches", (MASKED_MEDIA,)),
+    Mutant("distill_cosine_sign", "tasks/distillation.py",
+           "return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()",
+           "return (1 + F.cosine_similarity(student, teacher, dim=-1)).mean()",
+           "the student is pushed away from its teacher", (DISTILL,)),
+    Mutant("distill_mse_unnormalised_teacher", "tasks/distillation.py",
+           "return F.mse_loss(student, F.normalize(teacher, dim=-1) if self.in_space else teacher)",
+           "return F.mse_loss(student, teacher)",
+           "a normalised student is compared with the teacher's raw vector", (DISTILL,)),
+    Mutant("distill_kl_without_tau_squared", "tasks/distillation.py",
+           "reduction=\"batchmean\") * tau**2", "reduction=\"batchmean\") * tau",
+           "the logit loss is scaled by τ, not τ² (its gradients shrink with the temperature)", (DISTILL,)),
+    Mutant("distill_top1_by_position", "tasks/distillation.py",
+           "hits = [values[j] == values[i] for i, j in enumerate(nearest)]",
+           "hits = [j == i for i, j in enumerate(nearest)]",
+           "a duplicate sentence's own vector is a miss", (DISTILL,)),
+    Mutant("teacher_cache_off", "models/teacher.py",
+           "if keys is not None and all(k in self._cache for k in keys):",
+           "if False:",
+           "the teacher recomputes every input every time", (DISTILL,)),
+    Mutant("hf_mean_pool_counts_padding", "modalities/pretrained.py",
+           "pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)",
+           "pooled = hidden.mean(1)",
+           "mean pooling averages the padding too", (PRETRAINED,)),
+    Mutant("tokenizer_keeps_fixed_padding", "modalities/text/tokenizer.py",
+           "        tokenizer.no_padding()\n", "",
+           "a pretrained tokenizer's fixed padding is marked as real tokens", (PRETRAINED,)),
+    Mutant("subset_by_position", "data/manifest.py",
+           "return [r for r in records if bucket(r) < fraction]",
+           "return records[: int(len(records) * fraction)]",
+           "the subset depends on the manifest's order", (SUBSETS,)),
 ]

@@ -118,6 +118,9 @@ def test_metrics_by_hand():
     # cosines 1, 0.68/|(1, 0.1)|, 1; nearest teachers: 0, 0 (a miss: 0.995 against 0.677), 2
     assert metrics["cosine"] == pytest.approx((1 + 0.68 / math.sqrt(1.01) + 1) / 3)
     assert metrics["teacher_top1"] == pytest.approx(2 / 3)
+    # a repeated input: its nearest teacher vector is its twin's (index 0), a hit all the same
+    twin = {"student": torch.tensor([1.0, 0.0]), "teacher": torch.tensor([0.9, 0.1]), "kind": "embedding"}
+    assert data.metrics(predictions + [twin], records + [{"text": "a"}])["teacher_top1"] == pytest.approx(3 / 4)
 
 
 def _student_config(data, teacher, **train):

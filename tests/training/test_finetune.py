@@ -138,8 +138,8 @@ def test_lora_train_prefixes_and_bad_targets(shapes_data, tmp_path):
     assert {n for n in trainable if n.startswith("backbone.encoders.image.")} == \
         {n for n, _ in trainer.model.named_parameters() if n.startswith("backbone.encoders.image.")}
     bad = load_config(write_config(tmp_path, tiny_config(shapes_data, "vqa", lora={"targets": ["nothing"]}), "b.yaml"))
-    with pytest.raises(ConfigError, match=r"train.lora.targets: \['nothing'\] match no nn.Linear layer; "
-                                          r"the model's linear layers: .*fusion"):
+    with pytest.raises(ConfigError, match=r"train.lora.targets: \['nothing'\] match no linear or convolution "
+                                          r"layer; the model's: .*fusion"):
         quiet(bad, tmp_path / "run2")
     with pytest.raises(ConfigError, match="train.lora: unknown key 'rank'; allowed keys: targets, r, alpha, dropout, "
                                           "train"):
@@ -203,3 +203,33 @@ def test_lora_on_a_pretrained_hugging_face_encoder_through_the_trainer(shapes_da
     assert gap < 1e-5
     assert torch.equal(served.system.model.state_dict()["backbone.encoders.text.model.embeddings.word_embeddings.weight"],
                        model.state_dict()["backbone.encoders.text.model.embeddings.word_embeddings.weight"])
+
+
+def test_lora_adapts_convolutions_and_merges_them(shapes_data, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_config(
+        shapes_data, "vqa", max_steps=3, lora={"targets": [r"encoders\.image\..*"], "r": 2})))
+    trainer = quiet(config, tmp_path / "run")
+    from peft.tuners.lora import LoraLayer
+
+    convs = [n for n, m in trainer.model.named_modules() if isinstance(m, LoraLayer)
+             and isinstance(m.get_base_layer(), torch.nn.Conv2d)]
+    assert convs and all(n.startswith("backbone.encoders.image.") for n in convs)
+    trainer.fit()
+    model = trainer.model
+    with torch.no_grad():  # make the adapters matter, then the merged weights must give the same outputs
+        for n, m in model.named_modules():
+            if isinstance(m, LoraLayer):
+                m.lora_B["finetune"].weight.normal_(0, 0.05)
+    from polymodal.training.lora import merged_state_dict
+
+    served = load(tmp_path / "run")
+    served.system.model.load_state_dict(merged_state_dict(model))
+    dataset = TaskDataset(trainer.val_records["vqa"], model.tasks["vqa"].data, trainer.system.processors)
+    inputs = next(iter(eval_loader(dataset, 16)))["inputs"]
+    model.eval()
+    with torch.no_grad():
+        adapted = model.encode(inputs).pooled
+        merged = served.system.model.encode(inputs).pooled
+        plain = load(tmp_path / "run").system.model  # the export, merged before the perturbation
+    assert (adapted - merged).abs().max().item() < 1e-5
+    assert not any(hasattr(m, "lora_A") for m in plain.modules())

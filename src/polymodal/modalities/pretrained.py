@@ -65,6 +65,31 @@ def load_auto_model(path: str | Path, tower: str | None = None) -> nn.Module:
     return model
 
 
+def keep_layers(model: nn.Module, layers: int) -> nn.Module:
+    """`model` with only its first `layers` transformer layers (DistilBERT's way to start a smaller student
+    from its teacher): the one `nn.ModuleList` as long as the config's layer count is cut.
+
+    Raises:
+        ValueError: `layers` is not between 1 and the model's count, or no such list is found.
+    """
+    config = model.config
+    count = next((getattr(config, k) for k in ("num_hidden_layers", "encoder_layers", "num_layers")
+                  if isinstance(getattr(config, k, None), int)), None)
+    if count is None:
+        raise ValueError(f"layers: {type(model).__name__} has no layer count in its config")
+    if not 1 <= layers <= count:
+        raise ValueError(f"layers: expected 1 to {count} (the model's layers), got {layers}")
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if not stacks:
+        raise ValueError(f"layers: found no list of {count} layers in {type(model).__name__}")
+    stack = stacks[0]
+    del stack[layers:]
+    for key in ("num_hidden_layers", "encoder_layers", "num_layers"):
+        if isinstance(getattr(config, key, None), int):
+            setattr(config, key, layers)
+    return model
+
+
 def with_lora(model: nn.Module, lora: dict[str, Any], task_type: str | None = None,
               fan_in_fan_out: bool = False) -> nn.Module:
     """`model` with LoRA adapters on the chosen linear layers (peft); its own weights frozen.
@@ -106,10 +131,12 @@ class _Pretrained(nn.Module):
 
     tower: str | None = None
 
-    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None):
+    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None, layers: int | None = None):
         super().__init__()
         self.path = str(path)
         model = load_auto_model(path, self.tower)
+        if layers is not None:
+            model = keep_layers(model, layers)
         self.hidden_size = _hidden_size(model)
         self.model = with_lora(model, lora) if lora is not None else model
         self.out_dim = self.hidden_size if out_dim is None else out_dim
@@ -138,16 +165,18 @@ class HFTextEncoder(_Pretrained):
             "pooler" (the model's own pooler output, e.g. CLIP's end-of-text token).
         max_length: the most tokens per text, special tokens included.
         lora: LoRA settings, or None.
+        layers: keep only the model's first `layers` transformer layers (None: all): a smaller student
+            that starts from its teacher, as DistilBERT does.
     """
 
     tower = "text_model"
     POOLINGS = ("mean", "cls", "pooler")
 
     def __init__(self, *, path: str, out_dim: int | None = None, pooling: str = "mean", max_length: int = 128,
-                 lora: dict[str, Any] | None = None):
+                 lora: dict[str, Any] | None = None, layers: int | None = None):
         if pooling not in self.POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(self.POOLINGS)}, got {pooling!r}")
-        super().__init__(path, out_dim, lora)
+        super().__init__(path, out_dim, lora, layers)
         self.pooling, self.max_length = pooling, max_length
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         if pooling != "pooler" and getattr(base, "pooler", None) is not None:
@@ -182,12 +211,14 @@ class HFImageEncoder(_Pretrained):
         path: the model folder (or `package:NAME/sub`), with its preprocessor config.
         out_dim: D, the joint model's width (the builder sets it); None keeps the model's width.
         lora: LoRA settings, or None.
+        layers: keep only the first `layers` transformer layers (None: all).
     """
 
     tower = "vision_model"
 
-    def __init__(self, *, path: str, out_dim: int | None = None, lora: dict[str, Any] | None = None):
-        super().__init__(path, out_dim, lora)
+    def __init__(self, *, path: str, out_dim: int | None = None, lora: dict[str, Any] | None = None,
+                 layers: int | None = None):
+        super().__init__(path, out_dim, lora, layers)
 
     def forward(self, pixels: torch.Tensor) -> EncoderOutput:
         """Args: pixels (B, 3, H, W) as the model's image processor made them."""
@@ -210,13 +241,14 @@ class HFAudioEncoder(_Pretrained):
         out_dim: D, the joint model's width (the builder sets it); None keeps the model's width.
         duration: seconds of audio per example (cropped or padded), at the feature extractor's sampling rate.
         lora: LoRA settings, or None.
+        layers: keep only the first `layers` transformer layers (None: all).
     """
 
     def __init__(self, *, path: str, out_dim: int | None = None, duration: float = 2.0,
-                 lora: dict[str, Any] | None = None):
+                 lora: dict[str, Any] | None = None, layers: int | None = None):
         if duration <= 0:
             raise ValueError(f"duration: expected seconds > 0, got {duration}")
-        super().__init__(path, out_dim, lora)
+        super().__init__(path, out_dim, lora, layers)
         self.duration = duration
 
     def forward(self, features: torch.Tensor) -> EncoderOutput:

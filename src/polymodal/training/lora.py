@@ -1,8 +1,8 @@
-"""LoRA fine-tuning through `peft` on any of the model's `nn.Linear` layers (`train.lora`).
+"""LoRA fine-tuning through `peft` on any of the model's linear or convolution layers (`train.lora`).
 
 `targets` are regular expressions, each matched against the whole module name as `model.named_modules()`
 gives it, with or without the leading `backbone.` (`encoders\\.image\\..*`, `.*fusion.*\\.(qkv|out)`); the
-matching `nn.Linear` layers get adapters (peft's `inject_adapter_in_model`, given their exact names). Every
+matching `nn.Linear` and `nn.Conv1d/2d/3d` layers (a CNN image encoder's too) get adapters (peft's `inject_adapter_in_model`, given their exact names). Every
 other weight is frozen, except the task heads (`tasks.*`: a new head must train) and the prefixes of
 `train`. A Hugging Face model nested in an encoder is adapted the same way. Checkpoints keep the adapters
 (a resumed run goes on exactly); the exported weights are merged, W + (α/r)·B·A, under the names of the
@@ -21,18 +21,21 @@ from ..errors import ConfigError
 from .optim import under_prefix
 
 
+ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layer types peft's LoRA adapts
+
+
 def lora_targets(model: nn.Module, patterns: list[str]) -> list[str]:
-    """The names of the `nn.Linear` modules whose name matches one of `patterns` (whole-name regex match,
-    with or without `backbone.`)."""
+    """The names of the linear and convolution modules whose name matches one of `patterns` (whole-name
+    regex match, with or without `backbone.`)."""
     try:
         regex = re.compile(r"(?:backbone\.)?(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
     except re.error as e:
         raise ConfigError(f"train.lora.targets: not a regular expression: {e}") from None
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linear = [n for n, m in model.named_modules() if isinstance(m, ADAPTABLE)]
     names = [n for n in linear if regex.fullmatch(n)]
     if not names:
         shown = sorted({re.sub(r"\.\d+\.", ".N.", n) for n in linear})
-        raise ConfigError(f"train.lora.targets: {patterns} match no nn.Linear layer; the model's linear layers: "
+        raise ConfigError(f"train.lora.targets: {patterns} match no linear or convolution layer; the model's: "
                           f"{', '.join(shown)}")
     return names
 
