@@ -19,8 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/polymodal demo --out runs/demo
 
+# two test processes of one thread each (pytest-xdist): the 2-core machine's cores both busy, without
+# torch's threads of one test competing with the other's
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 # Not part of `make test`: applies each plausible bug of tests/mutation/mutants.py and runs the suite.
 mutants: $(STAMP)
