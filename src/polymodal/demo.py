@@ -30,7 +30,7 @@ from .training.trainer import train
 # steps, VQA on all labels VQA_STEPS of its 2 600 steps, the two 10%-label runs FRACTION_STEPS of 1 000,
 # captioning 400 steps of 32 from the pre-trained image encoder, the clips model 300 steps over 8 of the
 # clips' 16 frames (the shipped recipe: 3 000 steps, every frame).
-PRETRAIN_STEPS, VQA_STEPS, FRACTION_STEPS = 500, 1200, 400
+PRETRAIN_STEPS, VQA_STEPS, FRACTION_STEPS = 400, 1200, 300
 RECIPES = [
     ("pretrain", "pretrain.yaml", "image",
      "joint transformer pre-trained on image-caption pairs: contrastive, matching, masked text and image",
@@ -39,9 +39,9 @@ RECIPES = [
      "VQA on all the labels, fine-tuned from the pre-trained model (early fusion)",
      ["train.init_from={pretrain}", f"train.max_steps={VQA_STEPS}"]),
     ("vqa_10pct", "finetune-vqa.yaml", "image", "VQA on 10% of the labels, fine-tuned from the pre-trained model",
-     ["train.init_from={pretrain}", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 4}"]),
+     ["train.init_from={pretrain}", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 3}"]),
     ("vqa_10pct_scratch", "finetune-vqa.yaml", "image", "VQA on 10% of the labels, from scratch (the baseline)",
-     ["train.init_from=null", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 4}"]),
+     ["train.init_from=null", f"train.max_steps={FRACTION_STEPS}", f"train.val_every={FRACTION_STEPS // 3}"]),
     ("caption", "caption-image.yaml", "image",
      "encoder-decoder captioning, its image encoder from the pre-trained run (a short schedule)",
      ["train.init_from={pretrain}", "train.max_steps=400", "train.batch_size=32", "train.val_every=0"]),
