@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, bind
+from .config import PACKAGE_PREFIX, Config, bind
 from .errors import ConfigError
 from .fusion import FUSIONS
 from .models import MultimodalModel
@@ -120,7 +120,7 @@ def _tokenizer(config: Config, records: list[dict[str, Any]] | None, artifacts: 
         except ValueError as error:
             raise ConfigError(f"model.encoders.text.{error}") from None
     if spec.get("path"):
-        if str(spec["path"]).startswith("package:"):  # a tokenizer inside an installed package's model folder
+        if str(spec["path"]).startswith(PACKAGE_PREFIX):  # a tokenizer inside an installed package's model folder
             try:
                 return TextTokenizer.load(resolve_model_path(spec["path"]))
             except ValueError as error:

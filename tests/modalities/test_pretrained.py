@@ -168,3 +168,15 @@ def test_keeping_the_first_layers_equals_the_hf_model_built_with_fewer():
     assert len(short.model.encoder.layer) == 1 and short.model.config.num_hidden_layers == 1
     with pytest.raises(ValueError, match="layers: expected 1 to 2"):
         HFTextEncoder(path=str(folder), layers=3)
+
+
+def test_a_pretrained_image_processor_reads_each_file_once_when_it_caches(shapes_data):
+    from polymodal.modalities.pretrained import HFImageBatchProcessor
+
+    path = str(shapes_data / "images/train/000000.png")
+    for cache_mb, reads in ((16, 1), (0, 2)):
+        processor = HFImageBatchProcessor(hf_folders.vit(), cache_mb=cache_mb)
+        seen, load = [], processor.reader.load
+        processor.reader.load = lambda p: seen.append(p) or load(p)
+        first, second = processor.prepare(path, None), processor.prepare(path, None)
+        assert torch.equal(first, second) and len(seen) == reads

@@ -19,9 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import PACKAGE_PREFIX  # `package:NAME/sub/folder`: a folder inside an installed Python package
 from .base import EncoderOutput
-
-PACKAGE_PREFIX = "package:"  # `package:NAME/sub/folder`: a folder inside an installed Python package
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -259,25 +258,37 @@ class HFAudioEncoder(_Pretrained):
         return EncoderOutput(tokens=self.proj(hidden), mask=mask, pooled=self.proj(hidden.mean(1)))
 
 
+def _preprocessor(loader: Any, path: str | Path, what: str) -> Any:
+    """The folder's own preprocessing (`AutoImageProcessor`, `AutoFeatureExtractor`), offline."""
+    folder = resolve_model_path(path)
+    try:
+        return loader.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"path: {folder} has no {what} config (preprocessor_config.json): {error}") from None
+
+
 class HFImageBatchProcessor:
-    """Image paths → the model's own preprocessing (`AutoImageProcessor`: resize, crop, normalise)."""
+    """Image paths → the model's own preprocessing (`AutoImageProcessor`: resize, crop, normalise); the
+    result of each file is kept (`cache_mb`), since evaluation and training both see it unaugmented."""
 
     def __init__(self, path: str | Path, cache_mb: int = 0):
         from transformers import AutoImageProcessor
 
+        from ..data.media import MediaCache
         from .image.processor import ImageProcessor
 
-        folder = resolve_model_path(path)
-        try:
-            self.hf = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"path: {folder} has no image processor config "
-                             f"(preprocessor_config.json): {error}") from None
-        self.reader = ImageProcessor(cache_mb=cache_mb)  # our file reading: RGB, EXIF rotation, clear errors
+        self.hf = _preprocessor(AutoImageProcessor, path, "image processor")
+        self.reader = ImageProcessor()  # our file reading: RGB, EXIF rotation, clear errors
+        self.cache = MediaCache(cache_mb * 2**20)
+
+    def _pixels(self, image: Any) -> torch.Tensor:
+        return self.hf(images=image, return_tensors="pt")["pixel_values"][0]  # (3, H, W)
 
     def prepare(self, value: Any, generator: torch.Generator | None) -> torch.Tensor:
-        image = value if not isinstance(value, (str, Path)) else self.reader.load(value)
-        return self.hf(images=image, return_tensors="pt")["pixel_values"][0]  # (3, H, W)
+        if not isinstance(value, (str, Path)):  # a PIL image given through the API
+            return self._pixels(value)
+        (pixels,) = self.cache.get(str(value), lambda: (self._pixels(self.reader.load(value)),))
+        return pixels
 
     def collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"data": torch.stack(items)}
@@ -292,12 +303,7 @@ class HFAudioBatchProcessor:
 
         from .audio.processor import AudioProcessor
 
-        folder = resolve_model_path(path)
-        try:
-            self.hf = AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"path: {folder} has no feature extractor config "
-                             f"(preprocessor_config.json): {error}") from None
+        self.hf = _preprocessor(AutoFeatureExtractor, path, "feature extractor")
         self.sample_rate = int(self.hf.sampling_rate)
         self.audio = AudioProcessor(sample_rate=self.sample_rate, duration=duration, augment=augment,
                                     cache_mb=cache_mb)

@@ -118,14 +118,20 @@ def _hf_dim(folder: Path, modality: str, target: str) -> int:
 
 
 def _folder_exists(path: str) -> Callable[[], bool]:
+    """Whether the teacher's folder is there; asked for every record a task filters, so a folder once
+    found is not looked up again."""
+    found: list[bool] = []
+
     def available() -> bool:
         from ..modalities.pretrained import resolve_model_path
 
-        try:
-            resolve_model_path(path)
-            return True
-        except ValueError:
-            return False
+        if not found:
+            try:
+                resolve_model_path(path)
+            except ValueError:
+                return False
+            found.append(True)
+        return True
     return available
 
 
