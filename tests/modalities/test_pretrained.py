@@ -170,6 +170,30 @@ def test_keeping_the_first_layers_equals_the_hf_model_built_with_fewer():
         HFTextEncoder(path=str(folder), layers=3)
 
 
+def test_listed_layers_keep_those_layers_in_that_order():
+    from transformers import AutoModel
+
+    folder = hf_folders.bert()
+    tokenizer = TextTokenizer.from_hf(folder)
+    ids, mask = tokenizer.encode_batch(TEXTS, 32)
+    full = AutoModel.from_pretrained(str(folder)).eval()
+    reference = AutoModel.from_pretrained(str(folder), num_hidden_layers=1).eval()
+    reference.encoder.layer[0].load_state_dict(full.encoder.layer[1].state_dict())  # layer 1 alone
+    last = HFTextEncoder(path=str(folder), out_dim=None, layers=[1]).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        torch.testing.assert_close(last(ids, mask).tokens, expected, atol=1e-6, rtol=0)
+        both = HFTextEncoder(path=str(folder), out_dim=None, layers=[0, 1]).eval()(ids, mask).tokens
+        swapped = HFTextEncoder(path=str(folder), out_dim=None, layers=[1, 0]).eval()(ids, mask).tokens
+        torch.testing.assert_close(both, full(input_ids=ids, attention_mask=mask.long()).last_hidden_state,
+                                   atol=1e-6, rtol=0)
+    assert not torch.allclose(both, swapped, atol=1e-5)  # order matters (the tiny layers differ by ~4e-4)
+    assert last.model.config.num_hidden_layers == 1
+    for bad in ([2], [0, 0], [], [-1], 0, True, "1"):
+        with pytest.raises(ValueError, match="layers: expected"):
+            HFTextEncoder(path=str(folder), layers=bad)
+
+
 def test_a_pretrained_image_processor_reads_each_file_once_when_it_caches(shapes_data):
     from polymodal.modalities.pretrained import HFImageBatchProcessor
 

@@ -64,28 +64,42 @@ def load_auto_model(path: str | Path, tower: str | None = None) -> nn.Module:
     return model
 
 
-def keep_layers(model: nn.Module, layers: int) -> nn.Module:
-    """`model` with only its first `layers` transformer layers (DistilBERT's way to start a smaller student
-    from its teacher): the one `nn.ModuleList` as long as the config's layer count is cut.
+def keep_layers(model: nn.Module, layers: int | list[int]) -> nn.Module:
+    """`model` with only some of its transformer layers, DistilBERT's way to start a smaller student from
+    its teacher: `layers: N` keeps the first N, `layers: [0, 2, 5]` keeps those (in that order), spread over
+    the depth as DistilBERT takes every other layer. The one `nn.ModuleList` as long as the config's layer
+    count is cut, and the count updated.
 
     Raises:
-        ValueError: `layers` is not between 1 and the model's count, or no such list is found.
+        ValueError: a count not between 1 and the model's count, an index outside it or repeated, or no
+            such list found.
     """
     config = model.config
     count = next((getattr(config, k) for k in ("num_hidden_layers", "encoder_layers", "num_layers")
                   if isinstance(getattr(config, k, None), int)), None)
     if count is None:
         raise ValueError(f"layers: {type(model).__name__} has no layer count in its config")
-    if not 1 <= layers <= count:
-        raise ValueError(f"layers: expected 1 to {count} (the model's layers), got {layers}")
+    if isinstance(layers, bool) or not isinstance(layers, (int, list, tuple)):
+        raise ValueError(f"layers: expected a count or a list of layer indices, got {layers!r}")
+    if isinstance(layers, int):
+        if not 1 <= layers <= count:
+            raise ValueError(f"layers: expected 1 to {count} (the model's layers), got {layers}")
+        chosen = list(range(layers))
+    else:
+        chosen = list(layers)
+        bad = [i for i in chosen if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count]
+        if not chosen or bad or len(set(chosen)) != len(chosen):
+            raise ValueError(f"layers: expected distinct layer indices from 0 to {count - 1}, got {layers!r}")
     stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
     if not stacks:
         raise ValueError(f"layers: found no list of {count} layers in {type(model).__name__}")
     stack = stacks[0]
-    del stack[layers:]
+    kept = [stack[i] for i in chosen]
+    del stack[:]
+    stack.extend(kept)
     for key in ("num_hidden_layers", "encoder_layers", "num_layers"):
         if isinstance(getattr(config, key, None), int):
-            setattr(config, key, layers)
+            setattr(config, key, len(chosen))
     return model
 
 
@@ -130,7 +144,7 @@ class _Pretrained(nn.Module):
 
     tower: str | None = None
 
-    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None, layers: int | None = None):
+    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None, layers: int | list[int] | None = None):
         super().__init__()
         self.path = str(path)
         model = load_auto_model(path, self.tower)
@@ -164,15 +178,15 @@ class HFTextEncoder(_Pretrained):
             "pooler" (the model's own pooler output, e.g. CLIP's end-of-text token).
         max_length: the most tokens per text, special tokens included.
         lora: LoRA settings, or None.
-        layers: keep only the model's first `layers` transformer layers (None: all): a smaller student
-            that starts from its teacher, as DistilBERT does.
+        layers: keep only the model's first `layers` transformer layers, or the listed ones such as
+            [0, 2, 5] (None: all): a smaller student that starts from its teacher, as DistilBERT does.
     """
 
     tower = "text_model"
     POOLINGS = ("mean", "cls", "pooler")
 
     def __init__(self, *, path: str, out_dim: int | None = None, pooling: str = "mean", max_length: int = 128,
-                 lora: dict[str, Any] | None = None, layers: int | None = None):
+                 lora: dict[str, Any] | None = None, layers: int | list[int] | None = None):
         if pooling not in self.POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(self.POOLINGS)}, got {pooling!r}")
         super().__init__(path, out_dim, lora, layers)
@@ -210,13 +224,13 @@ class HFImageEncoder(_Pretrained):
         path: the model folder (or `package:NAME/sub`), with its preprocessor config.
         out_dim: D, the joint model's width (the builder sets it); None keeps the model's width.
         lora: LoRA settings, or None.
-        layers: keep only the first `layers` transformer layers (None: all).
+        layers: keep only the first `layers` transformer layers, or the listed ones (None: all).
     """
 
     tower = "vision_model"
 
     def __init__(self, *, path: str, out_dim: int | None = None, lora: dict[str, Any] | None = None,
-                 layers: int | None = None):
+                 layers: int | list[int] | None = None):
         super().__init__(path, out_dim, lora, layers)
 
     def forward(self, pixels: torch.Tensor) -> EncoderOutput:
@@ -240,11 +254,11 @@ class HFAudioEncoder(_Pretrained):
         out_dim: D, the joint model's width (the builder sets it); None keeps the model's width.
         duration: seconds of audio per example (cropped or padded), at the feature extractor's sampling rate.
         lora: LoRA settings, or None.
-        layers: keep only the first `layers` transformer layers (None: all).
+        layers: keep only the first `layers` transformer layers, or the listed ones (None: all).
     """
 
     def __init__(self, *, path: str, out_dim: int | None = None, duration: float = 2.0,
-                 lora: dict[str, Any] | None = None, layers: int | None = None):
+                 lora: dict[str, Any] | None = None, layers: int | list[int] | None = None):
         if duration <= 0:
             raise ValueError(f"duration: expected seconds > 0, got {duration}")
         super().__init__(path, out_dim, lora, layers)

@@ -141,6 +141,12 @@ class Task(nn.Module):
         """
         return self.predict_output(model.encode(inputs, fuse=self.fused))
 
+    def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]], target: Any) -> list[Any]:
+        """What the evaluation harness calls on each collated batch: `predict`, by default, which sees the
+        inputs alone. A task whose prediction needs part of what it collates as the target overrides this:
+        a generative task continues each example's prompt, distillation compares with its teacher's view."""
+        return self.predict(model, inputs)
+
     def predict_output(self, out: ModelOutput) -> list[Any]:
         """One prediction per example (an answer, a label, an embedding) from one model output."""
         raise NotImplementedError

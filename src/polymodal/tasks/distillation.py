@@ -90,7 +90,6 @@ class DistillationTask(Task):
 
     data_class = DistillationData
     data: DistillationData
-    reads_target = True  # its predictions compare with the teacher, which reads the target
 
     def __init__(self, data: DistillationData, *, teacher: Teacher, width: int, embed_dim: int | None = None,
                  target: str = "embedding", loss: str = "cosine", temperature: float = 2.0, weight: float = 1.0):
@@ -127,8 +126,9 @@ class DistillationTask(Task):
         student = self._student(out).float()
         return {"loss": self._loss(student, self.teacher[0](target["batch"], target["keys"]))}
 
-    def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
-                target: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+    def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
+                      target: dict[str, Any]) -> list[dict[str, Any]]:
+        """The student's and the teacher's vector per example (the teacher reads the collated target)."""
         student = self._student(model.encode(inputs, fuse=self.fused)).float()
         teacher = self.teacher[0](target["batch"], target["keys"])
         return [{"student": s.cpu(), "teacher": t.cpu(), "kind": self.target} for s, t in zip(student, teacher)]

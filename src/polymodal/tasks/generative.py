@@ -156,7 +156,10 @@ class TextGenerationTask(Task):
                                label_smoothing=self.label_smoothing)
         return {"loss": loss}
 
-    prompted = True  # the harness hands `predict` each example's prompt (`collate_targets`' "prompt")
+    def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
+                      target: dict[str, Any]) -> list[str]:
+        """Generated text that continues each example's prompt (`collate_targets`' "prompt")."""
+        return self.predict(model, inputs, prompts=target["prompt"])
 
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
                 settings: GenerationSettings | None = None, prompts: list[list[int]] | None = None) -> list[str]:
