@@ -29,6 +29,15 @@ def quiet(config, out, **kw):
 
 # --- learning-rate multipliers -----------------------------------------------------------------------------
 
+
+def assert_same_outputs(adapted, merged, trainer):
+    """The model with its adapters and the merged one give the same pooled vectors on a validation batch."""
+    dataset = TaskDataset(trainer.val_records["vqa"], adapted.tasks["vqa"].data, trainer.system.processors)
+    inputs = next(iter(eval_loader(dataset, 16)))["inputs"]
+    adapted.eval()
+    with torch.no_grad():
+        assert (adapted.encode(inputs).pooled - merged.encode(inputs).pooled).abs().max().item() < 1e-5
+
 def test_lr_mult_groups_keep_decay_apart_and_scale_the_schedule(shapes_data, tmp_path):
     config = load_config(write_config(tmp_path, tiny_config(
         shapes_data, "vqa", max_steps=3, warmup_steps=2, lr_mult={"encoders.text": 0.1, "backbone.fusion": 0.5,
@@ -107,13 +116,7 @@ def test_lora_trains_adapters_and_heads_only_and_exports_merged_weights(shapes_d
 
     served = load(tmp_path / "run")  # no peft layers: plain nn.Linear
     assert not any(hasattr(m, "lora_A") for m in served.system.model.modules())
-    dataset = TaskDataset(trainer.val_records["vqa"], model.tasks["vqa"].data, trainer.system.processors)
-    inputs = next(iter(eval_loader(dataset, 32)))["inputs"]
-    model.eval()
-    with torch.no_grad():
-        adapted_out = model.encode(inputs).pooled
-        merged_out = served.system.model.encode(inputs).pooled
-    assert (adapted_out - merged_out).abs().max().item() < 1e-5
+    assert_same_outputs(model, served.system.model, trainer)
 
 
 def test_lora_resume_is_exact(shapes_data, tmp_path):
@@ -224,12 +227,6 @@ def test_lora_adapts_convolutions_and_merges_them(shapes_data, tmp_path):
 
     served = load(tmp_path / "run")
     served.system.model.load_state_dict(merged_state_dict(model))
-    dataset = TaskDataset(trainer.val_records["vqa"], model.tasks["vqa"].data, trainer.system.processors)
-    inputs = next(iter(eval_loader(dataset, 16)))["inputs"]
-    model.eval()
-    with torch.no_grad():
-        adapted = model.encode(inputs).pooled
-        merged = served.system.model.encode(inputs).pooled
-        plain = load(tmp_path / "run").system.model  # the export, merged before the perturbation
-    assert (adapted - merged).abs().max().item() < 1e-5
+    assert_same_outputs(model, served.system.model, trainer)
+    plain = load(tmp_path / "run").system.model  # the export, merged before the perturbation
     assert not any(hasattr(m, "lora_A") for m in plain.modules())

@@ -111,10 +111,12 @@ def test_draws_are_a_function_of_seed_and_step_and_streams_resume_at_their_draw_
     assert TaskSampler(["a", "b"], [1, 1], "all", seed=0).tasks_at(7) == ["a", "b"]
 
 
-@pytest.mark.parametrize("sampling", ["round_robin", "temperature"])
-def test_one_task_per_step_and_exact_resume(shapes_data, tmp_path, sampling):
-    config = load_config(write_config(tmp_path, two_tasks(shapes_data, max_steps=6, ckpt_every=2,
-                                                          task_sampling=sampling)))
+@pytest.mark.parametrize("setting", [{"task_sampling": "round_robin"}, {"task_sampling": "temperature"},
+                                     {"loss_weighting": "uncertainty"}, {"loss_weighting": "pcgrad"},
+                                     {"loss_weighting": "gradnorm"}], ids=lambda s: next(iter(s.values())))
+def test_resume_is_exact_with_task_sampling_and_learnt_weights(shapes_data, tmp_path, setting):
+    # a sampler's draws, the learnt loss weights and their optimiser state all resume where they stopped
+    config = load_config(write_config(tmp_path, two_tasks(shapes_data, max_steps=6, ckpt_every=2, **setting)))
     Trainer(config, tmp_path / "full", log=lambda _: None).fit()
     Trainer(config, tmp_path / "cut", log=lambda _: None, stop_at=3).fit()
     Trainer(config, tmp_path / "cut", resume=True, log=lambda _: None).fit()
@@ -123,6 +125,7 @@ def test_one_task_per_step_and_exact_resume(shapes_data, tmp_path, sampling):
     drop = ("samples_per_s",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in cut] == \
         [{k: v for k, v in r.items() if k not in drop} for r in full]
+    sampling = setting.get("task_sampling", "all")
     sampler = TaskSampler(list(config.tasks), [96, 96], sampling, seed=0)  # the file's order: shape, vqa
     assert [[k.split("/")[1] for k in r if k.startswith("loss/")] for r in full] == \
         [sampler.tasks_at(k) for k in range(6)]
