@@ -349,7 +349,10 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
         if model_kwargs["memory"] == "fused" and not getattr(fusion, "gives_tokens", True):
             raise ConfigError(f"model.decoder.memory: 'fused' needs a fusion that gives a token sequence; "
                               f"{fusion_type!r} gives one vector per example (use memory: modalities)")
-    backbone = MultimodalModel(encoders, fusion, **model_kwargs)
+    try:
+        backbone = MultimodalModel(encoders, fusion, **model_kwargs)
+    except ValueError as error:
+        raise ConfigError(f"model.{error}") from None
     provides = ({"pooled"} | ({"embeddings"} if backbone.embed_dim is not None else set())
                 | ({"decoder"} if backbone.decoder is not None else set()))
 

@@ -114,6 +114,25 @@ def test_joint_embedding_space_has_the_dual_encoders_weight_names(shapes_data):
     assert not any(k.startswith("backbone.projections") for k in plain)  # no space unless asked for
 
 
+def test_identity_projections_start_the_space_at_the_pooled_vectors(shapes_data):
+    """`projection_init: identity`: each embedding is the encoder's L2-normalised pooled vector itself."""
+    system = build(shapes_data, "dual_encoder", "contrastive", embed_dim=32, projection_init="identity")
+    model = system.model.eval()
+    records = read_manifest(shapes_data / "val.jsonl")[:4]
+    dataset = TaskDataset(records, model.tasks["t"].data, system.processors)
+    inputs = dataset.collate([dataset[i] for i in range(len(records))])["inputs"]
+    with torch.no_grad():
+        out = model.encode(inputs, fuse=False)
+    for name, embedding in out.embeddings.items():
+        torch.testing.assert_close(embedding, torch.nn.functional.normalize(out.modalities[name].pooled, dim=-1))
+    default = build(shapes_data, "dual_encoder", "contrastive", embed_dim=32).model.eval()
+    assert not torch.equal(default.backbone.projections["text"].weight, torch.eye(32))
+    with pytest.raises(ConfigError, match="model.projection_init: 'identity' needs embed_dim equal to width"):
+        build(shapes_data, "dual_encoder", "contrastive", embed_dim=16, projection_init="identity")
+    with pytest.raises(ConfigError, match="model.projection_init: expected one of default, identity"):
+        build(shapes_data, "dual_encoder", "contrastive", embed_dim=32, projection_init="orthogonal")
+
+
 def test_vit_image_encoder_composes_too(shapes_data):
     encoders = {**TINY_ENCODERS, "image": {"type": "vit", "image_size": 32, "patch_size": 8, "width": 32,
                                            "depth": 1, "num_heads": 2}}
@@ -170,7 +189,8 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
     ({"type": "joint_transformer", "combine": "mean"}, "model: unknown key 'combine' for model.type "
                                                         "'joint_transformer'; allowed keys:"),
     ({"fusion": {"type": "early"}, "depth": 2}, "model: unknown key 'depth'; allowed keys: decoder, "
-                                                "embed_dim, encoders, fusion, init_temperature, tokenizer, width (a "
+                                                "embed_dim, encoders, fusion, init_temperature, projection_init, "
+                                                "tokenizer, width (a "
                                                 "fusion's settings go under model.fusion)"),
 ])
 def test_model_config_errors_name_the_key(shapes_data, model, needle):

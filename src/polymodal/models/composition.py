@@ -32,6 +32,9 @@ class MultimodalModel(nn.Module):
             L2-normalised space before fusion, so contrastive tasks can align the encoders (CLIP; ALBEF's
             "align before fuse" next to fused tasks). None: no embedding space.
         init_temperature: the contrastive temperature to start from, with `embed_dim`.
+        projection_init: how the shared space's projections start: "default" (nn.Linear's random
+            initialisation) or "identity" (needs `embed_dim` = `width`: the space starts as the encoders'
+            pooled vectors, e.g. a distillation student cut from its teacher starts in the teacher's space).
         decoder: a text decoder cross-attending to a memory of width `width` (seed §4.4), for generative
             tasks; None: no decoder.
         memory: what the decoder attends to: "modalities" (every modality's tokens, each sequence behind
@@ -41,7 +44,7 @@ class MultimodalModel(nn.Module):
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, *, width: int,
                  embed_dim: int | None = None, init_temperature: float = 0.07, decoder: nn.Module | None = None,
-                 memory: str = "modalities"):
+                 memory: str = "modalities", projection_init: str = "default"):
         super().__init__()
         if memory not in MEMORIES:
             raise ValueError(f"memory: expected one of {', '.join(MEMORIES)}, got {memory!r}")
@@ -49,7 +52,7 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.absent = AbsentModalities(list(encoders), width)
         if embed_dim is not None:
-            self.projections = projections(list(encoders), width, embed_dim)
+            self.projections = projections(list(encoders), width, embed_dim, projection_init)
             self.logit_scale = logit_scale(init_temperature)
         self.fusion = fusion
         self.memory = memory

@@ -19,9 +19,27 @@ from ..modalities.base import EncoderOutput
 MAX_LOGIT_SCALE = math.log(100.0)  # OpenCLIP clamps the learnt temperature at 1/100
 
 
-def projections(names: list[str], width: int, embed_dim: int) -> nn.ModuleDict:
-    """One bias-free linear map per modality, D → E."""
-    return nn.ModuleDict({name: nn.Linear(width, embed_dim, bias=False) for name in names})
+PROJECTION_INITS = ("default", "identity")
+
+
+def projections(names: list[str], width: int, embed_dim: int, init: str = "default") -> nn.ModuleDict:
+    """One bias-free linear map per modality, D → E: nn.Linear's own initialisation, or (`init:
+    "identity"`, D = E) the identity, so the space starts as the encoders' pooled vectors themselves (a
+    pretrained encoder's own sentence space, a student cut from its teacher).
+
+    Raises:
+        ValueError: an unknown `init`, or "identity" with D ≠ E.
+    """
+    if init not in PROJECTION_INITS:
+        raise ValueError(f"projection_init: expected one of {', '.join(PROJECTION_INITS)}, got {init!r}")
+    if init == "identity" and width != embed_dim:
+        raise ValueError(f"projection_init: 'identity' needs embed_dim equal to width ({width}), got {embed_dim}")
+    maps = nn.ModuleDict({name: nn.Linear(width, embed_dim, bias=False) for name in names})
+    if init == "identity":
+        with torch.no_grad():
+            for linear in maps.values():
+                linear.weight.copy_(torch.eye(width))
+    return maps
 
 
 def logit_scale(init_temperature: float) -> nn.Parameter:
