@@ -144,7 +144,8 @@ class _Pretrained(nn.Module):
 
     tower: str | None = None
 
-    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None, layers: int | list[int] | None = None):
+    def __init__(self, path: str, out_dim: int | None, lora: dict[str, Any] | None,
+                 layers: int | list[int] | None = None):
         super().__init__()
         self.path = str(path)
         model = load_auto_model(path, self.tower)

@@ -212,7 +212,10 @@ class Trainer:
                 dataset = TaskDataset(usable[first], data[first], self.system.processors, seed=tc.seed,
                                       modality_dropout=tc.modality_dropout)
             else:
-                self.log(f"tasks {', '.join(members)} share each batch and its model pass")
+                own = [n for n in members if self.model.tasks[n].corrupts]  # masked modelling: a pass of its own
+                passes = (" and its model pass" if not own else f"; {', '.join(own)} "
+                          + ("gets a model pass of its own" if len(own) == 1 else "get passes of their own"))
+                self.log(f"tasks {', '.join(members)} share each batch{passes}")
                 dataset = SharedTaskDataset(usable[first], {n: data[n] for n in members}, self.system.processors,
                                             seed=tc.seed, modality_dropout=tc.modality_dropout)
             loaders[tuple(members)] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
