@@ -138,6 +138,14 @@ class StepSampler(Sampler):
         return (self.max_steps - self.start_step) * self.micro_batches
 
 
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """A collated batch's part on `device`: a tensor, or mappings of them (inputs per modality, ragged token
+    targets and their masks); anything else (prompt ids, record keys) as it is."""
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
 def train_loader(dataset: TaskDataset, sampler: StepSampler, num_workers: int) -> DataLoader:
     """An endless loader over `sampler`'s batches."""
     # its own generator: starting the loader (which draws worker seeds) must not move the global random

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..build import System
-from ..data.loader import TaskDataset, eval_loader
+from ..data.loader import TaskDataset, eval_loader, to_device
 
 
 def task_records(system: System, task_name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -22,17 +22,6 @@ def without(records: list[dict[str, Any]], task, modalities: tuple[str, ...]) ->
     return [{k: v for k, v in r.items() if k not in fields} for r in records] if fields else records
 
 
-def _to(value: Any, device: torch.device | str) -> Any:
-    """`value` with every tensor inside its dicts, lists and tuples on `device`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to(v, device) for v in value)
-    return value
-
-
 @torch.no_grad()
 def predict(system: System, task_name: str, records: list[dict[str, Any]], batch_size: int = 256,
             device: torch.device | str = "cpu") -> list[Any]:
@@ -43,8 +32,8 @@ def predict(system: System, task_name: str, records: list[dict[str, Any]], batch
     model.eval()
     predictions: list[Any] = []
     for batch in eval_loader(TaskDataset(records, task.data, system.processors), batch_size):
-        inputs = {m: {k: v.to(device) for k, v in part.items()} for m, part in batch["inputs"].items()}
-        predictions.extend(task.predict_batch(model, inputs, _to(batch["target"], device)))
+        predictions.extend(task.predict_batch(model, to_device(batch["inputs"], device),
+                                              to_device(batch["target"], device)))
     model.train(was_training)
     return predictions
 

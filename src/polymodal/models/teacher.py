@@ -120,18 +120,19 @@ def _hf_dim(folder: Path, modality: str, target: str) -> int:
 def _folder_exists(path: str) -> Callable[[], bool]:
     """Whether the teacher's folder is there; asked for every record a task filters, so a folder once
     found is not looked up again."""
-    found: list[bool] = []
+    found = False
 
     def available() -> bool:
+        nonlocal found
         from ..modalities.pretrained import resolve_model_path
 
         if not found:
             try:
                 resolve_model_path(path)
+                found = True
             except ValueError:
-                return False
-            found.append(True)
-        return True
+                pass
+        return found
     return available
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..build import build_system
 from ..config import Config
-from ..data.loader import StepSampler, TaskDataset, train_loader
+from ..data.loader import StepSampler, TaskDataset, to_device, train_loader
 from ..errors import ConfigError, PolymodalError
 from ..evaluation.harness import evaluate, task_records
 from .checkpoint import (WEIGHTS, list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint,
@@ -234,9 +234,7 @@ class Trainer:
         return {n: batches[n] for n in self.model.tasks if n in batches}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        inputs = {m: {k: v.to(self.device, non_blocking=True) for k, v in part.items()}
-                  for m, part in batch["inputs"].items()}
-        return {"inputs": inputs, "target": _move(batch["target"], self.device)}
+        return {"inputs": to_device(batch["inputs"], self.device), "target": to_device(batch["target"], self.device)}
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
@@ -398,10 +396,3 @@ class Trainer:
 def train(config: Config, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
     """Train `config` into the run folder `out`; returns the exported model folder."""
     return Trainer(config, Path(out), resume=resume, log=log).fit()
-
-
-def _move(target: Any, device: torch.device) -> Any:
-    """A batch's targets on `device`: a tensor, or a mapping of tensors (ragged token targets and their mask)."""
-    if isinstance(target, dict):
-        return {k: _move(v, device) for k, v in target.items()}
-    return target.to(device, non_blocking=True) if isinstance(target, torch.Tensor) else target
