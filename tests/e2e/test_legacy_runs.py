@@ -42,6 +42,39 @@ def test_a_legacy_run_gives_the_numbers_it_gave(name, shapes_data):
             assert [p for _, p in g] == pytest.approx([p for _, p in e], abs=1e-5)
 
 
+EXPECTED_0_2 = json.loads((LEGACY / "expected-0.2.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_0_2))
+def test_a_run_of_version_0_2_gives_the_numbers_and_texts_it_gave(name, shapes_data):
+    """Runs saved by 0.2 (b227257, before the restructuring): gated and GMU fusions under their old names,
+    hard-negative matching, masked text and image modelling, an encoder-decoder and a decoder-only LM."""
+    model = load(LEGACY / name)
+    test = read_manifest(shapes_data / "test.jsonl", log=lambda _: None)
+    expected = EXPECTED_0_2[name]
+    results = model.evaluate(test)
+    assert set(results) == set(expected["results"])
+    for task, metrics in expected["results"].items():
+        assert results[task] == pytest.approx(metrics, abs=1e-6), task
+    first = test[:4]
+    if "embed" in expected:
+        embeddings = model.embed(images=[r["image"] for r in first], texts=[r["text"] for r in first])
+        for modality, values in expected["embed"].items():
+            torch.testing.assert_close(embeddings[modality], torch.tensor(values), atol=1e-5, rtol=1e-4)
+    images = [r["image"] for r in first]
+    if "captions" in expected:
+        assert model.caption(images) == expected["captions"]
+        assert model.caption(images, num_beams=3) == expected["captions_beam"]
+        assert model.caption(images, sample=True, top_p=0.9, seed=3) == expected["captions_sampled"]
+    if "answers" in expected:
+        assert [model.answer(r["image"], r["question"]) for r in first] == expected["answers"]
+    if "labels" in expected:
+        got = [model.classify(image, top_k=2) for image in images]
+        for g, e in zip(got, expected["labels"]):
+            assert [a for a, _ in g] == [a for a, _ in e]
+            assert [p for _, p in g] == pytest.approx([p for _, p in e], abs=1e-5)
+
+
 def test_the_cli_evaluates_and_predicts_a_legacy_run(shapes_data):
     run = LEGACY / "joint-vqa"
     cli = [sys.executable, "-m", "polymodal.cli"]
