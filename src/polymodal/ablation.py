@@ -23,27 +23,24 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .build import split_model_spec  # noqa: E402
+from .build.migrate import fusion_name, migrate  # noqa: E402
 from .config import Config  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .fusion import FUSIONS  # noqa: E402
 from .report import read_metrics  # noqa: E402
+from .runfolder import CONFIG, MODEL_DIR  # noqa: E402
 
 
 def variant_config(config: Config, fusion: str) -> Config:
     """`config` with `model.fusion` of type `fusion`; the settings of the config's own fusion that this
     one also takes (depth, num_heads, dropout, ...) are kept, the rest are the fusion's defaults."""
+    fusion = fusion_name(fusion)
     if fusion not in FUSIONS:
         raise ConfigError(f"--fusion: expected names from {', '.join(FUSIONS)}, got {fusion!r}")
-    model = copy.deepcopy(config.model)
-    encoders, tokenizer = model.pop("encoders", None), model.pop("tokenizer", None)
-    _, own, _, rest = split_model_spec(model)
+    variant = migrate(config)  # a copy, with model.fusion
+    own = variant.model["fusion"]
     accepted = set(inspect.signature(FUSIONS[fusion]).parameters) - {"modalities", "width"}
-    variant = copy.deepcopy(config)
-    variant.model = {**rest, "encoders": encoders, "fusion": {"type": fusion, **{k: v for k, v in own.items()
-                                                                                 if k in accepted}}}
-    if tokenizer is not None:
-        variant.model["tokenizer"] = tokenizer
+    variant.model["fusion"] = {"type": fusion, **{k: v for k, v in own.items() if k in accepted}}
     return variant
 
 
@@ -130,7 +127,7 @@ def run_variants(config: Config, variants: dict[str, Config], out: Path, *,
     summary: dict[str, dict[str, Any]] = {}
     for number, (name, variant) in enumerate(variants.items(), start=1):
         same = same_config(out / name, variant)
-        if same and name in previous and (out / name / "model").is_dir():
+        if same and name in previous and (out / name / MODEL_DIR).is_dir():
             log(f"ablation: {name} ({number} of {len(variants)}) kept: {out / name} was trained and evaluated "
                 f"with this config")
             summary[name] = previous[name]
@@ -153,7 +150,7 @@ def run_variants(config: Config, variants: dict[str, Config], out: Path, *,
 
 def same_config(folder: Path, config: Config) -> bool:
     """Whether `folder` is a run started from exactly `config` (its resolved `config.yaml`)."""
-    saved = folder / "config.yaml"
+    saved = folder / CONFIG
     if not saved.exists():
         return False
     return yaml.safe_load(saved.read_text()) == yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))

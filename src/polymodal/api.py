@@ -8,8 +8,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from .build import System, build_system
-from .config import load_config
+from .build import load_system
 from .data.loader import collate_present
 from .errors import PolymodalError
 from .explain import draw_explanation
@@ -17,9 +16,9 @@ from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
 from .tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
 from .tasks.generative import TextGenerationTask
+from .runfolder import model_folder
+from .system import System
 from .tasks.vocab_head import VocabularyTask
-from .training.checkpoint import WEIGHTS, load_weights
-from .training.trainer import model_folder
 
 ImageLike = str | Path | Image.Image
 
@@ -212,8 +211,4 @@ class LoadedModel:
 
 def load(path: str | Path) -> LoadedModel:
     """Load a trained model from a run folder or its `model/` folder."""
-    folder = model_folder(path)
-    config = load_config(folder / "config.yaml")
-    system = build_system(config, artifacts=folder, augment=False)
-    load_weights(system.model, folder / WEIGHTS)
-    return LoadedModel(system, folder)
+    return LoadedModel(load_system(path), model_folder(path))

@@ -111,6 +111,7 @@ def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
     (`tasks.NAME.data.<split>`, else `data.<split>`)."""
     from .config import load_config
     from .data.manifest import read_manifest
+    from .runfolder import CONFIG
     from .training.multitask import task_splits
 
     def log(line: str) -> None:
@@ -118,7 +119,7 @@ def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
 
     if args.data:
         return read_manifest(args.data, on_error=args.on_error, log=log), args.data
-    config = load_config(model.folder / "config.yaml", [f"data.on_error={args.on_error}"])
+    config = load_config(model.folder / CONFIG, [f"data.on_error={args.on_error}"])
     records = task_splits(config, args.split, log)
     if not any(records.values()):
         raise PolymodalError(f"eval: the run's config has no {args.split} manifest (data.{args.split} or "

@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .errors import PolymodalError  # noqa: E402
+from .fusion import FUSIONS  # noqa: E402
+from .fusion.base import ExplainsTokens  # noqa: E402
 from .models.encoding import encode_all  # noqa: E402
 
 
@@ -23,10 +25,8 @@ def relevance(system: Any, inputs: dict[str, dict[str, torch.Tensor]]) -> dict[s
     """{modality: (B, N_m)} each input token's relevance to the fused output, from the model's fusion."""
     backbone = system.model.backbone
     fusion = backbone.fusion
-    if not hasattr(fusion, "token_relevance"):
-        from .fusion import FUSIONS
-
-        attending = ", ".join(n for n, cls in FUSIONS.items() if hasattr(cls, "token_relevance"))
+    if not isinstance(fusion, ExplainsTokens):
+        attending = ", ".join(n for n, cls in FUSIONS.items() if issubclass(cls, ExplainsTokens))
         raise PolymodalError(f"{type(fusion).__name__} combines pooled vectors: there is no attention over "
                              f"tokens to show (--explain needs one of these fusions: {attending})")
     with torch.no_grad():

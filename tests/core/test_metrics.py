@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from polymodal.evaluation.metrics import grouped_accuracy, retrieval_recall
+from polymodal.metrics import grouped_accuracy, retrieval_recall
 
 
 def test_grouped_accuracy_by_hand():

@@ -57,7 +57,7 @@ def test_a_second_ablation_keeps_what_was_done_and_trains_only_the_new_variants(
 def test_an_unknown_fusion_is_refused_before_any_training(shapes_data, tmp_path):
     config = write_config(tmp_path, tiny_config(shapes_data, "vqa"))
     r = polymodal("ablate", config, "--fusion", "early,blend", "--out", tmp_path / "a")
-    assert r.returncode == 1 and "--fusion: expected names from early, late, gmu, cross, coattn, gated, perceiver, got 'blend'" in r.stderr
+    assert r.returncode == 1 and "--fusion: expected names from early, late, gated_sum, cross, coattn, gated_cross_attention, perceiver, got 'blend'" in r.stderr
     assert not (tmp_path / "a" / "early").exists()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from polymodal.fusion import FUSIONS, CoAttentionFusion, CrossAttentionFusion, GatedCrossAttentionFusion
+from polymodal.fusion.base import ExplainsTokens, Fusion
 from polymodal.modalities.base import EncoderOutput
 
 D = 16
@@ -20,7 +21,7 @@ OPTIONS = {"early": {"depth": 2, "num_heads": 2},
            "late-positional": {"depth": 1, "num_heads": 2, **POSITIONAL},
            "cross": {"depth": 2, "num_heads": 2}, "cross-positional": {"depth": 2, "num_heads": 2, **POSITIONAL},
            "coattn": {"depth": 2, "num_heads": 2}, "coattn-positional": {"depth": 1, "num_heads": 2, **POSITIONAL},
-           "gated": {"target": "text", "depth": 2, "num_heads": 2}, "gmu": {},
+           "gated_cross_attention": {"target": "text", "depth": 2, "num_heads": 2}, "gated_sum": {},
            "perceiver": {"num_latents": 4, "depth": 2, "num_heads": 2}}
 VARIANTS = sorted(OPTIONS)
 
@@ -32,6 +33,20 @@ def build(variant: str) -> torch.nn.Module:
 
 def test_every_registered_fusion_is_covered():
     assert set(FUSIONS) <= set(OPTIONS)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_fusion_protocol_says_what_the_output_has(name):
+    """`gives_tokens` is declared (no default to fall back on) and true exactly when the output has a token
+    sequence; a fusion that explains its tokens gives each modality a relevance per token."""
+    fusion = build(name)
+    assert isinstance(fusion, Fusion) and isinstance(fusion.gives_tokens, bool)
+    out = fusion(encoded())
+    assert (out.tokens is not None) == fusion.gives_tokens
+    if isinstance(fusion, ExplainsTokens):
+        relevance = fusion.token_relevance(encoded())
+        sizes = {"image": (3, 5), "text": (3, 4)}
+        assert relevance and {m: r.shape for m, r in relevance.items()} == {m: sizes[m] for m in relevance}
 
 
 def encoded(batch: int = 3, seed: int = 0) -> dict[str, EncoderOutput]:

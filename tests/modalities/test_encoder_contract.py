@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import hf_folders
-from polymodal.modalities.base import EncoderOutput
+from polymodal.modalities.base import EncoderOutput, HoldsEncoders, MasksTokens
 from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
@@ -297,3 +297,38 @@ def test_every_registered_encoder_is_under_contract():
     for modality in MODALITIES.values():
         for type_name, cls in modality.encoders.items():
             assert cls in covered, f"model.encoders.{modality.name}.type {type_name!r} ({cls.__name__}) has no case"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_an_encoder_that_masks_tokens_keeps_the_masking_protocol(name):
+    """A `MasksTokens` encoder (what masked modelling can train) can mask once asked to; its patch
+    tokens stand at `patch_start` onwards, one per patch, and `patch_targets` gives `patch_dim` values each;
+    a masked patch's token changes, an unmasked example's output does not."""
+    encoder = CASES[name].build().eval()
+    if not isinstance(encoder, MasksTokens):
+        assert not hasattr(encoder, "patch_targets")  # nothing claims half the protocol
+        pytest.skip(f"{type(encoder).__name__} does not mask tokens")
+    encoder.enable_token_masking()
+    inputs = CASES[name].inputs()
+    targets = encoder.patch_targets(inputs[0])
+    assert targets.shape == (B, encoder.num_patches, encoder.patch_dim)
+    token_mask = torch.zeros(B, encoder.num_patches, dtype=torch.bool)
+    token_mask[0, 0] = True
+    plain, masked = encoder(*inputs), encoder(*inputs, token_mask=token_mask)
+    assert plain.tokens.shape[1] - encoder.patch_start >= encoder.num_patches
+    assert not torch.allclose(plain.tokens[0], masked.tokens[0])
+    torch.testing.assert_close(plain.tokens[1], masked.tokens[1])
+
+
+def test_every_registered_encoder_declares_its_capabilities_by_protocol():
+    """The registry's classes that hold other encoders or mask tokens say so by the protocols the builder asks."""
+    from polymodal.modalities.registry import MODALITIES
+
+    holders = {(m, k) for m, spec in MODALITIES.items() for k, cls in spec.encoders.items()
+               if issubclass(cls, HoldsEncoders)}
+    assert holders == {("video", "frames")}
+    for key, (modality, _) in FrameEncoder.nested_encoders().items():
+        assert key in FrameEncoder.__init__.__code__.co_varnames and modality in MODALITIES
+    masking = {(m, k) for m, spec in MODALITIES.items() for k, cls in spec.encoders.items()
+               if issubclass(cls, MasksTokens)}
+    assert masking == {("image", "cnn"), ("image", "vit"), ("video", "tubelet_vit"), ("audio", "spectrogram")}

@@ -15,7 +15,7 @@ from polymodal.fusion import FUSIONS
 from polymodal.tasks.vqa import VQAData
 
 FUSION_OPTIONS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
-                  "coattn": {"depth": 1, "num_heads": 2}, "gated": {"depth": 1, "num_heads": 2},
+                  "coattn": {"depth": 1, "num_heads": 2}, "gated_cross_attention": {"depth": 1, "num_heads": 2},
                   "perceiver": {"depth": 1, "num_heads": 2, "num_latents": 4}}
 
 

@@ -9,6 +9,7 @@ from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError
+from polymodal.models.parts import Decoder
 
 DECODER = {"type": "transformer", "width": 24, "depth": 1, "num_heads": 2, "max_length": 40}
 
@@ -30,7 +31,7 @@ def loss_and_memory(system, data, inputs=None):
     dataset = TaskDataset(records, task.data, system.processors)
     batch = dataset.collate([dataset[i] for i in range(4)])
     system.model.eval()
-    return system.model({"cap": batch})["cap"]["loss"], system.model.encode(batch["inputs"], fuse=task.fused)
+    return system.model({"cap": batch})["cap"]["loss"], system.model.encode(batch["inputs"], fuse=task.needs_fusion)
 
 
 def test_memory_of_modalities_is_every_modality_behind_its_marker(shapes_data):
@@ -42,7 +43,7 @@ def test_memory_of_modalities_is_every_modality_behind_its_marker(shapes_data):
     torch.testing.assert_close(out.memory.tokens, expected)  # image marker + tokens, then text marker + tokens
     marker = image.mask.new_ones(image.mask.shape[0], 1)
     assert torch.equal(out.memory.mask, torch.cat([marker, image.mask, marker, text.mask], 1))
-    assert torch.isfinite(loss) and system.model.tasks["cap"].fused is False and out.pooled is None
+    assert torch.isfinite(loss) and system.model.tasks["cap"].needs_fusion is False and out.pooled is None
     decoder = system.model.backbone.decoder
     assert decoder.width == 24 and decoder.stack.blocks[0].cross.context_dim == 32
     assert decoder.vocab_size == system.tokenizer.vocab_size
@@ -59,7 +60,7 @@ def test_memory_fused_reads_the_fusion_tokens(shapes_data):
     system = build(shapes_data, fusion="early", decoder={**DECODER, "memory": "fused"},
                    task={"type": "caption", "inputs": {"image": "image", "text": "question"}})
     loss, out = loss_and_memory(system, shapes_data)
-    assert system.model.tasks["cap"].fused is True and torch.isfinite(loss)
+    assert system.model.tasks["cap"].needs_fusion is True and torch.isfinite(loss)
     torch.testing.assert_close(out.memory.tokens, torch.cat([out.pooled[:, None], out.fused.tokens], 1))
     assert out.memory.mask[:, 0].all() and torch.equal(out.memory.mask[:, 1:], out.fused.mask)
 
@@ -70,7 +71,7 @@ def test_memory_pooled_is_the_fused_vector_alone(shapes_data, fusion):
     system = build(shapes_data, fusion=fusion, decoder={**DECODER, "memory": "pooled"},
                    task={"type": "caption", "inputs": {"image": "image", "text": "question"}})
     loss, out = loss_and_memory(system, shapes_data)
-    assert system.model.tasks["cap"].fused is True and torch.isfinite(loss)
+    assert system.model.tasks["cap"].needs_fusion is True and torch.isfinite(loss)
     assert out.memory.tokens.shape == (4, 1, 32) and out.memory.mask.all()
     torch.testing.assert_close(out.memory.tokens[:, 0], out.pooled)
 
@@ -82,7 +83,7 @@ def test_memory_pooled_is_the_fused_vector_alone(shapes_data, fusion):
     ({**DECODER, "memory": "fused"}, None, "'fused' needs a fusion that gives a token sequence; 'late'"),
     ({**DECODER, "depht": 2}, None, "model.decoder: unknown key 'depht'"),
     ({**DECODER, "num_heads": 5}, None, "model.decoder: .*not divisible"),
-    ({**DECODER, "init_std": 0}, None, "model.decoder: init_std: expected a positive number, got 0"),
+    ({**DECODER, "init_std": 0}, None, "model.decoder.init_std: expected a positive number, got 0"),
     (DECODER, {"type": "caption", "max_lenght": 9}, "tasks.cap: unknown key 'max_lenght'"),
     (DECODER, {"type": "caption", "max_length": 2}, "max_length: expected at least 3"),
     (DECODER, {"type": "caption", "max_length": 41}, "up to 41 positions .* model.decoder.max_length is 40"),
@@ -91,3 +92,17 @@ def test_memory_pooled_is_the_fused_vector_alone(shapes_data, fusion):
 def test_bad_decoder_settings_are_clear_errors(shapes_data, decoder, task, message):
     with pytest.raises(ConfigError, match=message):
         build(shapes_data, decoder=decoder, task=task)
+
+
+@pytest.mark.parametrize("architecture", ["encoder_decoder", "decoder_only"])
+def test_every_decoder_keeps_the_decoder_protocol_and_is_lent_not_owned(shapes_data, architecture):
+    """Ours in both architectures is a `Decoder`; the backbone builds a memory exactly for one that reads it;
+    the generative head borrows the backbone's decoder, so its weights are in the state dict once."""
+    system = build(shapes_data, decoder={**DECODER, "architecture": architecture, "max_length": 120})
+    decoder, task = system.model.backbone.decoder, system.model.tasks["cap"]
+    assert isinstance(decoder, Decoder) and decoder.reads_memory == (architecture == "encoder_decoder")
+    assert task.decoder.module is decoder
+    names = list(system.model.state_dict())
+    assert not any(n.startswith("tasks.cap.") for n in names) and any(n.startswith("backbone.decoder.") for n in names)
+    _, out = loss_and_memory(system, shapes_data)
+    assert (out.memory is not None) == decoder.reads_memory

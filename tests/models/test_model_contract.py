@@ -18,7 +18,7 @@ TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},  # do
                "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
-                 "coattn": {"depth": 1, "num_heads": 2}, "gated": {"depth": 1, "num_heads": 2},
+                 "coattn": {"depth": 1, "num_heads": 2}, "gated_cross_attention": {"depth": 1, "num_heads": 2},
                  "perceiver": {"depth": 1, "num_heads": 2, "num_latents": 4}}
 # every registered fusion, and the two legacy model types (aliases of early and late fusion)
 MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {})}} for f in FUSIONS},
@@ -40,7 +40,7 @@ def build(data, model_kind, task_type, encoders=TINY_ENCODERS, **model):
 
 @pytest.mark.parametrize("model_kind, task_type", COMBINATIONS)
 def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
-    if model_kind == "fusion-gated" and task_type == "classification":
+    if model_kind == "fusion-gated_cross_attention" and task_type == "classification":
         pytest.skip("gated cross-attention reads into the text stream, which an image-only task does not give")
     torch.manual_seed(0)
     needs_space = task_type in ("contrastive", "itm") and model_kind != "dual_encoder"
@@ -70,11 +70,11 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.fusion", "backbone.encoders.image"]
     if task_type == "classification":  # image only: the text encoder is not run
         unused += ["backbone.encoders.text"]
-        if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional", "fusion-gmu"):  # one stream
+        if model_kind in ("fusion-cross", "fusion-coattn", "fusion-cross-positional", "fusion-gated_sum"):  # one stream
             unused += [n for n, _ in system.model.named_parameters()
                        if n.startswith("backbone.fusion") and (".text" in n or ".cross." in n or ".ln_c." in n
                                                                or n.startswith("backbone.fusion.co."))]
-        if model_kind == "fusion-gmu":  # one modality: the softmax gate over one is 1, whatever its logits
+        if model_kind == "fusion-gated_sum":  # one modality: the softmax gate over one is 1, whatever its logits
             unused += ["backbone.fusion.gate"]
     for name, p in system.model.named_parameters():
         if any(name.startswith(u) for u in unused):
@@ -181,8 +181,8 @@ def test_legacy_model_types_are_the_composition_with_one_fusion(shapes_data, ali
 @pytest.mark.parametrize("model, needle", [
     ({"type": "joint_transformer", "fusion": {"type": "early"}}, "model.fusion: model.type 'joint_transformer' "
                                                                    "already chooses the fusion"),
-    ({"fusion": {"type": "blend"}}, "model.fusion.type: expected one of early, late, gmu, cross, coattn, gated, "
-                                    "perceiver, got 'blend'"),
+    ({"fusion": {"type": "blend"}}, "model.fusion.type: expected one of early, late, gated_sum, cross, coattn, "
+                                    "gated_cross_attention, perceiver, got 'blend'"),
     ({}, "model.fusion.type: expected one of"),
     ({"fusion": {"type": "early", "pooling": "max"}}, "model.fusion.pooling: expected 'cls' or 'positional'"),
     ({"fusion": {"type": "early", "depht": 2}}, "model.fusion: unknown key 'depht'; allowed keys: depth"),

@@ -16,7 +16,7 @@ from polymodal.data.manifest import read_manifest  # noqa: E402
 from polymodal.errors import ConfigError  # noqa: E402
 from polymodal.generation import GenerationSettings, generate, left_pad  # noqa: E402
 from polymodal.models.splice import media_id, splice  # noqa: E402
-from polymodal.training.checkpoint import load_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from polymodal.training.trainer import train  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from polymodal.models.tiny_lm import save_tiny_lm  # noqa: E402
@@ -179,7 +179,7 @@ def test_stage_one_trains_the_projector_and_stage_two_lora_only(shapes_data, lm_
 
 @pytest.mark.parametrize("decoder,message", [
     ({"type": "hf"}, "model.decoder: missing required key 'path'"),
-    ({"type": "hf", "path": "/nonexistent/lm"}, "model.decoder: path: no Hugging Face model folder at /nonexistent/lm"),
+    ({"type": "hf", "path": "/nonexistent/lm"}, "model.decoder.path: no Hugging Face model folder at /nonexistent/lm"),
     ({"type": "hf", "path": "LM", "architecture": "encoder_decoder"}, "architecture: expected decoder_only"),
     ({"type": "hf", "path": "LM", "lora": {"rank": 4}}, "lora: unknown key 'rank'"),
     ({"type": "hf", "path": "LM", "projector": "conv"}, "projector: expected linear or mlp, got 'conv'"),

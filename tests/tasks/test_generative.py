@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polymodal.evaluation.metrics import caption_scores, normalise_text, word_error_rate
+from polymodal.metrics import caption_scores, normalise_text, word_error_rate
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.text.tokenizer import TextTokenizer
 from polymodal.models.decoder import TextDecoder
@@ -51,20 +51,20 @@ def test_prompt_templates_place_media_and_fields(tokenizer):
         CaptionData(tokenizer=tokenizer, prompt="<picture> what")
 
 
-def memory_output(decoder, batch=2, length=3, width=16, seed=0):
+def memory_output(batch=2, length=3, width=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     memory = EncoderOutput(tokens=torch.randn(batch, length, width, generator=g),
                            mask=torch.tensor([[True, True, False], [True, True, True]])[:batch],
                            pooled=torch.zeros(batch, width))
-    return ModelOutput(modalities={}, pooled=None, memory=memory, decoder=decoder)
+    return ModelOutput(modalities={}, pooled=None, memory=memory)
 
 
 def test_loss_is_next_token_cross_entropy_on_the_answer_only(tokenizer):
     torch.manual_seed(0)
     data = CaptionData(tokenizer=tokenizer, max_length=12, prompt="{question}")
-    task = CaptionTask(data)
     decoder = TextDecoder(vocab_size=tokenizer.vocab_size, width=16, depth=1, num_heads=2, context_dim=16)
-    out = memory_output(decoder)
+    task = CaptionTask(data, decoder=decoder)
+    out = memory_output()
     records = [{"text": c, "question": q} for c, q in zip(CAPTIONS[:2], ["a green", "a blue square"])]
     targets = [data.target(r) for r in records]
     batch = data.collate_targets(targets)
@@ -88,12 +88,12 @@ def test_prediction_generates_over_the_memory(tokenizer):
     """The decoder's greedy tokens from the start token, decoded; a different memory changes them."""
     torch.manual_seed(0)
     data = CaptionData(tokenizer=tokenizer, max_length=6)
-    task = CaptionTask(data)
     decoder = TextDecoder(vocab_size=tokenizer.vocab_size, width=16, depth=1, num_heads=2, context_dim=16).eval()
+    task = CaptionTask(data, decoder=decoder)
     with torch.no_grad():  # sharp, memory-dependent predictions from random weights
         for p in (*decoder.stack.blocks[0].cross.parameters(), *decoder.stack.blocks[0].mlp.parameters()):
             p.mul_(30)
-    out = memory_output(decoder)
+    out = memory_output()
     ids = task.generate_ids(out)  # the prompt: [start] and the image's placeholder, which vanishes here
     # greedy by hand: no cache, the whole sequence each step
     for row in range(2):
@@ -106,7 +106,7 @@ def test_prediction_generates_over_the_memory(tokenizer):
                 break
             seq.append(token)
         assert ids[row] == seq[1:]
-    assert task.generate_ids(memory_output(decoder, seed=1)) != ids
+    assert task.generate_ids(memory_output(seed=1)) != ids
 
 
 def test_bleu_cider_and_exact_match_on_known_values():

@@ -48,7 +48,7 @@ def test_negatives_are_drawn_in_proportion_to_the_softmax_of_the_similarity():
 
 
 def test_the_task_never_takes_an_equal_caption_however_alike_it_looks():
-    task = ITMTask(ITMData(), width=4, hidden=8)
+    task = ITMTask(ITMData(), fusion=LateFusion(["image", "text"], 4), width=4, hidden=8)
     e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [1.0, 0.05]]), dim=-1)  # 0, 1, 3 look alike
     captions = torch.tensor([0, 1, 2, 1])
     out = ModelOutput(modalities={}, pooled=None, embeddings={"image": e, "text": e}, logit_scale=torch.tensor(100.0))
@@ -72,14 +72,14 @@ def bce(z: float, label: int) -> float:
 
 def test_the_loss_by_hand_over_positives_and_both_hard_negatives():
     torch.manual_seed(4)
-    task = ITMTask(ITMData(), width=4, hidden=8)
     fusion = LateFusion(["image", "text"], 4, combine="mean")  # the fused vector: mean of the two
+    task = ITMTask(ITMData(), fusion=fusion, width=4, hidden=8)
     image, text = torch.randn(3, 4), torch.randn(3, 4)
     e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # image embeddings
     f = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # text embeddings
     outputs = {"image": encoded(image), "text": encoded(text)}
     out = ModelOutput(modalities=outputs, pooled=fusion(outputs).pooled, embeddings={"image": e, "text": f},
-                      logit_scale=torch.tensor(100.0), fuse=fusion)
+                      logit_scale=torch.tensor(100.0))
     captions = torch.tensor([0, 1, 1])  # texts 1 and 2 are one caption
     # image 0 may take text 1 or 2 and looks like text 2; images 1, 2 may take only text 0.
     # text 0 may take image 1 or 2 and looks like image 1; texts 1, 2 may take only image 0.
@@ -115,7 +115,7 @@ def test_a_short_run_learns_to_tell_true_pairs_from_hard_negatives():
     kinds = torch.arange(16) % 8
     encode_image, encode_text = torch.nn.Linear(8, 16), torch.nn.Linear(8, 16)
     fusion = LateFusion(["image", "text"], 16, combine="product")  # a match is bilinear: easy to learn
-    task = ITMTask(ITMData(), width=16, hidden=32)
+    task = ITMTask(ITMData(), fusion=fusion, width=16, hidden=32)
     modules = torch.nn.ModuleList([encode_image, encode_text, fusion, task])
     optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-2)
 
@@ -124,8 +124,7 @@ def test_a_short_run_learns_to_tell_true_pairs_from_hard_negatives():
         text = encode_text(F.one_hot(text_kinds, 8).float())
         outputs = {"image": encoded(image), "text": encoded(text)}
         return ModelOutput(modalities=outputs, pooled=fusion(outputs).pooled, logit_scale=torch.tensor(10.0),
-                           embeddings={"image": F.normalize(image, dim=-1), "text": F.normalize(text, dim=-1)},
-                           fuse=fusion)
+                           embeddings={"image": F.normalize(image, dim=-1), "text": F.normalize(text, dim=-1)})
 
     losses = []
     for _ in range(300):

@@ -4,7 +4,6 @@ encoders' token masking, and a short run on the shapes images that beats predict
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -79,8 +78,7 @@ def test_the_loss_is_the_mse_of_masked_patches_only_by_hand():
 
 def vit_task(norm_targets: bool) -> tuple[MaskedMediaTask, torch.nn.Module]:
     encoder = ENCODERS["vit"]()
-    task = MaskedMediaTask(MaskedMediaData(), width=16, norm_targets=norm_targets)
-    task.attach(SimpleNamespace(encoders={"image": encoder}))  # what the builder hands over: the backbone
+    task = MaskedMediaTask(MaskedMediaData(), encoder=encoder, width=16, norm_targets=norm_targets)
     return task, encoder
 
 
@@ -96,7 +94,6 @@ def test_the_head_reads_patch_tokens_and_is_scored_against_the_encoders_targets(
         assert masked["image"]["token_mask"] is target["token_mask"] and target["data"] is images
         tokens = torch.randn(2, 17, 16)
         out = tokens_output(tokens)
-        out.encoders = {"image": encoder}
         loss = task(out, target)["loss"].item()
         goal = encoder.patch_targets(images)
         goal = normalise_patches(goal) if norm else goal
@@ -202,7 +199,7 @@ def test_the_mask_token_learns_and_an_encoder_without_masking_is_named(shapes_da
     video = {"type": "conv3d", "image_size": 32, "num_frames": 4, "channels": [8],
              "temporal_strides": [1]}
     with pytest.raises(ConfigError, match=r"tasks.m.inputs: masked modelling needs a video encoder that masks its "
-                                          r"tokens; model.encoders.video is 'conv3d', the ones that do: tubelet_vit"):
+                                          r"tokens; this model's is 'conv3d', the ones that do: tubelet_vit"):
         build(shapes_data, {"video": video}, inputs={"video": "image"})
     with pytest.raises(ConfigError, match=r"tasks.m.mask_ratio: expected a share between 0 and 1, got 0"):
         build(shapes_data, {"image": vit}, mask_ratio=0)

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from polymodal.training.distributed import init_distributed
+from polymodal.distributed import init_distributed
 from test_gather import BATCH, TwoTowers, contrastive_loss, inputs
 
 info = init_distributed()

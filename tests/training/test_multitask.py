@@ -177,6 +177,23 @@ def test_tasks_on_the_same_records_share_one_batch_and_one_encoder_pass(shapes_d
         assert values[key] == pytest.approx(values_apart[key], rel=1e-6, abs=1e-7)
 
 
+def test_a_batch_is_shared_by_its_group_name_not_by_which_dict_object_it_is(shapes_data, tmp_path):
+    """Copies of the same inputs under one `group` make one pass; without a group, a task has its own."""
+    config = load_config(write_config(tmp_path, same_inputs(shapes_data, max_steps=2)))
+    trainer = Trainer(config, tmp_path / "run", log=lambda _: None)
+    batch = trainer._next_batches(["retrieval", "shape"])
+    assert batch["retrieval"]["group"] == batch["shape"]["group"] == "retrieval+shape"
+    calls = []
+    trainer.model.backbone.encoders["image"].register_forward_hook(lambda *_: calls.append(1))
+    copied = {n: {**b, "inputs": {m: dict(v) for m, v in b["inputs"].items()}} for n, b in batch.items()}
+    shared = trainer.model(copied)
+    assert len(calls) == 1
+    alone = trainer.model({n: {k: v for k, v in b.items() if k != "group"} for n, b in batch.items()})
+    assert len(calls) == 3
+    for name in batch:
+        torch.testing.assert_close(shared[name]["loss"], alone[name]["loss"])
+
+
 def test_tasks_on_other_fields_or_other_samplers_do_not_share(shapes_data, tmp_path):
     config = same_inputs(shapes_data)
     config["tasks"]["shape"].pop("inputs")  # image only: another inputs mapping

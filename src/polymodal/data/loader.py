@@ -13,8 +13,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..modalities.registry import Processor
-from ..tasks.base import TaskData
+from .processor import Processor
+from .task import TaskData
 
 
 class TaskDataset(Dataset):

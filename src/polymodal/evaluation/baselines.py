@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..build import System
+from ..system import System
 
 
 def _features(system: System, modality: str, field: str, records: list[dict[str, Any]],

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..build import System
+from ..system import System
 from ..data.loader import TaskDataset, eval_loader, to_device
 
 

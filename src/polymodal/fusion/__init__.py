@@ -16,10 +16,10 @@ from .perceiver import PerceiverFusion
 FUSIONS = {
     "early": EarlyFusion,  # one stream: [CLS; m_1; X^(1); ...] through a joint transformer
     "late": LateFusion,  # pooled vectors combined at the top
-    "gmu": GatedSumFusion,  # pooled vectors in a learned, per-example gated sum (Gated Multimodal Unit)
+    "gated_sum": GatedSumFusion,  # pooled vectors in a learned, per-example gated sum (Gated Multimodal Unit)
     "cross": CrossAttentionFusion,  # a stream per modality, §4.4 bidirectional cross-attention at chosen layers
     "coattn": CoAttentionFusion,  # two streams, ViLBERT co-attention blocks
-    "gated": GatedCrossAttentionFusion,  # one stream reads the others through tanh gates (Flamingo)
+    "gated_cross_attention": GatedCrossAttentionFusion,  # one stream reads the others through tanh gates (Flamingo)
     "perceiver": PerceiverFusion,  # a latent array reads every modality (modality-agnostic)
 }
 

@@ -1,13 +1,15 @@
 """What every fusion module returns (seed §2.2): one pooled vector, and the joint tokens where it builds them.
 
 A fusion is an `nn.Module` built from `(modalities, width, **its options)` whose `forward` takes
-`dict[str, EncoderOutput]` (the modalities present in the batch) and returns a `FusionOutput`.
-Register it in `fusion/__init__.py`; the fusion contract tests pick it up from there.
+`dict[str, EncoderOutput]` (the modalities present in the batch) and returns a `FusionOutput`; it says
+whether that output has a token sequence (`gives_tokens`). Register it in `fusion/__init__.py`; the fusion
+contract tests check it against `Fusion` (and `ExplainsTokens` where it has attention to show).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -33,3 +35,21 @@ class FusionOutput:
     streams: dict[str, EncoderOutput] = field(default_factory=dict)
     scored: dict[str, torch.Tensor] = field(default_factory=dict)
     score_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Fusion(Protocol):
+    """What the backbone and the builder need of a fusion module."""
+
+    gives_tokens: bool  # False: only a pooled vector (nothing for a decoder to attend to)
+
+    def __call__(self, outputs: dict[str, EncoderOutput]) -> FusionOutput: ...
+
+
+@runtime_checkable
+class ExplainsTokens(Protocol):
+    """A fusion whose attention says how much each input token mattered to the pooled vector."""
+
+    def token_relevance(self, outputs: dict[str, EncoderOutput]) -> dict[str, torch.Tensor]:
+        """Modality → (B, N) relevance of each of its tokens (rows sum to the modality's share)."""
+        ...

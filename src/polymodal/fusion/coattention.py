@@ -47,6 +47,8 @@ class CoAttentionFusion(nn.Module):
         pooling, max_length, readout_dim: each stream's readout (`streams.StreamReadout`).
     """
 
+    gives_tokens = True  # the joint token sequence, besides the pooled vector
+
     def __init__(self, modalities: list[str], width: int, *, depth: int = 2, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, pooling: str = "cls", max_length: int = 128,
                  readout_dim: int = 16):

@@ -87,6 +87,8 @@ class EarlyFusion(nn.Module):
             they line up when the frames and the audio cover the same span.
     """
 
+    gives_tokens = True  # the joint token sequence, besides the pooled vector
+
     def __init__(self, modalities: list[str], width: int, *, depth: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "sinusoidal",
                  max_length: int = 512, pooling: str = "cls", readout_dim: int = 16, time_code: bool = False):

@@ -49,6 +49,8 @@ class GatedCrossAttentionFusion(nn.Module):
         num_heads, mlp_ratio, dropout: each layer's.
     """
 
+    gives_tokens = True  # the joint token sequence, besides the pooled vector
+
     def __init__(self, modalities: list[str], width: int, *, target: str = "text", depth: int = 2, every: int = 1,
                  num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()

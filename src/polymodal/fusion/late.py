@@ -36,8 +36,6 @@ class LateFusion(nn.Module):
         max_length, readout_dim: the positional readout's.
     """
 
-    gives_tokens = False  # only a pooled vector: nothing for a decoder to attend to (memory: fused)
-
     def __init__(self, modalities: list[str], width: int, combine: str = "concat", *, pooling: str | None = None,
                  depth: int = 0, num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  max_length: int = 128, readout_dim: int = 16):
@@ -55,6 +53,7 @@ class LateFusion(nn.Module):
             raise ValueError("pooling 'cls' needs depth >= 1: a CLS token with no layers after it reads nothing")
         self.modalities = sorted(modalities)
         self.combine, self.pooling = combine, pooling
+        self.gives_tokens = pooling != "encoder"  # the streams' tokens; else only a pooled vector
         if combine == "concat":
             self.proj = nn.Linear(width * len(self.modalities), width)
         if combine == "weighted":

@@ -26,6 +26,8 @@ class PerceiverFusion(nn.Module):
         num_heads, mlp_ratio, dropout: each block's.
     """
 
+    gives_tokens = True  # the joint token sequence, besides the pooled vector
+
     def __init__(self, modalities: list[str], width: int, *, num_latents: int = 16, depth: int = 2,
                  self_layers: int = 1, num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()

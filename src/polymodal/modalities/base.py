@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -35,3 +36,35 @@ class EncoderOutput:
             return torch.ones(self.mask.shape[0], dtype=torch.bool, device=self.mask.device)
         return self.present.to(torch.bool)
 
+
+
+@runtime_checkable
+class MasksTokens(Protocol):
+    """An encoder that masked modelling can train: it replaces chosen patch tokens by a learned mask token
+    (`token_mask` in its inputs) and says what each patch token should reconstruct. Its instances also
+    have `patch_start` (the output index of the first patch token), `num_patches` and `patch_dim` (values
+    per patch in `patch_targets`)."""
+
+    def enable_token_masking(self) -> None:
+        """Create the learned mask token (runs trained without masked modelling keep their state dict)."""
+        ...
+
+    def patch_targets(self, data: torch.Tensor) -> torch.Tensor:
+        """(B, num_patches, patch_dim) what each patch token should reconstruct, from the collated input."""
+        ...
+
+
+@runtime_checkable
+class HoldsEncoders(Protocol):
+    """An encoder that holds another modality's encoder (a video encoder's frame encoder): the builder
+    builds those from their config keys and passes them in as modules."""
+
+    @staticmethod
+    def nested_encoders() -> dict[str, tuple[str, dict[str, Any] | None]]:
+        """Config key → (its modality, the spec used when the key is left out; None: no encoder)."""
+        ...
+
+    @staticmethod
+    def nested_settings(key: str, **settings: Any) -> dict[str, Any]:
+        """What this encoder gives the nested encoder under `key`, from its own settings."""
+        ...

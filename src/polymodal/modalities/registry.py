@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..data.processor import Processor
 from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from .audio.processor import AudioProcessor
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
@@ -24,14 +24,6 @@ from .text.recurrent import RecurrentTextEncoder
 from .text.tokenizer import TextTokenizer
 from .video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
 from .video.processor import VideoProcessor
-
-
-class Processor(Protocol):
-    """Turns record values into encoder inputs: `prepare` per example (in loader workers), `collate` per batch."""
-
-    def prepare(self, value: Any, generator: torch.Generator | None) -> Any: ...
-
-    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]: ...
 
 
 class TextProcessor:
@@ -119,22 +111,22 @@ def with_defaults(encoder: type[nn.Module], settings: dict[str, Any]) -> dict[st
 
 
 def _image_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    return ImageBatchProcessor(settings["image_size"], augment, _cache_mb(settings, "model.encoders.image"))
+    return ImageBatchProcessor(settings["image_size"], augment, _cache_mb(settings))
 
 
 def _audio_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {"sample_rate": settings["sample_rate"], "duration": settings["duration"]}
 
 
-def _cache_mb(settings: dict[str, Any], where: str) -> int:
+def _cache_mb(settings: dict[str, Any]) -> int:
     value = settings.get("cache_mb", 1024)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{where}.cache_mb: expected a whole number of MiB (0: no cache), got {value!r}")
+        raise ValueError(f"cache_mb: expected a whole number of MiB (0: no cache), got {value!r}")
     return value
 
 
 def _video_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    cache_mb = _cache_mb(settings, "model.encoders.video")
+    cache_mb = _cache_mb(settings)
     video = VideoProcessor(image_size=settings["image_size"], num_frames=settings["num_frames"],
                            fps=settings["fps"], sampling=settings["sampling"], augment=augment, cache_mb=cache_mb)
     track = settings.get("audio")  # the sound-track encoder's config, when the video encoder fuses sound
@@ -148,7 +140,7 @@ def _video_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTok
 
 def _audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
     return AudioBatchProcessor(AudioProcessor(**_audio_settings(settings), augment=augment,
-                                              cache_mb=_cache_mb(settings, "model.encoders.audio")))
+                                              cache_mb=_cache_mb(settings)))
 
 
 def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
@@ -157,12 +149,12 @@ def _text_processor(kwargs: dict[str, Any], augment: bool, tokenizer: TextTokeni
 
 
 def _hf_image_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
-    return HFImageBatchProcessor(settings["path"], _cache_mb(settings, "model.encoders.image"))
+    return HFImageBatchProcessor(settings["path"], _cache_mb(settings))
 
 
 def _hf_audio_processor(settings: dict[str, Any], augment: bool, tokenizer: TextTokenizer | None) -> Processor:
     return HFAudioBatchProcessor(settings["path"], settings["duration"], augment,
-                                 _cache_mb(settings, "model.encoders.audio"))
+                                 _cache_mb(settings))
 
 
 # the processor of an encoder type whose input is not its modality's usual tensor (a pretrained model's
@@ -188,10 +180,3 @@ def make_processor(modality: Modality, encoder: type[nn.Module], settings: dict[
                    tokenizer: TextTokenizer | None) -> Processor:
     """The processor that feeds `encoder` (of `modality`), from its settings (defaults filled in)."""
     return PROCESSORS.get(encoder, modality.make_processor)(settings, augment, tokenizer)
-
-
-def get_modality(name: str, where: str) -> Modality:
-    """The registered modality `name`, or a ConfigError naming the known ones."""
-    if name not in MODALITIES:
-        raise ConfigError(f"{where}: unknown modality {name!r}; known: {', '.join(sorted(MODALITIES))}")
-    return MODALITIES[name]

@@ -1,6 +1,9 @@
-"""Joint models (seed §2.3): one composition of modality encoders, an embedding space and a fusion."""
+"""Joint models (seed §2.3): the backbone, one composition of modality encoders, an embedding space and a
+fusion; decoders and teachers."""
 
-from .composition import MultimodalModel
+from .backbone import Backbone
 from .output import ModelOutput
 
-__all__ = ["ModelOutput", "MultimodalModel"]
+MultimodalModel = Backbone  # the name before 0.3
+
+__all__ = ["Backbone", "ModelOutput", "MultimodalModel"]

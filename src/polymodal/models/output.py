@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -27,13 +25,9 @@ class ModelOutput:
             heads read them through `tasks.base.head_scores`.
         memory: what a text decoder cross-attends to (every modality's tokens, or the fusion's), in
             models with a decoder.
-        decoder: the model's text decoder (`models.decoder.TextDecoder`), which generative heads run over
-            `memory`; None without one.
-        fuse: the model's fusion, `dict[str, EncoderOutput] → FusionOutput`, for heads that fuse other
-            combinations of these per-modality outputs (image–text matching fuses each image with a hard
-            negative text); None where a model gives none.
-        encoders: the model's modality encoders by name, for heads that ask an encoder what its tokens
-            should reconstruct (masked modelling: `patch_targets`); empty where a model gives none.
+
+    It holds tensors only: a head that needs a part of the model (its decoder, its fusion, an encoder)
+    is given that part when it is built (`tasks.base.Borrowed`).
     """
 
     modalities: dict[str, EncoderOutput]
@@ -45,6 +39,3 @@ class ModelOutput:
     scored: dict[str, torch.Tensor] = field(default_factory=dict)
     score_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     memory: EncoderOutput | None = None
-    decoder: Any = None
-    fuse: Callable[[dict[str, EncoderOutput]], Any] | None = None
-    encoders: Mapping[str, Any] = field(default_factory=dict)

@@ -95,7 +95,7 @@ def _hf_classifier(modality: str, folder: Path) -> nn.Module:
                "image": transformers.AutoModelForImageClassification,
                "audio": transformers.AutoModelForAudioClassification}
     if modality not in classes:
-        raise ValueError(f"target: logits: no Hugging Face classifier for the {modality} modality")
+        raise ValueError(f"no Hugging Face classifier gives logits (target: logits) for the {modality} modality")
     try:
         return classes[modality].from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError) as error:
@@ -110,7 +110,7 @@ def _hf_dim(folder: Path, modality: str, target: str) -> int:
     if target == "logits":
         labels = int(getattr(config, "num_labels", 0) or 0)
         if labels < 2:
-            raise ValueError(f"target: logits: the teacher at {folder} has no classifier head (num_labels)")
+            raise ValueError(f"the teacher at {folder} has no classifier head (num_labels) to give logits (target: logits)")
         return labels
     probe = getattr(config, "text_config" if modality == "text" else "vision_config", None) or config
     return next((int(getattr(probe, k)) for k in ("hidden_size", "d_model") if isinstance(getattr(probe, k, None), int)),
@@ -171,47 +171,3 @@ def hf_teacher(modality: str, encoder_cls: type, settings: dict[str, Any], targe
         return module(batch["data"], **extra).pooled
 
     return Teacher(lambda: encoder_cls(**settings, out_dim=None), processor, dim, run_embedding, str(path), available)
-
-
-def run_teacher(modality: str, folder: str | Path, target: str, dim: int | None = None) -> Teacher:
-    """A trained Polymodal run as the teacher: its shared-space embedding of `modality` (or, without an
-    embedding space, its encoder's pooled vector); `logits` from its one classification task.
-    `dim`: its width as a saved student recorded it (the run is then read only when first used)."""
-    if dim is not None:
-        box: list[Teacher] = []
-
-        def real() -> Teacher:
-            if not box:
-                box.append(run_teacher(modality, folder, target))
-            return box[0]
-
-        return Teacher(lambda: real()._load(), LazyProcessor(lambda: real().processor), dim,
-                       lambda module, batch: real()._run(module, batch), str(folder), lambda: Path(folder).exists())
-    from ..api import load
-    from ..training.trainer import model_folder
-
-    loaded = load(model_folder(folder))
-    system = loaded.system
-    if modality not in system.processors:
-        raise ValueError(f"teacher.run: the run at {folder} has no {modality} encoder; it has: "
-                         f"{', '.join(sorted(system.processors))}")
-    backbone = system.model.backbone
-    if target == "logits":
-        heads = [t for t in system.model.tasks.values() if hasattr(t, "head") and getattr(t.data, "vocab", None)]
-        if len(heads) != 1:
-            raise ValueError(f"target: logits: the run at {folder} needs exactly one classification task, "
-                             f"it has {len(heads)}")
-        head = heads[0]
-
-        def run_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            return head.head(module.backbone({modality: batch}).pooled)
-
-        return Teacher(lambda: system.model, system.processors[modality], len(head.data.vocab), run_logits, str(folder))
-    embeds = backbone.embed_dim is not None
-
-    def run_embedding(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = module({modality: batch}, fuse=False)
-        return out.embeddings[modality] if embeds else out.modalities[modality].pooled
-
-    return Teacher(lambda: backbone, system.processors[modality], backbone.embed_dim or backbone.width,
-                   run_embedding, str(folder))

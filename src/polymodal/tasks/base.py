@@ -1,5 +1,6 @@
-"""What every task is, in two parts: its data side (`TaskData`: which record fields it reads, the
-examples and targets it builds, its metrics) and its head (`Task`: a module with a loss and predictions)."""
+"""What every task is, in two parts: its data side (`TaskData`, in `data/task.py`: which record fields it
+reads, the examples and targets it builds, its metrics) and its head (`Task`: a module with a loss and
+predictions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.task import TaskData
 from ..models.output import ModelOutput
 
 
@@ -23,72 +25,19 @@ def head_scores(head: nn.Module, out: ModelOutput) -> torch.Tensor:
     return (weights * scores).sum(0) / weights.sum(0).clamp(min=1)
 
 
-class TaskData:
-    """A task on the data side: which record fields feed which modality, the example and target each
-    record gives, how targets collate into a batch, and the metrics of predictions against records.
-
-    It holds no parameters, so data-loading workers get this and not the head. Subclasses set the
-    default `inputs` and `target_field`, and override `target` and `metrics` (and `example` to build
-    their own examples, `collate_targets` for targets that are not one number each).
+class Borrowed:
+    """A part of the backbone (its decoder, fusion or an encoder) that a head uses without owning it: it is
+    not registered as the head's submodule, so its weights stay once in the state dict, under `backbone.`.
 
     Args:
-        inputs: modality → record field, replacing the default: e.g. {video: video, text: question}
-            asks VQA questions about videos, {audio: audio} classifies sounds.
+        module: the backbone's part, handed to the head's constructor by the builder.
     """
 
-    inputs: dict[str, str] = {}
-    required: tuple[str, ...] | None = None  # modalities a record cannot lack; None: every one of `inputs`
-    target_field: str | None = None
-    tokenizer_of = "decoder"  # a data side that takes a `tokenizer` gets the decoder's (the text it generates)
-    # or, with "encoder", the text encoder's (the text it reads: masked language modelling)
+    def __init__(self, module: nn.Module):
+        self.module = module
 
-    def __init__(self, *, inputs: dict[str, str] | None = None):
-        if inputs is not None:
-            if not inputs or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
-                raise ValueError(f"inputs: expected a mapping of modality → record field, got {inputs!r}")
-            self.inputs = dict(inputs)
-
-    @property
-    def required_modalities(self) -> tuple[str, ...]:
-        """The inputs an example cannot do without; the others may be absent (a learned placeholder)."""
-        return tuple(self.inputs) if self.required is None else tuple(m for m in self.inputs if m in self.required)
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """Record fields a record needs to be used by this task (besides at least one of its inputs)."""
-        extra = (self.target_field,) if self.target_field else ()
-        return tuple(dict.fromkeys([*(self.inputs[m] for m in self.required_modalities), *extra]))
-
-    def usable(self, record: dict[str, Any]) -> bool:
-        """Whether `record` can be an example: it has the required fields and at least one input."""
-        return all(f in record for f in self.fields) and any(f in record for f in self.inputs.values())
-
-    @classmethod
-    def vocab_from(cls, records: list[dict[str, Any]], options: dict[str, Any]) -> list[str] | None:
-        """A vocabulary learnt from the training records (answers, labels), or None. `options`: the
-        task's data-side settings, as the constructor takes them."""
-        return None
-
-    def example(self, records: list[dict[str, Any]], index: int,
-                generator: torch.Generator | None) -> tuple[dict[str, Any], Any]:
-        """The record whose fields feed the model for item `index`, and its target.
-
-        Most tasks use the record as it is; a task that builds its own examples (matching pairs a record
-        with another one's audio) overrides this. `generator` is None in evaluation: deterministic.
-        """
-        return records[index], self.target(records[index])
-
-    def target(self, record: dict[str, Any]) -> Any:
-        """The training target of one record."""
-        return 0
-
-    def collate_targets(self, targets: list[Any]) -> Any:
-        """A batch's targets, as the head's loss takes them: one number each by default."""
-        return torch.as_tensor(targets)
-
-    def metrics(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, float]:
-        """Standard metrics of `predictions` against the records they came from."""
-        raise NotImplementedError
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
 
 
 class Task(nn.Module):
@@ -96,7 +45,9 @@ class Task(nn.Module):
     design"). What it reads from records and how it is scored is its data side, `self.data`.
 
     Subclasses set `data_class` (the `TaskData` their configs build) and implement `forward` (the loss)
-    and `predict_output`, or `predict` for a prediction that loops over the model.
+    and `predict_output`, or `predict` for a prediction that loops over the model. A head that needs a
+    part of the backbone (its `decoder`, its `fusion`, the `encoder` of its input) names it as a keyword
+    of its constructor; the builder hands it over (keep it as a `Borrowed`).
 
     Args:
         data: the task's data side.
@@ -104,7 +55,7 @@ class Task(nn.Module):
     """
 
     data_class: type[TaskData] = TaskData
-    fused = True  # False: the task reads only the per-modality embeddings; joint layers are skipped for it
+    needs_fusion = True  # False: the task reads only the per-modality outputs; the fusion is skipped for it
     needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
     corrupts = False  # True: `corrupt` changes the inputs before the model sees them (masked modelling)
 
@@ -114,13 +65,6 @@ class Task(nn.Module):
             raise TypeError(f"{type(self).__name__} takes a {self.data_class.__name__}, got {type(data).__name__}")
         self.data = data
         self.weight = weight
-
-    def attach(self, backbone: nn.Module) -> None:
-        """Called once by the builder with the model this head sits on (a `MultimodalModel`), for a head
-        whose shape depends on an encoder's (masked modelling: how many values a patch has) or that needs
-        an encoder to provide something (its mask token). Raises ValueError where the model cannot serve
-        this task. It must not keep a reference to `backbone` or its modules (they would be registered
-        twice); the default does nothing."""
 
     def corrupt(self, inputs: dict[str, dict[str, torch.Tensor]], target: Any) -> tuple[dict[str, dict[str, torch.Tensor]], Any]:
         """A training batch as this task's model pass sees it, and its target: masked modelling masks
@@ -134,12 +78,12 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]]) -> list[Any]:
-        """One prediction per example of a collated batch's `inputs`, from `model` (a `PolymodalModel`).
+        """One prediction per example of a collated batch's `inputs`, from `model` (a `MultitaskModel`).
 
         The default encodes once and reads the output (`predict_output`); a task whose prediction is a
         loop over the model (generating text token by token, ragged targets) overrides this.
         """
-        return self.predict_output(model.encode(inputs, fuse=self.fused))
+        return self.predict_output(model.encode(inputs, fuse=self.needs_fusion))
 
     def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]], target: Any) -> list[Any]:
         """What the evaluation harness calls on each collated batch: `predict`, by default, which sees the

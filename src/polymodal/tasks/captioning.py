@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluation.metrics import caption_scores, grouped_accuracy, normalise_text, word_error_rate
+from ..metrics import caption_scores, grouped_accuracy, normalise_text, word_error_rate
 from .generative import TextGenerationTask, TextTargetData
 
 

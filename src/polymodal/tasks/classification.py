@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluation.metrics import grouped_accuracy
+from ..metrics import grouped_accuracy
 from .vocab_head import VocabularyData, VocabularyTask
 
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..evaluation.metrics import retrieval_recall
+from ..metrics import retrieval_recall
 from ..models.output import ModelOutput
-from ..training.distributed import gather_with_grad
+from ..distributed import gather_with_grad
 from .base import Task, TaskData
 
 
@@ -91,7 +91,7 @@ class ContrastiveTask(Task):
 
     data_class = ContrastiveData
     data: ContrastiveData
-    fused = False
+    needs_fusion = False
     needs = ("embeddings",)
 
     def __init__(self, data: ContrastiveData, *, loss: str = "infonce", bias_init: float | None = None,

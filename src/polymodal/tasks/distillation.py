@@ -102,7 +102,7 @@ class DistillationTask(Task):
             raise ValueError(f"temperature: expected a number > 0, got {temperature}")
         self.teacher, self.target, self.loss_type, self.temperature = [teacher], target, loss, temperature
         self.in_space = target == "embedding" and embed_dim == teacher.dim  # the shared space is the teacher's
-        self.fused = target == "logits"
+        self.needs_fusion = target == "logits"
         self.head = None if self.in_space else nn.Linear(width, teacher.dim)
 
     def _student(self, out: ModelOutput) -> torch.Tensor:
@@ -129,6 +129,6 @@ class DistillationTask(Task):
     def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
                       target: dict[str, Any]) -> list[dict[str, Any]]:
         """The student's and the teacher's vector per example (the teacher reads the collated target)."""
-        student = self._student(model.encode(inputs, fuse=self.fused)).float()
+        student = self._student(model.encode(inputs, fuse=self.needs_fusion)).float()
         teacher = self.teacher[0](target["batch"], target["keys"])
         return [{"student": s.cpu(), "teacher": t.cpu(), "kind": self.target} for s, t in zip(student, teacher)]

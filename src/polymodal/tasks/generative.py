@@ -18,7 +18,8 @@ from torch import nn
 from ..generation import GenerationSettings, generate, left_pad
 from ..models.output import ModelOutput
 from ..models.splice import MEDIA, media_id
-from .base import Task, TaskData
+from ..models.parts import Decoder
+from .base import Borrowed, Task, TaskData
 
 
 class TextTargetData(TaskData):
@@ -129,6 +130,8 @@ class TextGenerationTask(Task):
 
     Args:
         data: its data side (a `TextTargetData`).
+        decoder: the backbone's text decoder (the builder gives it).
+        memory: what the decoder reads (`Backbone.memory`): with "fused" or "pooled" the fusion runs for it.
         num_beams: beams at prediction (1: greedy).
         max_new_tokens: the most tokens a prediction generates; default the data side's `max_length`.
         length_penalty: beam search's length penalty.
@@ -140,9 +143,12 @@ class TextGenerationTask(Task):
     data: TextTargetData
     needs = ("decoder",)
 
-    def __init__(self, data: TextTargetData, *, num_beams: int = 1, max_new_tokens: int | None = None,
-                 length_penalty: float = 1.0, label_smoothing: float = 0.0, weight: float = 1.0):
+    def __init__(self, data: TextTargetData, *, decoder: Decoder, memory: str = "modalities", num_beams: int = 1,
+                 max_new_tokens: int | None = None, length_penalty: float = 1.0, label_smoothing: float = 0.0,
+                 weight: float = 1.0):
         super().__init__(data, weight=weight)
+        self.decoder = Borrowed(decoder)
+        self.needs_fusion = memory in ("fused", "pooled")
         self.label_smoothing = label_smoothing
         self.generation = GenerationSettings(max_new_tokens=max_new_tokens or data.max_length - 1,
                                              num_beams=num_beams, length_penalty=length_penalty,
@@ -150,7 +156,7 @@ class TextGenerationTask(Task):
 
     def forward(self, out: ModelOutput, target: dict[str, Any]) -> dict[str, torch.Tensor]:
         ids, mask, loss_mask = target["ids"], target["mask"], target["loss_mask"]
-        logits = out.decoder.next_logits(out, ids, mask)  # (B, L, V): position t predicts id t + 1
+        logits = self.decoder.module.next_logits(out, ids, mask)  # (B, L, V): position t predicts id t + 1
         labels = ids[:, 1:].masked_fill(~loss_mask[:, 1:], -100)  # only the answer is a target
         loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                                label_smoothing=self.label_smoothing)
@@ -167,7 +173,7 @@ class TextGenerationTask(Task):
 
         `prompts`: each example's prompt ids (`TextTargetData.prompt_ids`); default: the media alone.
         """
-        out = model.encode(inputs, fuse=self.fused)
+        out = model.encode(inputs, fuse=self.needs_fusion)
         return [self.data.tokenizer.decode(t) for t in self.generate_ids(out, settings, prompts)]
 
     def generate_ids(self, out: ModelOutput, settings: GenerationSettings | None = None,
@@ -184,4 +190,5 @@ class TextGenerationTask(Task):
         settings = settings or self.generation
         if tokenizer.sep_id not in settings.stop_ids:
             settings = replace(settings, stop_ids=(*settings.stop_ids, tokenizer.sep_id))
-        return generate(lambda repeat: out.decoder.start(out, repeat), ids.to(device), mask.to(device), settings)
+        return generate(lambda repeat: self.decoder.module.start(out, repeat), ids.to(device), mask.to(device),
+                        settings)

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..modalities.base import EncoderOutput
 from ..models.output import ModelOutput
-from .base import head_scores
+from .base import Borrowed, head_scores
 from .matching import MatchingData, MatchingTask
 
 
@@ -97,12 +98,13 @@ class ITMTask(MatchingTask):
 
     For each image a wrong text is drawn with probability ∝ softmax of its contrastive similarities
     (t · image · text over the batch's texts, without its own caption and equal ones), and for each text
-    a wrong image likewise; the model's fusion (`out.fuse`) runs again on (image, drawn text) and
+    a wrong image likewise; the model's fusion (`fusion`) runs again on (image, drawn text) and
     (drawn image, text). The loss is binary cross entropy over the B positives and the (up to) 2B
     negatives, averaged over all of them. Negatives come from this process's batch only.
 
     Args:
         data: its data side.
+        fusion: the backbone's fusion (the builder gives it).
         width: D, the pooled vector width.
         hidden: MLP hidden width.
         weight: multi-task loss weight.
@@ -111,6 +113,10 @@ class ITMTask(MatchingTask):
     data_class = ITMData
     data: ITMData
     needs = ("pooled", "embeddings")
+
+    def __init__(self, data: ITMData, *, fusion: nn.Module, width: int, hidden: int = 128, weight: float = 1.0):
+        super().__init__(data, width=width, hidden=hidden, weight=weight)
+        self.fusion = Borrowed(fusion)
 
     def negatives(self, out: ModelOutput, captions: torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
@@ -124,15 +130,13 @@ class ITMTask(MatchingTask):
         return text_of, text_ok, image_of, image_ok
 
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        if out.fuse is None:
-            raise ValueError("image–text matching fuses hard negative pairs: the model output carries no fusion")
         first, second = self.data.first, self.data.second
         text_of, text_ok, image_of, image_ok = self.negatives(out, target.to(out.pooled.device))
         rows = torch.arange(len(target), device=out.pooled.device)
         swapped = {m: take(o, torch.cat([rows, rows])) for m, o in out.modalities.items()}  # any others: as they are
         swapped[first] = take(out.modalities[first], torch.cat([rows, image_of]))  # (2B, ...)
         swapped[second] = take(out.modalities[second], torch.cat([text_of, rows]))
-        fused = out.fuse(swapped)  # first half: (image, wrong text); second half: (wrong image, text)
+        fused = self.fusion(swapped)  # first half: (image, wrong text); second half: (wrong image, text)
         negative = head_scores(self.head, ModelOutput(modalities=swapped, pooled=fused.pooled, scored=fused.scored,
                                                       score_weights=fused.score_weights)).squeeze(-1)  # (2B,)
         positive = head_scores(self.head, out).squeeze(-1)  # (B,)

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..models.output import ModelOutput
 from ..modalities.registry import MODALITIES
-from .base import Task, TaskData
+from ..modalities.base import MasksTokens
+from .base import Borrowed, Task, TaskData
 
 EVAL_SEED = 0  # evaluation masks with a generator seeded by this, so its metrics are reproducible
 Batch = dict[str, dict[str, torch.Tensor]]  # modality → its collated inputs ("data", "token_mask", ...)
@@ -49,7 +50,7 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, token_mask: torch
 
 def supporting(modality: str) -> list[str]:
     """The encoder types of `modality` that support token masking."""
-    return sorted(kind for kind, cls in MODALITIES[modality].encoders.items() if hasattr(cls, "patch_targets"))
+    return sorted(kind for kind, cls in MODALITIES[modality].encoders.items() if issubclass(cls, MasksTokens))
 
 
 class MaskedMediaData(TaskData):
@@ -85,6 +86,7 @@ class MaskedMediaTask(Task):
 
     Args:
         data: its data side (which modality).
+        encoder: the backbone's encoder of that modality (the builder gives it); it gets its mask token here.
         width: D, the encoder tokens' width.
         mask_ratio: the share of each example's patches that is masked (exactly, per example).
         norm_targets: regress per-patch normalised values (MAE) rather than raw ones.
@@ -93,31 +95,25 @@ class MaskedMediaTask(Task):
 
     data_class = MaskedMediaData
     data: MaskedMediaData
-    fused = False
+    needs_fusion = False
     corrupts = True
 
-    def __init__(self, data: MaskedMediaData, *, width: int, mask_ratio: float = 0.6, norm_targets: bool = True,
-                 weight: float = 1.0):
+    def __init__(self, data: MaskedMediaData, *, encoder: nn.Module, width: int, mask_ratio: float = 0.6,
+                 norm_targets: bool = True, weight: float = 1.0):
         super().__init__(data, weight=weight)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio: expected a share between 0 and 1, got {mask_ratio!r}")
-        self.width, self.mask_ratio, self.norm_targets = width, mask_ratio, norm_targets
-        self.head: nn.Module | None = None  # D → P, made in `attach` once the encoder says what P is
-        self.patch_start, self.num_patches = 0, 0
-
-    def attach(self, backbone: nn.Module) -> None:
-        """Give the encoder its mask token and size the head to its patches."""
-        modality = self.data.modality
-        encoder = backbone.encoders[modality]
-        if not hasattr(encoder, "patch_targets"):
+        modality = data.modality
+        if not isinstance(encoder, MasksTokens):
             kind = next((k for k, cls in MODALITIES[modality].encoders.items() if isinstance(encoder, cls)),
                         type(encoder).__name__)
             raise ValueError(f"inputs: masked modelling needs a {modality} encoder that masks its tokens; "
-                             f"model.encoders.{modality} is {kind!r}, the ones that do: "
-                             f"{', '.join(supporting(modality))}")
+                             f"this model's is {kind!r}, the ones that do: {', '.join(supporting(modality))}")
         encoder.enable_token_masking()
+        self.encoder = Borrowed(encoder)
+        self.mask_ratio, self.norm_targets = mask_ratio, norm_targets
         self.patch_start, self.num_patches = encoder.patch_start, encoder.num_patches
-        self.head = nn.Linear(self.width, encoder.patch_dim)
+        self.head = nn.Linear(width, encoder.patch_dim)  # D → P, each patch token to its values
 
     def _masked(self, inputs: Batch, generator: torch.Generator | None) -> tuple[Batch, dict[str, torch.Tensor]]:
         modality = self.data.modality
@@ -136,7 +132,7 @@ class MaskedMediaTask(Task):
 
     def targets(self, out: ModelOutput, data: torch.Tensor) -> torch.Tensor:
         """(B, N, P) what each patch token should reconstruct, normalised per patch with `norm_targets`."""
-        targets = out.encoders[self.data.modality].patch_targets(data).float()
+        targets = self.encoder.module.patch_targets(data).float()
         return normalise_patches(targets) if self.norm_targets else targets
 
     def forward(self, out: ModelOutput, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

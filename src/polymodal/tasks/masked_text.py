@@ -104,7 +104,7 @@ class MaskedLanguageTask(Task):
 
     data_class = MaskedTextData
     data: MaskedTextData
-    fused = False
+    needs_fusion = False
     corrupts = True
 
     def __init__(self, data: MaskedTextData, *, width: int, ratio: float = 0.15, weight: float = 1.0):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..evaluation.metrics import grouped_accuracy
+from ..metrics import grouped_accuracy
 from .vocab_head import VocabularyData, VocabularyTask
 
 

@@ -15,71 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import PolymodalError
+from ..runfolder import WEIGHTS, load_weights, read_state_dict, save_state_dict
 
-WEIGHTS = "model.safetensors"
 TRAINER = "trainer.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-# Polymodal 0.1's joint transformer kept its joint layers beside the encoders; since fusion became a part
-# (`model.fusion`), they live in the early fusion module.
-ABSENT_PREFIX = "backbone.absent."
-LEGACY_PREFIXES = {f"backbone.{name}": f"backbone.fusion.{name}"
-                   for name in ("cls", "positions", "transformer", "readout_token", "readout")}
-
-
-def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights saved by an earlier version, under today's names (the same dict if nothing changed)."""
-    if "backbone.cls" not in state:
-        return state
-    upgraded = {}
-    for key, value in state.items():
-        old = next((p for p in LEGACY_PREFIXES if key == p or key.startswith(p + ".")), None)
-        upgraded[LEGACY_PREFIXES[old] + key[len(old):] if old else key] = value
-    return upgraded
-
-
 def save_weights(model: nn.Module, path: Path) -> None:
-    """Model weights as safetensors, written to a temporary file then renamed into place."""
+    """Model weights as safetensors, written atomically."""
     save_state_dict(model.state_dict(), path)
-
-
-def save_state_dict(weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Weights (name → tensor) as safetensors, written to a temporary file then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state, storages = {}, set()
-    for k, v in weights.items():
-        v = v.detach().contiguous().cpu()
-        # tied weights (a language model's input and output embeddings) share storage, which safetensors
-        # refuses: the second name gets a copy (loading the state dict ties them again)
-        pointer = v.untyped_storage().data_ptr()
-        state[k] = v.clone() if pointer in storages else v
-        storages.add(pointer)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise PolymodalError(f"model weights not found: {path}")
-    state = upgrade_state_dict(load_file(str(path)))
-    # runs made before absent-modality placeholders existed keep the placeholders' initial values
-    missing = [k for k in model.state_dict() if k not in state]
-    strict = not missing or not all(k.startswith(ABSENT_PREFIX) for k in missing)
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        raise PolymodalError(f"{path}: weights do not fit the model its config builds: {e}") from None
 
 
 def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int) -> Path:
@@ -151,7 +97,7 @@ class WarmStart:
 def load_matching_weights(model: nn.Module, path: Path) -> WarmStart:
     """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning);
     the model's other weights keep their initial values."""
-    source = upgrade_state_dict(load_file(str(path)))
+    source = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)

@@ -14,7 +14,7 @@ import torch
 from ..config import Config
 from ..data.loader import TaskDataset, collate_present
 from ..data.manifest import read_manifest, subset
-from ..tasks.base import TaskData
+from ..data.task import TaskData
 
 
 def task_manifest(config: Config, task: str, split: str) -> str | None:
@@ -89,9 +89,7 @@ class TaskSampler:
 
 def share_key(data: TaskData, manifest: str | None, dropout: dict[str, float]) -> tuple | None:
     """Tasks with equal keys read the same examples (None: a task that builds its own never shares)."""
-    # a data side may say it uses records as given although its class overrides `example` (e.g. one that
-    # does so only under an option): `plain_examples`
-    if not getattr(data, "plain_examples", type(data).example is TaskData.example):
+    if not data.plain_examples:
         return None
     dropped = tuple(sorted((m, p) for m, p in dropout.items() if m in data.inputs
                            and m not in data.required_modalities and p > 0))

@@ -12,18 +12,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
-from torch.nn.parallel import DistributedDataParallel
-
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 
 from ..build import build_system
 from ..config import Config
 from ..data.loader import StepSampler, TaskDataset, to_device, train_loader
+from ..distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from ..errors import ConfigError, PolymodalError
 from ..evaluation.harness import evaluate, task_records
-from .checkpoint import (WEIGHTS, list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint,
+from ..runfolder import (BEST_DIR, CHECKPOINTS, CONFIG, METRICS, MODEL_DIR, WEIGHTS, model_folder,
                          save_state_dict)
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from ..system import System
+from .checkpoint import list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint
 from .lora import add_lora, merged_state_dict
 from .multitask import SharedTaskDataset, TaskSampler, batch_groups, distinct, task_manifest, task_splits
 from .optim import lr_at, make_optimizer, trainable_summary, under_prefix
@@ -31,24 +32,11 @@ from .progress import Progress
 from .selection import BestTracker
 from .weighting import GradNorm, make_weighting
 
-MODEL_DIR = "model"
-BEST_DIR = "best"  # the best validation's weights (train.select), exported as model/ at the end
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def model_folder(path: str | Path) -> Path:
-    """A run folder's `model/`, or the folder itself if it is a model folder."""
-    path = Path(path)
-    if (path / MODEL_DIR / WEIGHTS).is_file():
-        return path / MODEL_DIR
-    if (path / WEIGHTS).is_file():
-        return path
-    raise PolymodalError(f"{path}: not a run or model folder (no {MODEL_DIR}/{WEIGHTS} or {WEIGHTS})")
 
 
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
@@ -86,69 +74,95 @@ class Trainer:
         self.dist: DistInfo = init_distributed()
         self.log = log if self.dist.is_main else (lambda _: None)
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
-        tc = config.train
-        if not all(task_manifest(config, name, "train") for name in config.tasks):
+        seed_everything(config.train.seed)
+        self._read_data()
+        checkpoints = self._checkpoints(resume)
+        self.system = self._build(resumed=bool(checkpoints))
+        self.model = self.system.model.to(self.device)
+        if config.train.init_from and not checkpoints:
+            self._warm_start(config.train.init_from)
+        self._adapt_and_freeze()
+        self.weighting = make_weighting(config.train.loss_weighting,
+                                        {n: t.weight for n, t in self.model.tasks.items()}, seed=config.train.seed,
+                                        alpha=config.train.gradnorm_alpha).to(self.device)
+        self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay, config.train.lr_mult,
+                                        extra=list(self.weighting.parameters()))
+        self.tracker = self._tracker()
+        self.step = self._resume(checkpoints[-1]) if checkpoints else 0
+        self.metrics_path = self.out / METRICS
+        if self.dist.is_main:
+            self._truncate_metrics(self.step)
+        self.ddp = self._wrap_ddp()
+        self._check_modality_dropout()
+        self.loaders = self._loaders()
+
+    def _read_data(self) -> None:
+        """Each task's training and validation records (its own manifests, else `data:`'s)."""
+        if not all(task_manifest(self.config, name, "train") for name in self.config.tasks):
             raise ConfigError("data.train: a training manifest is required (set it in the config or with "
                               "--set data.train=PATH, or give every task its own tasks.NAME.data.train)")
-        seed_everything(tc.seed)
-        self.train_records = task_splits(config, "train", self.log)  # task → its manifest's records
-        self.val_records = task_splits(config, "val", self.log)
+        self.train_records = task_splits(self.config, "train", self.log)  # task → its manifest's records
+        self.val_records = task_splits(self.config, "val", self.log)
 
-        checkpoints = list_checkpoints(self.out / "checkpoints") if resume else []
+    def _checkpoints(self, resume: bool) -> list[Path]:
+        """The run's complete checkpoints, oldest first, when resuming."""
+        checkpoints = list_checkpoints(self.out / CHECKPOINTS) if resume else []
         if resume and not checkpoints:
-            self.log(f"no checkpoint in {self.out / 'checkpoints'}; starting from scratch")
+            self.log(f"no checkpoint in {self.out / CHECKPOINTS}; starting from scratch")
+        return checkpoints
+
+    def _build(self, resumed: bool) -> System:
+        """The system, its tokenizer and vocabularies learnt from every training manifest by the main process
+        and saved in `model/` with the resolved config; a resumed run and the other processes read them
+        back, so every copy of the model is the same."""
         artifacts = self.out / MODEL_DIR
-        if checkpoints:  # the tokenizer and vocabularies were learnt when the run started
-            self.system = build_system(config, artifacts=artifacts)
-        elif self.dist.is_main:
-            # the tokenizer and vocabularies learn from every training manifest
-            self.system = build_system(config, distinct(list(self.train_records.values())))
-            self.system.save_artifacts(artifacts)
-            resolved = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            (artifacts / "config.yaml").write_text(resolved)
-            (self.out / "config.yaml").write_text(resolved)
+        if resumed:
+            return build_system(self.config, artifacts=artifacts)
+        if not self.dist.is_main:
             barrier()
-        else:  # the other processes use what the main one learnt, so every copy of the model is the same
-            barrier()
-            self.system = build_system(config, artifacts=artifacts)
-        self.model = self.system.model.to(self.device)
-        if tc.init_from and not checkpoints:
-            source = model_folder(tc.init_from) / WEIGHTS
-            warm = load_matching_weights(self.model, source)
-            if not warm.loaded:
-                raise PolymodalError(f"train.init_from: no weights of {source} match this model "
-                                     f"({warm.summary(source)})")
-            self.log(warm.summary(source))
+            return build_system(self.config, artifacts=artifacts)
+        system = build_system(self.config, distinct(list(self.train_records.values())))
+        system.save_artifacts(artifacts)
+        resolved = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+        (artifacts / CONFIG).write_text(resolved)
+        (self.out / CONFIG).write_text(resolved)
+        barrier()
+        return system
+
+    def _warm_start(self, source: str) -> None:
+        """Start from the weights of the model `train.init_from` names that match this one's."""
+        weights = model_folder(source) / WEIGHTS
+        warm = load_matching_weights(self.model, weights)
+        if not warm.loaded:
+            raise PolymodalError(f"train.init_from: no weights of {weights} match this model ({warm.summary(weights)})")
+        self.log(warm.summary(weights))
+
+    def _adapt_and_freeze(self) -> None:
+        """LoRA adapters (`train.lora`), then the frozen prefixes (`train.freeze`)."""
+        tc = self.config.train
         if tc.lora is not None:
             adapted = add_lora(self.model, tc.lora)
             self.log(f"LoRA (r={tc.lora.get('r', 8)}) on {len(adapted)} linear layers")
         freeze(self.model, tc.freeze)
         self.log(trainable_summary(self.model))
-        self.weighting = make_weighting(tc.loss_weighting, {n: t.weight for n, t in self.model.tasks.items()},
-                                        seed=tc.seed, alpha=tc.gradnorm_alpha).to(self.device)
-        self.optimizer = make_optimizer(self.model, tc.lr, tc.weight_decay, tc.lr_mult,
-                                        extra=list(self.weighting.parameters()))
-        self.tracker = self._tracker()
-        self.step = 0
-        if checkpoints:
-            state = load_checkpoint(checkpoints[-1], self.model)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.step = int(state["step"])
-            torch.set_rng_state(state["rng"])
-            self.weighting.load_state_dict(state.get("weighting", {}))
-            if self.tracker is not None and "best" in state:
-                self.tracker.load_state_dict(state["best"])
-            self.log(f"resumed from {checkpoints[-1]} at step {self.step}")
-        self.metrics_path = self.out / "metrics.jsonl"
-        if self.dist.is_main:
-            self._truncate_metrics(self.step)
-        self.ddp = None
-        if self.dist.world_size > 1:
-            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            # a task may leave parts unused (an image-only task skips the text encoder)
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
-        self._check_modality_dropout()
-        self.loaders = self._loaders()
+
+    def _resume(self, checkpoint: Path) -> int:
+        """Load the model, optimiser, RNG, loss weighting and best-model tracker; returns the step."""
+        state = load_checkpoint(checkpoint, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        self.weighting.load_state_dict(state.get("weighting", {}))
+        if self.tracker is not None and "best" in state:
+            self.tracker.load_state_dict(state["best"])
+        self.log(f"resumed from {checkpoint} at step {int(state['step'])}")
+        return int(state["step"])
+
+    def _wrap_ddp(self) -> DistributedDataParallel | None:
+        if self.dist.world_size == 1:
+            return None
+        ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+        # a task may leave parts unused (an image-only task skips the text encoder)
+        return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
 
     def _tracker(self) -> BestTracker | None:
         """The `train.select` metric's tracker; its task must have validation records."""
@@ -222,7 +236,8 @@ class Trainer:
         return loaders
 
     def _next_batches(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """Task name → batch on the device for `names`; tasks of one group get the very same `inputs`."""
+        """Task name → batch on the device for `names`; tasks of one group share its inputs and its name
+        as their `group` (so they share one backbone pass)."""
         batches = {}
         for members, loader in self.loaders.items():
             if not any(n in names for n in members):
@@ -230,7 +245,7 @@ class Trainer:
             batch = self._to_device(next(loader))
             for name in members:
                 target = batch["target"][name] if len(members) > 1 else batch["target"]
-                batches[name] = {"inputs": batch["inputs"], "target": target}
+                batches[name] = {"inputs": batch["inputs"], "target": target, "group": "+".join(members)}
         return {n: batches[n] for n in self.model.tasks if n in batches}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +347,7 @@ class Trainer:
                      "weighting": self.weighting.state_dict()}
             if self.tracker is not None:
                 state["best"] = self.tracker.state_dict()
-            save_checkpoint(self.out / "checkpoints", self.step, self.model, state,
+            save_checkpoint(self.out / CHECKPOINTS, self.step, self.model, state,
                             self.config.train.keep_checkpoints)
         barrier()
 

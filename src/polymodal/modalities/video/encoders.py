@@ -147,9 +147,10 @@ class FrameEncoder(nn.Module):
             (TSN's "RGB difference"), not only in the comparison of two frames' vectors.
     """
 
-    # config keys holding another modality's encoder (its modality, its spec when the key is left out):
-    # the builder builds them and passes them in as modules
-    nested = {"frame": ("image", {"type": "cnn"}), "audio": ("audio", None)}
+    @staticmethod
+    def nested_encoders() -> dict[str, tuple[str, dict[str, Any] | None]]:
+        """The config keys holding another modality's encoder: the builder builds them and passes them in."""
+        return {"frame": ("image", {"type": "cnn"}), "audio": ("audio", None)}
 
     @staticmethod
     def nested_settings(key: str, *, out_dim: int, image_size: int = 32, motion: bool = False,

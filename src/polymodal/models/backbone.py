@@ -1,6 +1,7 @@
-"""The one composition (seed §2.3): modality encoders → an optional shared embedding space → a fusion.
+"""The backbone, the one composition (seed §2.3): modality encoders → an optional shared embedding space →
+a fusion (→ a text decoder).
 
-Task heads sit on top (`build.PolymodalModel`). The CLIP-style dual encoder is this with late fusion and
+Task heads sit on top (`system.MultitaskModel`). The CLIP-style dual encoder is this with late fusion and
 an embedding space; the single-stream joint transformer is this with early fusion.
 """
 
@@ -20,7 +21,7 @@ from .output import ModelOutput
 MEMORIES = ("modalities", "fused", "pooled")  # what a decoder may cross-attend to
 
 
-class MultimodalModel(nn.Module):
+class Backbone(nn.Module):
     """Encoders, then (with `embed_dim`) per-modality embeddings, then the fusion. An example that lacks a
     modality gets that modality's learned placeholder (`absent`) in its place.
 
@@ -70,20 +71,19 @@ class MultimodalModel(nn.Module):
         if not fuse:
             memory = self._memory(outputs, None) if self._reads_memory and self.memory == "modalities" else None
             return ModelOutput(modalities=outputs, pooled=None, embeddings=embeddings, logit_scale=scale,
-                               memory=memory, decoder=self.decoder, fuse=self.fusion, encoders=self.encoders)
+                               memory=memory)
         fused = self.fusion(outputs)
         tokens = None if fused.tokens is None else EncoderOutput(tokens=fused.tokens, mask=fused.mask,
                                                                   pooled=fused.pooled)
         return ModelOutput(modalities=outputs, pooled=fused.pooled, fused=tokens, embeddings=embeddings,
                            logit_scale=scale, streams=fused.streams, scored=fused.scored,
                            score_weights=fused.score_weights,
-                           memory=self._memory(outputs, fused) if self._reads_memory else None,
-                           decoder=self.decoder, fuse=self.fusion, encoders=self.encoders)
+                           memory=self._memory(outputs, fused) if self._reads_memory else None)
 
     @property
     def _reads_memory(self) -> bool:
         """A decoder that cross-attends to a memory (a decoder-only LM reads the modalities themselves)."""
-        return self.decoder is not None and getattr(self.decoder, "reads_memory", True)
+        return self.decoder is not None and self.decoder.reads_memory
 
     def _memory(self, outputs: dict[str, EncoderOutput], fused: FusionOutput | None) -> EncoderOutput:
         """The decoder's memory: the modalities' tokens behind their markers, the fused sequence, or the
