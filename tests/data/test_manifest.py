@@ -111,7 +111,7 @@ def test_read_manifest_skip_returns_good_records_and_logs(bad_manifest: Path) ->
 
 
 def test_read_manifest_rejects_unknown_on_error(bad_manifest: Path) -> None:
-    with pytest.raises(ConfigError, match="'fail', 'skip'"):
+    with pytest.raises(ValueError, match="'fail', 'skip'"):
         read_manifest(bad_manifest, on_error="ignore")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from polymodal.data.media import probe
-from polymodal.errors import ConfigError, DataError
+from ..errors import DataError
 
 MEDIA_FIELDS = ("image", "video", "audio")
 TEXT_FIELDS = ("text", "question", "answer", "label", "question_type")
@@ -133,12 +133,12 @@ def read_manifest(
         The good records (see `check_manifest`).
 
     Raises:
-        ConfigError: `on_error` is not one of "fail", "skip".
+        ValueError: `on_error` is not one of "fail", "skip".
         DataError: the manifest is missing, has problems (on_error "fail") or has no usable record.
     """
     if on_error not in ON_ERROR_CHOICES:
         allowed = ", ".join(repr(choice) for choice in ON_ERROR_CHOICES)
-        raise ConfigError(f"data.on_error: expected one of {allowed}, got {on_error!r}")
+        raise ValueError(f"on_error: expected one of {allowed}, got {on_error!r}")
     records, problems = check_manifest(path, required=required, check_media=check_media)
     if not problems:
         return records

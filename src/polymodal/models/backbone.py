@@ -90,13 +90,13 @@ class Backbone(nn.Module):
         fused vector alone."""
         if self.memory == "pooled":  # the fusion's one vector: the decoder reads it as a classifier head would
             if fused is None:
-                raise ValueError("model.decoder.memory is 'pooled' but the model ran without its fusion")
+                raise ValueError("memory: 'pooled' is the fusion's vector, but the backbone ran without its fusion")
             mask = torch.ones(fused.pooled.shape[0], 1, dtype=torch.bool, device=fused.pooled.device)
             return EncoderOutput(tokens=fused.pooled[:, None], mask=mask, pooled=fused.pooled)
         if self.memory == "fused":
             if fused is None or fused.tokens is None:
-                raise ValueError(f"model.decoder.memory is 'fused' but the {type(self.fusion).__name__} fusion "
-                                 f"gives no token sequence (only a pooled vector): use memory: modalities")
+                raise ValueError(f"memory: 'fused' reads the fusion's token sequence, but the {type(self.fusion).__name__} "
+                                 f"fusion gives none here (only a pooled vector): use memory: modalities")
             # the fused vector first, then the fused tokens: a positional readout's vector knows *where*
             # things are, which attention over the tokens by content does not learn (see the VQA recipe)
             tokens = torch.cat([fused.pooled[:, None], fused.tokens], dim=1)  # (B, 1 + N, D)
