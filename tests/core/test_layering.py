@@ -143,3 +143,13 @@ def test_the_scan_sees_imports_inside_functions_and_the_packages_on_the_way(tmp_
 def test_the_leaf_helpers_import_nothing_above_the_config(name):
     edges = graph()
     assert edges[f"polymodal.{name}"] <= {"polymodal.errors", "polymodal.config"}
+
+
+def test_loading_a_model_for_inference_never_imports_the_trainer():
+    import subprocess
+
+    code = ("import sys, polymodal, polymodal.api; "
+            "print(sorted(m for m in sys.modules if m.startswith(('polymodal.training', 'polymodal.build'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = eval(done.stdout)
+    assert loaded and not [m for m in loaded if m.startswith("polymodal.training")], loaded
