@@ -278,8 +278,8 @@ class PageRunner:
 
 
 def pages() -> list[Path]:
-    """Every Markdown page of the docs site."""
-    return sorted(DOCS.rglob("*.md"))
+    """Every Markdown page of the docs site, and the README (its quickstart runs too)."""
+    return [*sorted(DOCS.rglob("*.md")), REPO / "README.md"]
 
 
 def page_blocks(path: Path) -> list[Block]:

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from docblocks import DOCS, TINY, DocsError, PageRunner, check_marks, commands, page_blocks, pages, parse, \
+from docblocks import DOCS, REPO, TINY, DocsError, PageRunner, check_marks, commands, page_blocks, pages, parse, \
     with_tiny
 
 RUN_PAGES = [p for p in pages() if any(b.kind == "run" for b in page_blocks(p))]
@@ -31,7 +31,7 @@ def test_every_tutorial_runs_its_commands():
         assert kinds.count("run") >= 2, f"{page.name}: a tutorial runs its commands and its Python API"
 
 
-@pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(DOCS)) for p in RUN_PAGES])
+@pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(REPO)) for p in RUN_PAGES])
 def test_page_runs(page, tmp_path, synth_cache):
     runner = PageRunner(tmp_path, synth_cache)
     for block in page_blocks(page):
