@@ -28,7 +28,21 @@ SECTIONS = ("model", "tasks", "data", "train")
 
 @dataclass
 class DataConfig:
-    """Where the data is and how to read it (`data:` section)."""
+    """Where the data is and how to read it (`data:` section).
+
+    Attributes:
+        train: the training manifest (JSON Lines), relative to the config file or absolute.
+        val: the validation manifest: validation during and at the end of training.
+        test: the test manifest: what `polymodal ablate` and `polymodal eval RUN` (without `--data`)
+            evaluate on.
+        on_error: what a bad record does: `fail` (the run stops with a report of every problem, as
+            `polymodal data check` gives it) or `skip` (bad records are left out, and the run says how many).
+        augment: random small translations and brightness/contrast changes of images and frames in
+            training (no flips: "left of" must keep its meaning); for audio, a random window and gain.
+        num_workers: data-loader worker processes (0: load in the training process).
+        train_fraction: train on this share of each training manifest: a fixed subset chosen by a hash
+            of each record's id, the same for every seed, and nested (the 10% subset is inside the 20% one).
+    """
 
     train: str | None = None
     val: str | None = None
@@ -41,7 +55,47 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The optimisation recipe (`train:` section)."""
+    """The optimisation recipe (`train:` section).
+
+    Attributes:
+        max_steps: optimiser steps to train.
+        batch_size: the global batch per optimiser step, over all processes and accumulation steps.
+        accumulate: gradient-accumulation micro-steps per optimiser step.
+        lr: the peak learning rate (AdamW).
+        weight_decay: AdamW's decoupled weight decay, on weight matrices only (biases, norms, positions,
+            special tokens and temperatures are exempt).
+        warmup_steps: linear warm-up from 0 to `lr`, then a cosine decay to `lr * min_lr_ratio`.
+        min_lr_ratio: the final learning rate as a share of `lr`.
+        grad_clip: the largest global gradient norm; 0: no clipping.
+        precision: `fp32`, or `bf16` (the forward pass under autocast).
+        seed: the seed of initialisation, data order, augmentation, dropout and task sampling.
+        log_every: steps between two lines of `metrics.jsonl`.
+        val_every: steps between two validations on `data.val` (0: only at the end).
+        ckpt_every: steps between two checkpoints (`checkpoints/step_NNNNNN/`).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        eval_batch_size: the batch size of validation.
+        init_from: a run folder or model folder whose weights start this run: every tensor whose name
+            and shape match is copied, and its tokenizer is used.
+        freeze: parameter-name prefixes kept fixed, e.g. `[encoders.image]`.
+        modality_dropout: modality → the chance that a training example lacks it, e.g. `{audio: 0.3}`
+            (never a modality the task requires, never all of an example's inputs).
+        progress: show a progress bar while training.
+        task_sampling: which tasks train at a step: `all` (every task; tasks on the same records and
+            inputs share one batch and one model pass), `round_robin`, `proportional` (one task a step,
+            drawn in proportion to its training records) or `temperature` (drawn ∝ n^(1/T)).
+        task_temperature: T of `temperature` sampling.
+        loss_weighting: how task losses combine: `fixed` (each task's `weight`), `uncertainty` (learnt
+            Σ exp(-s_i) L_i + s_i), `pcgrad` (conflicting gradients projected) or `gradnorm`;
+            `pcgrad` and `gradnorm` need `task_sampling: all`.
+        gradnorm_alpha: GradNorm's asymmetry α.
+        lr_mult: parameter-name prefix → learning-rate multiplier, e.g. `{encoders.text: 0.1}`.
+        lora: LoRA adapters (peft) on the linear and convolution layers whose whole name matches one of
+            `targets` (regular expressions): `{targets: [...], r: 8, alpha: 16, dropout: 0.0, train:
+            [prefixes]}`; every other weight is frozen except the task heads and the `train` prefixes; the
+            exported model holds the merged weights.
+        select: `{metric: TASK/METRIC, mode: max | min}`: export the weights of the best validation.
+        early_stop: `{patience: N}`: stop after N validations without improvement of `select`'s metric.
+    """
 
     max_steps: int = 1000
     batch_size: int = 64  # global: per optimiser step, over all processes and accumulation steps
