@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import load_config
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest

@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from polymodal.build import System, build_system
+from polymodal.builders import System, build_system
 from polymodal.config import from_dict
 from polymodal.modalities.text.tokenizer import SPECIAL_TOKENS, TextTokenizer
 

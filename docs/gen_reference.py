@@ -26,7 +26,7 @@ REGENERATE = "python docs/gen_reference.py"
 # Constructor parameters that the builder fills from other settings or objects; a config cannot set them.
 BUILDER_PROVIDED = frozenset({
     "data", "width", "out_dim", "vocab_size", "pad_id", "context_dim", "modalities", "encoders", "fusion",
-    "decoder", "memory", "tokenizer", "vocab", "teacher_processor", "embed_dim",
+    "decoder", "memory", "tokenizer", "vocab", "teacher_processor", "embed_dim", "encoder",
 })
 # ... except on the model itself, whose `width` and `embed_dim` the config sets and the builder hands down.
 MODEL_KEYS = ("width", "embed_dim")
@@ -43,12 +43,12 @@ def sources() -> dict[str, Any]:
     from polymodal.config import DataConfig, TrainConfig
     from polymodal.fusion import FUSIONS
     from polymodal.modalities.registry import MODALITIES
-    from polymodal.models import MultimodalModel
+    from polymodal.models import Backbone
     from polymodal.models.decoder import TextDecoder
     from polymodal.models.hf_decoder import HFLanguageModel
     from polymodal.tasks import TASKS
 
-    return {"data": DataConfig, "train": TrainConfig, "model": MultimodalModel, "modalities": MODALITIES,
+    return {"data": DataConfig, "train": TrainConfig, "model": Backbone, "modalities": MODALITIES,
             "fusions": FUSIONS, "decoders": {"transformer": TextDecoder, "hf": HFLanguageModel},
             "tasks": TASKS, "parser": parser}
 
@@ -56,7 +56,9 @@ def sources() -> dict[str, Any]:
 def nested_encoders(cls: type) -> dict[str, tuple[str, Any]]:
     """Keys of an encoder that hold another modality's encoder config (a video's `frame`): key → (modality,
     default)."""
-    return dict(getattr(cls, "nested", None) or {})
+    from polymodal.modalities.base import HoldsEncoders
+
+    return cls.nested_encoders() if issubclass(cls, HoldsEncoders) else {}
 
 
 # ---------------------------------------------------------------------------------------------- docstrings

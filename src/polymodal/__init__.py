@@ -17,7 +17,7 @@ def load(path: str | Path) -> Any:
 
 def build(config: Any, records: list[dict[str, Any]] | None = None) -> Any:
     """Build the `System` (model, processors, vocabularies) a config (path or `Config`) describes."""
-    from .build import build_system
+    from .builders import build_system
     from .config import Config, load_config
 
     return build_system(config if isinstance(config, Config) else load_config(config), records)

@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .build.migrate import fusion_name, migrate  # noqa: E402
+from .builders.migrate import fusion_name, migrate  # noqa: E402
 from .config import Config  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .fusion import FUSIONS  # noqa: E402

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from .build import load_system
+from .builders import load_system
 from .data.loader import collate_present
 from .errors import PolymodalError
 from .explain import draw_explanation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     folder = train(config, out, resume=args.resume)
-    print(f"model written to {folder}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, every process returns here: one line
+        print(f"model written to {folder}")
     return 0
 
 
@@ -215,7 +217,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="polymodal", description="Multimodal transformers: train, evaluate, serve.")
+    p = argparse.ArgumentParser(prog="polymodal", description="Multimodal transformers: synthesise data, train, evaluate, "
+                                                          "predict, compare fusions.")
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="synthesise the built-in benchmark, train, evaluate, write a report")
@@ -228,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--modalities", default="image,text",
                        help="image,text: pictures with captions and questions (OUT/*.jsonl); with video or audio "
                             "also moving-shape clips with sound (OUT/av/*.jsonl)")
-    synth.add_argument("--n-clips", type=int, default=3000, help="training clips (val and test: a tenth each)")
+    synth.add_argument("--n-clips", type=int, default=3000, help="training clips (val and test: a tenth each, at least 50)")
     synth.add_argument("--clip-size", type=int, default=32, help="clip width and height in pixels")
     synth.add_argument("--n-train", type=int, default=20000,
                        help="training images (the VQA recipe needs about 20 000 to learn from scratch)")

@@ -149,7 +149,7 @@ def test_loading_a_model_for_inference_never_imports_the_trainer():
     import subprocess
 
     code = ("import sys, polymodal, polymodal.api; "
-            "print(sorted(m for m in sys.modules if m.startswith(('polymodal.training', 'polymodal.build'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('polymodal.training', 'polymodal.builders'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = eval(done.stdout)
     assert loaded and not [m for m in loaded if m.startswith("polymodal.training")], loaded

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.media import write_audio, write_video

@@ -2,7 +2,7 @@
 
 import torch
 
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.manifest import read_manifest
 from polymodal.evaluation.baselines import nearest_neighbour_predictions

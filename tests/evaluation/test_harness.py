@@ -4,7 +4,7 @@ so a task that predicts in a loop (generation) plugs in, and scores them with th
 import torch
 
 from conftest import tiny_config, write_config
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import load_config
 from polymodal.data.manifest import read_manifest
 from polymodal.evaluation.harness import evaluate

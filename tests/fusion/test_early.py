@@ -1,4 +1,5 @@
-"""Early fusion's layout (seed §4.1): [m_1; X^(1); m_2; X^(2)] in sorted modality order, masks alongside."""
+"""Early fusion's layout (docs/concepts.md#math-input): [m_1; X^(1); m_2; X^(2)] in sorted modality order, masks
+alongside."""
 
 import torch
 

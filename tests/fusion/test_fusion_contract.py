@@ -141,7 +141,8 @@ def test_the_output_depends_on_every_modality(name):
 
 
 def attention_by_hand(attn, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """CrossAttention(Q, K, V = K) of seed §4.2 written out for one example: softmax(q kᵀ / √d) v per head."""
+    """CrossAttention(Q, K, V = K) of docs/concepts.md#math-attention written out for one example: softmax(q kᵀ / √d)
+    v per head."""
     d, heads = attn.dim, attn.num_heads
     q = queries @ attn.q.weight.T + attn.q.bias  # (N, d)
     k = keys @ attn.kv.weight[:d].T + attn.kv.bias[:d]  # (M, d)

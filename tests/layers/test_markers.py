@@ -1,4 +1,4 @@
-"""Modality markers (seed §4.1): a marker token first, a type embedding on every token."""
+"""Modality markers (docs/concepts.md#math-input): a marker token first, a type embedding on every token."""
 
 import pytest
 import torch

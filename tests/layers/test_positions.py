@@ -1,4 +1,4 @@
-"""Position encodings: the seed §4.3 formula by hand, and how the modules add them."""
+"""Position encodings: the docs/concepts.md#math-positions formula by hand, and how the modules add them."""
 
 import math
 

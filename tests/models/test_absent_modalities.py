@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_config
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import load_config
 from polymodal.data.loader import TaskDataset, collate_present
 from polymodal.data.manifest import read_manifest

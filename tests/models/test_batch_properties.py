@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY_ENCODERS, tiny_config, write_config
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import load_config
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import TINY_ENCODERS
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest

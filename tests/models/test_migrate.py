@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from polymodal.build import migrate
+from polymodal.builders import migrate
 from polymodal.config import from_dict
 from polymodal.errors import ConfigError
 

@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from polymodal.api import load  # noqa: E402
-from polymodal.build import build_system  # noqa: E402
+from polymodal.builders import build_system  # noqa: E402
 from polymodal.config import from_dict, load_config  # noqa: E402
 from polymodal.data.loader import TaskDataset  # noqa: E402
 from polymodal.data.manifest import read_manifest  # noqa: E402

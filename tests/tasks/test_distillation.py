@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import hf_folders
 from conftest import TINY_ENCODERS, write_config
 from polymodal.api import load
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import load_config
 from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest

@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY_ENCODERS
 from polymodal.api import load
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.manifest import read_manifest
 from polymodal.training.trainer import train

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_ENCODERS
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError

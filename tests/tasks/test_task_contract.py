@@ -9,7 +9,7 @@ from torch import nn
 
 import hf_folders
 from conftest import TINY_ENCODERS
-from polymodal.build import build_system
+from polymodal.builders import build_system
 from polymodal.config import from_dict
 from polymodal.data.loader import TaskDataset
 from polymodal.data.manifest import read_manifest

@@ -110,7 +110,7 @@ def test_lora_trains_adapters_and_heads_only_and_exports_merged_weights(shapes_d
 
     exported = load_file(str(tmp_path / "run" / "model" / WEIGHTS))
     plain = tiny_config(shapes_data, "vqa")
-    from polymodal.build import build_system
+    from polymodal.builders import build_system
     reference = build_system(load_config(write_config(tmp_path, plain, "plain.yaml")), trainer.train_records["vqa"])
     assert sorted(exported) == sorted(reference.model.state_dict())  # the keys of a model without LoRA
 

@@ -1,4 +1,5 @@
-"""Fusion strategies (seed §2.2): each takes every modality's `EncoderOutput` and returns a `FusionOutput`.
+"""Fusion strategies (docs/concepts.md#fusion): each takes every modality's `EncoderOutput` and returns a
+`FusionOutput`.
 
 A new strategy is one file here plus one entry in `FUSIONS`; `model.fusion: {type: <name>, ...}` selects
 it, and the fusion contract tests cover it from then on.
@@ -17,7 +18,7 @@ FUSIONS = {
     "early": EarlyFusion,  # one stream: [CLS; m_1; X^(1); ...] through a joint transformer
     "late": LateFusion,  # pooled vectors combined at the top
     "gated_sum": GatedSumFusion,  # pooled vectors in a learned, per-example gated sum (Gated Multimodal Unit)
-    "cross": CrossAttentionFusion,  # a stream per modality, §4.4 bidirectional cross-attention at chosen layers
+    "cross": CrossAttentionFusion,  # a stream per modality, bidirectional cross-attention at chosen layers
     "coattn": CoAttentionFusion,  # two streams, ViLBERT co-attention blocks
     "gated_cross_attention": GatedCrossAttentionFusion,  # one stream reads the others through tanh gates (Flamingo)
     "perceiver": PerceiverFusion,  # a latent array reads every modality (modality-agnostic)

@@ -1,4 +1,5 @@
-"""What every fusion module returns (seed §2.2): one pooled vector, and the joint tokens where it builds them.
+"""What every fusion module returns (docs/concepts.md#fusion): one pooled vector, and the joint tokens where it builds
+them.
 
 A fusion is an `nn.Module` built from `(modalities, width, **its options)` whose `forward` takes
 `dict[str, EncoderOutput]` (the modalities present in the batch) and returns a `FusionOutput`; it says

@@ -1,4 +1,5 @@
-"""Two-stream co-attention (ViLBERT, seed §2.3 multi-stream): in each co-attention block the two streams
+"""Two-stream co-attention (ViLBERT, docs/concepts.md#joint-modelling multi-stream): in each co-attention block the
+two streams
 swap keys and values (each one's queries attend to the other's tokens), then each runs a self-attention
 block of its own."""
 

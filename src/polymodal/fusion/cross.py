@@ -1,4 +1,5 @@
-"""Interactive fusion (seed §2.2) with the bidirectional cross-attention of §4.4, for any number of streams.
+"""Interactive fusion (docs/concepts.md#fusion) with bidirectional cross-attention (#math-cross-attention), for any
+number of streams.
 
 Each modality keeps its own stream of layers. In a layer l listed in `layers`, stream A first attends to
 itself, O^A = X^A + SelfAttention(X^A), then its self-attention output queries the other streams' layer

@@ -1,4 +1,5 @@
-"""Early fusion (seed §2.2, §2.3 single-stream, §4.1): every modality's tokens in one sequence, each
+"""Early fusion (docs/concepts.md#fusion, #joint-modelling single-stream, #math-input): every modality's tokens in one
+sequence, each
 opened by its marker token, behind a CLS, through one joint transformer."""
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class EarlyFusion(nn.Module):
         num_heads: attention heads.
         mlp_ratio: MLP hidden width / D.
         dropout: dropout in the joint layers.
-        positions: `sinusoidal` (seed §4.3) or `learned`, over the joint sequence.
+        positions: `sinusoidal` (docs/concepts.md#math-positions) or `learned`, over the joint sequence.
         max_length: longest joint sequence (CLS included).
         pooling: how the pooled vector is read. `cls`: the CLS output. `positional`: the CLS output
             together with every position's output through its own weights (each token is projected to

@@ -1,4 +1,4 @@
-"""Gated fusion by a learned weighted sum (seed §2.2 early fusion by weighting; the Gated Multimodal Unit
+"""Gated fusion by a learned weighted sum (docs/concepts.md#fusion early fusion by weighting; the Gated Multimodal Unit
 of Arevalo et al. 2017, generalised to any number of modalities).
 
 Each modality's pooled vector x_m becomes h_m = tanh(W_m x_m); a gate looks at all of them at once,

@@ -1,4 +1,5 @@
-"""Late fusion (seed §2.2, §2.3 dual encoder): encode each modality apart, combine the pooled vectors at the top.
+"""Late fusion (docs/concepts.md#fusion, #joint-modelling dual encoder): encode each modality apart, combine the
+pooled vectors at the top.
 
 By default the pooled vectors are the encoders' own. With `pooling: cls | positional` each modality first
 runs a stream of `depth` unimodal transformer layers of its own (what the multi-stream fusions have, minus

@@ -1,4 +1,5 @@
-"""Perceiver latent fusion (seed §2.3 modality-agnostic): a learned latent array cross-attends to every
+"""Perceiver latent fusion (docs/concepts.md#joint-modelling modality-agnostic): a learned latent array cross-attends
+to every
 modality's tokens (marked by modality) and self-attends; any set of modalities in, one trunk."""
 
 from __future__ import annotations

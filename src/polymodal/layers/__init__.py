@@ -1,4 +1,4 @@
-"""Transformer building blocks (seed §4): attention, positions, modality markers, blocks."""
+"""Transformer building blocks (docs/concepts.md#math): attention, positions, modality markers, blocks."""
 
 from .attention import MultiHeadAttention, load_torch_mha_
 from .markers import ModalityMarkers

@@ -1,4 +1,4 @@
-"""Multi-head attention (seed §4.2), self and cross, on `F.scaled_dot_product_attention`."""
+"""Multi-head attention (docs/concepts.md#math-attention), self and cross, on `F.scaled_dot_product_attention`."""
 
 from __future__ import annotations
 

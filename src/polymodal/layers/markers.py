@@ -1,4 +1,4 @@
-"""Modality marker tokens (seed §4.1) and modality type embeddings."""
+"""Modality marker tokens (docs/concepts.md#math-input) and modality type embeddings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 class ModalityMarkers(nn.Module):
     """Marks which modality a token sequence comes from, before sequences are concatenated.
 
-    Seed §4.1 puts a special marker token m_k at the start of modality k's sequence. We prepend that
+    docs/concepts.md#math-input puts a special marker token m_k at the start of modality k's sequence. We prepend that
     learned token and also add a learned per-modality type embedding to every token (marker included),
     so each token still carries its modality after concatenation and attention mixing.
 

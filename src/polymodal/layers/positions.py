@@ -1,4 +1,4 @@
-"""Position encodings added to token sequences (seed §4.3): fixed sinusoidal and learned."""
+"""Position encodings added to token sequences (docs/concepts.md#math-positions): fixed sinusoidal and learned."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def positions_from_mask(mask: torch.Tensor | None, length: int | None = None,
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The seed §4.3 table: PE(i, 2j) = sin(i / 10000^(2j/d)), PE(i, 2j+1) = cos(i / 10000^(2j/d)).
+    """The docs/concepts.md#math-positions table: PE(i, 2j) = sin(i / 10000^(2j/d)), PE(i, 2j+1) = cos(i /
+    10000^(2j/d)).
 
     Args:
         length: number of positions i = 0 .. length-1.
@@ -45,7 +46,7 @@ def _check_length(length: int, max_len: int) -> None:
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the fixed §4.3 table to a sequence.
+    """Adds the fixed sinusoidal table (docs/concepts.md#math-positions) to a sequence.
 
     The table is a non-persistent buffer: it is rebuilt from (dim, max_len), never stored in checkpoints.
 
@@ -111,7 +112,7 @@ class LearnedPositions(nn.Module):
 def sinusoidal_table_2d(height: int, width: int, dim: int) -> torch.Tensor:
     """2-D sinusoidal positions for a height × width grid, row-major: (height * width, dim).
 
-    The first dim/2 channels encode the row with the §4.3 formula, the last dim/2 the column, so a
+    The first dim/2 channels encode the row with the sinusoidal formula, the last dim/2 the column, so a
     token's x and y are each linearly readable (what "left of" questions need).
     """
     if dim % 4:

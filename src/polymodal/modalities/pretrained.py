@@ -1,4 +1,5 @@
-"""Pretrained unimodal encoders from local Hugging Face folders (seed §2.1: text by a pretrained language
+"""Pretrained unimodal encoders from local Hugging Face folders (docs/concepts.md#representation: text by a pretrained
+language
 model such as BERT, images by a pretrained image encoder such as ResNet or ViT, audio by Wav2Vec2 or
 Whisper's encoder).
 

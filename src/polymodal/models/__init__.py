@@ -1,4 +1,5 @@
-"""Joint models (seed §2.3): the backbone, one composition of modality encoders, an embedding space and a
+"""Joint models (docs/concepts.md#joint-modelling): the backbone, one composition of modality encoders, an embedding
+space and a
 fusion; decoders and teachers."""
 
 from .backbone import Backbone

@@ -1,4 +1,5 @@
-"""The backbone, the one composition (seed §2.3): modality encoders → an optional shared embedding space →
+"""The backbone, the one composition (docs/concepts.md#joint-modelling): modality encoders → an optional shared
+embedding space →
 a fusion (→ a text decoder).
 
 Task heads sit on top (`system.MultitaskModel`). The CLIP-style dual encoder is this with late fusion and
@@ -36,10 +37,12 @@ class Backbone(nn.Module):
         projection_init: how the shared space's projections start: "default" (nn.Linear's random
             initialisation) or "identity" (needs `embed_dim` = `width`: the space starts as the encoders'
             pooled vectors, e.g. a distillation student cut from its teacher starts in the teacher's space).
-        decoder: a text decoder cross-attending to a memory of width `width` (seed §4.4), for generative
+        decoder: a text decoder cross-attending to a memory of width `width` (docs/concepts.md#math-cross-attention),
+        for generative
             tasks; None: no decoder.
         memory: what the decoder attends to: "modalities" (every modality's tokens, each sequence behind
-            its modality's marker token, seed §4.1), "fused" (the fusion's pooled vector, then its token
+            its modality's marker token, docs/concepts.md#math-input), "fused" (the fusion's pooled vector, then its
+            token
             sequence) or "pooled" (the fusion's pooled vector alone: what a classifier head reads; any fusion).
     """
 

@@ -1,4 +1,5 @@
-"""The text decoder (seed §4.4): causal self-attention with a KV cache, optional cross-attention to a
+"""The text decoder (docs/concepts.md#math-decoder-cross-attention): causal self-attention with a KV cache, optional
+cross-attention to a
 multimodal memory, tied input and output embeddings; and its decoding session for `generation`."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ class TextDecoder(nn.Module):
 
     GPT-2's layout: with `activation="gelu_tanh"` and `context_dim=None` it holds exactly GPT-2's weights
     (`models.gpt2.decoder_from_gpt2`). With `context_dim`, every block also cross-attends to a memory:
-    the encoders' tokens or a fusion's output (seed §4.4: "in the decoder layers, cross-attention lets the
+    the encoders' tokens or a fusion's output (docs/concepts.md#math-decoder-cross-attention: "in the decoder layers,
+    cross-attention lets the
     decoder attend to the encoder's several modalities").
 
     Args:

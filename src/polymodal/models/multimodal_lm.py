@@ -24,7 +24,8 @@ class MultimodalLM(nn.Module):
     """A causal language model reading media in its input sequence.
 
     A prompt's media placeholders (`splice.media_id`) become the example's projected modality tokens,
-    each span behind its modality's learned marker vector (seed §4.1). Training reads the logits at the
+    each span behind its modality's learned marker vector (docs/concepts.md#math-input). Training reads the logits at
+    the
     text positions; generation prefills the spliced prompt and then decodes text tokens.
 
     Args:

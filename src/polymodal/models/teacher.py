@@ -1,4 +1,4 @@
-"""A frozen teacher for distillation (seed §3.1 "knowledge distillation from pretrained unimodal
+"""A frozen teacher for distillation (docs/concepts.md#pre-training "knowledge distillation from pretrained unimodal
 encoders"): a pretrained Hugging Face encoder from a local folder, or a trained Polymodal run.
 
 A teacher is used only in training and evaluation of the distillation task: it is loaded the first time it

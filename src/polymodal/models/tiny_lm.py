@@ -18,7 +18,8 @@ def save_tiny_lm(folder: Path, kind: str, texts: list[str], *, width: int = 32, 
                  log: Any = None) -> Path:
     """A `kind` ("gpt2" or "llama") causal LM and its tokenizer (WordPiece learnt from `texts`), in `folder`.
 
-    `pretrain_steps` > 0: generative pre-training on `texts` first (seed §3.1; next-token loss, batches of
+    `pretrain_steps` > 0: generative pre-training on `texts` first (docs/concepts.md#pre-training; next-token loss,
+    batches of
     64, AdamW), so the LM knows their language before a multimodal model learns to talk to it."""
     import torch
     import transformers

@@ -1,4 +1,4 @@
-"""Tasks (seed §2.4): a data side (examples, targets, metrics) and a head (loss, predictions) each.
+"""Tasks (docs/concepts.md#multi-task): a data side (examples, targets, metrics) and a head (loss, predictions) each.
 Add one here by its config `type`: the head class, whose `data_class` is its data side."""
 
 from .base import Task, TaskData

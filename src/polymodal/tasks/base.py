@@ -41,8 +41,8 @@ class Borrowed:
 
 
 class Task(nn.Module):
-    """A task's head and loss over a model's output, and its predictions (seed §2.4, §3.2 "task head
-    design"). What it reads from records and how it is scored is its data side, `self.data`.
+    """A task's head and loss over a model's output, and its predictions (docs/concepts.md#multi-task,
+    #finetune-heads). What it reads from records and how it is scored is its data side, `self.data`.
 
     Subclasses set `data_class` (the `TaskData` their configs build) and implement `forward` (the loss)
     and `predict_output`, or `predict` for a prediction that loops over the model. A head that needs a
@@ -56,7 +56,7 @@ class Task(nn.Module):
 
     data_class: type[TaskData] = TaskData
     needs_fusion = True  # False: the task reads only the per-modality outputs; the fusion is skipped for it
-    needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see build.NEEDS)
+    needs: tuple[str, ...] = ("pooled",)  # what the model must provide (see builders.tasks.NEEDS)
     corrupts = False  # True: `corrupt` changes the inputs before the model sees them (masked modelling)
 
     def __init__(self, data: TaskData, *, weight: float = 1.0):

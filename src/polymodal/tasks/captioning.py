@@ -1,4 +1,4 @@
-"""Generated-text tasks (seed §2.4): captioning (describe an image, a clip or a sound), transcription
+"""Generated-text tasks (docs/concepts.md#multi-task): captioning (describe an image, a clip or a sound), transcription
 (the same scored by word error rate) and generative VQA (free-text answers)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class TranscriptionTask(TextGenerationTask):
 
 
 class GenerativeVQAData(TextTargetData):
-    """Answer `question` about the media in free text (seed §2.4): accuracy by exact match after
+    """Answer `question` about the media in free text (docs/concepts.md#multi-task): accuracy by exact match after
     normalisation (case, punctuation, spaces), overall and per `question_type`.
 
     By default the question goes through the text encoder into the model's memory, beside the image; a

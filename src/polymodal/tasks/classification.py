@@ -1,4 +1,4 @@
-"""Classification of an example into one of the training labels (seed §3.2 classification head)."""
+"""Classification of an example into one of the training labels (docs/concepts.md#fine-tuning classification head)."""
 
 from __future__ import annotations
 

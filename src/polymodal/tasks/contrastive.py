@@ -1,4 +1,5 @@
-"""Contrastive image–text learning and retrieval (seed §3.1 "contrastive learning"): CLIP's InfoNCE or
+"""Contrastive image–text learning and retrieval (docs/concepts.md#pre-training "contrastive learning"): CLIP's
+InfoNCE or
 SigLIP's pairwise sigmoid loss."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distillation from a frozen teacher into the model's encoder (seed §3.1 "knowledge distillation"):
+"""Distillation from a frozen teacher into the model's encoder (docs/concepts.md#pre-training "knowledge distillation"):
 embeddings into the teacher's space (cosine or MSE), or logits (KL) where the teacher has logits."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class DistillationData(TaskData):
 
 
 class DistillationTask(Task):
-    """Match a frozen teacher's vectors (seed §3.1).
+    """Match a frozen teacher's vectors (docs/concepts.md#pre-training).
 
     `target: embedding`: the student's vector is the model's shared-space embedding of the modality when
     `model.embed_dim` equals the teacher's width (so `polymodal.load(RUN).embed(...)` gives vectors in the

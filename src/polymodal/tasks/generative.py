@@ -1,4 +1,5 @@
-"""Tasks whose answer is generated text (seed §2.4, §3.1 generative pre-training): a decoder reads the
+"""Tasks whose answer is generated text (docs/concepts.md#multi-task, #pre-training generative pre-training): a
+decoder reads the
 model's memory and is trained with teacher forcing; predictions are decoded by `polymodal.generation`.
 
 Captioning, generative VQA and transcription are this with their own inputs, target field and metrics.

@@ -1,4 +1,5 @@
-"""Matching (seed §2.4): do these two inputs belong together? E.g. a clip's pictures and a sound track."""
+"""Matching (docs/concepts.md#multi-task): do these two inputs belong together? E.g. a clip's pictures and a sound
+track."""
 
 from __future__ import annotations
 

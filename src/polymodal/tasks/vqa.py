@@ -1,4 +1,4 @@
-"""Visual question answering as classification over the training answers (seed §2.4)."""
+"""Visual question answering as classification over the training answers (docs/concepts.md#multi-task)."""
 
 from __future__ import annotations
 

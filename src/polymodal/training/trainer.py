@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
-from ..build import build_system
+from ..builders import build_system
 from ..config import Config
 from ..data.loader import StepSampler, TaskDataset, to_device, train_loader
 from ..distributed import DistInfo, all_reduce_mean, barrier, init_distributed

@@ -1,3 +1,3 @@
-"""Image modality (seed §2.1)."""
+"""Image modality (docs/concepts.md#representation)."""
 
 from .encoders import CNNImageEncoder, ViTImageEncoder

@@ -1,4 +1,4 @@
-"""Text modality (seed §2.1)."""
+"""Text modality (docs/concepts.md#representation)."""
 
 from .encoder import TextEncoder
 from .recurrent import RecurrentTextEncoder

@@ -25,7 +25,7 @@ class TextEncoder(nn.Module):
         depth: number of transformer blocks.
         num_heads: attention heads (must divide `width`).
         max_length: longest sequence accepted.
-        positions: "learned" or "sinusoidal" (seed §4.3).
+        positions: "learned" or "sinusoidal" (docs/concepts.md#math-positions).
         dropout: dropout on embeddings and inside the transformer.
         pad_id: id of the padding token; its embedding is kept at zero.
         pooling: "cls" or "mean".

@@ -1,5 +1,6 @@
 """Video encoders: a tubelet ViT, a 3-D CNN, and per-frame image encoding + a temporal transformer that
-can fuse the clip's audio track (seed §2.1: "3D convolution or fusing image and audio information")."""
+can fuse the clip's audio track (docs/concepts.md#representation: "3D convolution or fusing image and audio
+information")."""
 
 from __future__ import annotations
 

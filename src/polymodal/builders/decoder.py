@@ -27,7 +27,8 @@ def build_decoder(spec: Any, width: int, modalities: list[str],
     """The decoder, what its memory is (`Backbone.memory`), and the tokenizer of the text it writes.
 
     `type: transformer` is ours, cross-attending to a memory of width `width` (`architecture:
-    encoder_decoder`, seed §4.4) or reading projected media in its input sequence (`decoder_only`);
+    encoder_decoder`, docs/concepts.md#math-decoder-cross-attention) or reading projected media in its input sequence
+    (`decoder_only`);
     `type: hf` is a local Hugging Face causal LM (`path`), always decoder-only, with its own tokenizer.
     """
     if not isinstance(spec, dict):
