@@ -149,7 +149,11 @@ def test_loading_a_model_for_inference_never_imports_the_trainer():
     import subprocess
 
     code = ("import sys, polymodal, polymodal.api; "
-            "print(sorted(m for m in sys.modules if m.startswith(('polymodal.training', 'polymodal.builders'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('polymodal.training', 'polymodal.builders')))); "
+            "print(type(polymodal.build).__name__, type(polymodal.train).__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = eval(done.stdout)
+    modules, functions = done.stdout.splitlines()
+    loaded = eval(modules)
     assert loaded and not [m for m in loaded if m.startswith("polymodal.training")], loaded
+    # the package's own functions stay functions: no submodule of that name takes their place once imported
+    assert functions == "function function"
