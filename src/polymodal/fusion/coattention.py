@@ -44,7 +44,9 @@ class CoAttentionFusion(nn.Module):
         modalities: exactly two modality names.
         width: D.
         depth: co-attention blocks.
-        num_heads, mlp_ratio, dropout: each layer's.
+        num_heads: attention heads in each co-attention layer (must divide the width).
+        mlp_ratio: the MLP's hidden width in each co-attention layer, as a multiple of the width.
+        dropout: dropout on attention weights and MLP outputs in each co-attention layer.
         pooling, max_length, readout_dim: each stream's readout (`streams.StreamReadout`).
     """
 

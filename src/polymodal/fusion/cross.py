@@ -27,7 +27,9 @@ class CrossAttentionFusion(nn.Module):
         width: D.
         depth: layers per stream.
         layers: the 1-based layers that cross-attend (`[1, 3]`); None: every layer.
-        num_heads, mlp_ratio, dropout: each block's.
+        num_heads: attention heads in each block (must divide the width).
+        mlp_ratio: the MLP's hidden width in each block, as a multiple of the width.
+        dropout: dropout on attention weights and MLP outputs in each block.
         pooling, max_length, readout_dim: each stream's readout (`streams.StreamReadout`).
     """
 

@@ -46,7 +46,9 @@ class GatedCrossAttentionFusion(nn.Module):
         target: the stream that reads the others (its CLS output is the pooled vector).
         depth: the target stream's transformer layers.
         every: a gated cross-attention layer before layers 1, 1 + every, 1 + 2·every, ...
-        num_heads, mlp_ratio, dropout: each layer's.
+        num_heads: attention heads in each layer (must divide the width).
+        mlp_ratio: the MLP's hidden width in each layer, as a multiple of the width.
+        dropout: dropout on attention weights and MLP outputs in each layer.
     """
 
     gives_tokens = True  # the joint token sequence, besides the pooled vector

@@ -33,7 +33,9 @@ class LateFusion(nn.Module):
             read out (`streams.StreamReadout`) from a stream of `depth` unimodal layers with its own CLS.
             None: `encoder` with depth 0, else `cls`.
         depth: the unimodal layers per stream.
-        num_heads, mlp_ratio, dropout: each stream layer's.
+        num_heads: attention heads in each stream layer (must divide the width).
+        mlp_ratio: the MLP's hidden width in each stream layer, as a multiple of the width.
+        dropout: dropout on attention weights and MLP outputs in each stream layer.
         max_length, readout_dim: the positional readout's.
     """
 

@@ -24,7 +24,9 @@ class PerceiverFusion(nn.Module):
         num_latents: the latent array's length.
         depth: cross-attention + self-attention rounds.
         self_layers: self-attention blocks per round.
-        num_heads, mlp_ratio, dropout: each block's.
+        num_heads: attention heads in each block (must divide the width).
+        mlp_ratio: the MLP's hidden width in each block, as a multiple of the width.
+        dropout: dropout on attention weights and MLP outputs in each block.
     """
 
     gives_tokens = True  # the joint token sequence, besides the pooled vector

@@ -44,7 +44,11 @@ class SpectrogramTransformer(PatchTransformerEncoder):
         n_mels, n_fft, hop_length: log-mel parameters.
         patch_freq, patch_time: patch size in mel bands and frames (frames beyond a whole number of
             patches are dropped).
-        width, depth, num_heads, mlp_ratio, dropout: the transformer.
+        width: the transformer's width (its tokens are projected to `out_dim` after).
+        depth: the number of transformer blocks.
+        num_heads: attention heads per block (must divide `width`).
+        mlp_ratio: the MLP's hidden width, as a multiple of `width`.
+        dropout: dropout on attention weights and MLP outputs.
     """
 
     def __init__(self, *, out_dim: int, sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64,

@@ -34,7 +34,11 @@ class TubeletViT(PatchTransformerEncoder):
         out_dim: width D of the returned tokens.
         image_size, num_frames: the clip the processor delivers.
         patch_size, tubelet: spatial and temporal tubelet size (must divide image_size and num_frames).
-        width, depth, num_heads, mlp_ratio, dropout: the transformer.
+        width: the transformer's width (its tokens are projected to `out_dim` after).
+        depth: the number of transformer blocks.
+        num_heads: attention heads per block (must divide `width`).
+        mlp_ratio: the MLP's hidden width, as a multiple of `width`.
+        dropout: dropout on attention weights and MLP outputs.
     """
 
     def __init__(self, *, out_dim: int, image_size: int = 32, num_frames: int = 8, patch_size: int = 8,
