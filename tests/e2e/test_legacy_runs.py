@@ -17,19 +17,27 @@ LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy_runs"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_a_legacy_run_gives_the_numbers_it_gave(name, shapes_data):
+def check_results_and_embeddings(name, expected, data):
+    """Load run `name`, check its test-split results and (where recorded) the first four records'
+    embeddings against `expected`; returns the model and those four records."""
     model = load(LEGACY / name)
-    test = read_manifest(shapes_data / "test.jsonl", log=lambda _: None)
-    expected = EXPECTED[name]
+    test = read_manifest(data / "test.jsonl", log=lambda _: None)
     results = model.evaluate(test)
     assert set(results) == set(expected["results"])
     for task, metrics in expected["results"].items():
         assert results[task] == pytest.approx(metrics, abs=1e-6), task
     first = test[:4]
-    embeddings = model.embed(images=[r["image"] for r in first], texts=[r["text"] for r in first])
-    for modality, values in expected["embed"].items():
-        torch.testing.assert_close(embeddings[modality], torch.tensor(values), atol=1e-5, rtol=1e-4)
+    if "embed" in expected:
+        embeddings = model.embed(images=[r["image"] for r in first], texts=[r["text"] for r in first])
+        for modality, values in expected["embed"].items():
+            torch.testing.assert_close(embeddings[modality], torch.tensor(values), atol=1e-5, rtol=1e-4)
+    return model, first
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_legacy_run_gives_the_numbers_it_gave(name, shapes_data):
+    expected = EXPECTED[name]
+    model, first = check_results_and_embeddings(name, expected, shapes_data)
     if "answers" in expected:
         got = [model.answer(r["image"], r["question"], top_k=3) for r in first]
         for g, e in zip(got, expected["answers"]):
@@ -49,18 +57,8 @@ EXPECTED_0_2 = json.loads((LEGACY / "expected-0.2.json").read_text())
 def test_a_run_of_version_0_2_gives_the_numbers_and_texts_it_gave(name, shapes_data):
     """Runs saved by 0.2 (b227257, before the restructuring): gated and GMU fusions under their old names,
     hard-negative matching, masked text and image modelling, an encoder-decoder and a decoder-only LM."""
-    model = load(LEGACY / name)
-    test = read_manifest(shapes_data / "test.jsonl", log=lambda _: None)
     expected = EXPECTED_0_2[name]
-    results = model.evaluate(test)
-    assert set(results) == set(expected["results"])
-    for task, metrics in expected["results"].items():
-        assert results[task] == pytest.approx(metrics, abs=1e-6), task
-    first = test[:4]
-    if "embed" in expected:
-        embeddings = model.embed(images=[r["image"] for r in first], texts=[r["text"] for r in first])
-        for modality, values in expected["embed"].items():
-            torch.testing.assert_close(embeddings[modality], torch.tensor(values), atol=1e-5, rtol=1e-4)
+    model, first = check_results_and_embeddings(name, expected, shapes_data)
     images = [r["image"] for r in first]
     if "captions" in expected:
         assert model.caption(images) == expected["captions"]
