@@ -12,7 +12,7 @@ from PIL import Image
 from polymodal.data.media import write_audio, write_video
 
 from polymodal.data.manifest import Problem, check_manifest, format_report, read_manifest
-from polymodal.errors import ConfigError, DataError
+from polymodal.errors import DataError
 
 
 def _write_png(path: Path, color=(200, 30, 30)) -> None:

@@ -1,7 +1,6 @@
 """The evaluation harness asks each task for its predictions batch by batch (`Task.predict(model, inputs)`),
 so a task that predicts in a loop (generation) plugs in, and scores them with the task's metrics."""
 
-import torch
 
 from conftest import tiny_config, write_config
 from polymodal.builders import build_system
