@@ -212,7 +212,7 @@ def _ablate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
     return 0
 
 
@@ -224,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthesise the built-in benchmark, train, evaluate, write a report")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster run (smoke test)")
+    demo.add_argument("--seed", type=int, default=0, help="train.seed of every run (the data stay the same)")
     demo.set_defaults(func=_demo)
 
     synth = sub.add_parser("synth", help="write the built-in 'shapes' benchmark: manifests + images / clips / sounds")

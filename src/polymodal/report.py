@@ -225,8 +225,9 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
     from scratch."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
+    compared = set(two_stage["runs"].values()) if two_stage else set()  # shown in their own section
     lines = ["# Polymodal demo report", "", *notes, "", "## Results (test split)", "",
-             *results_table(results, baselines), "",
+             *results_table({r: v for r, v in results.items() if runs.get(r) not in compared}, baselines), "",
              "Retrieval counts a hit when the retrieved item's caption equals the query's caption: the synthetic",
              "captions repeat, so every image of an identical scene is a correct answer.", "",
              "## Training loss", "", "![loss curves](loss_curves.png)", ""]
