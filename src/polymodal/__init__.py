@@ -8,11 +8,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def load(path: str | Path) -> Any:
-    """Load a trained model (run folder or model folder); see `polymodal.api.LoadedModel`."""
+def load(path: str | Path, device: str = "auto") -> Any:
+    """Load a trained model (run folder or model folder) onto `device` (`auto`: a GPU when there is one,
+    `cpu`, `cuda`, `cuda:N`); see `polymodal.api.LoadedModel`."""
     from .api import load as _load
 
-    return _load(path)
+    return _load(path, device)
 
 
 def build(config: Any, records: list[dict[str, Any]] | None = None) -> Any:

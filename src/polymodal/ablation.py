@@ -138,7 +138,7 @@ def run_variants(config: Config, variants: dict[str, Config], out: Path, *,
         trainer.fit()
         wall = time.perf_counter() - started
         rates = [r["samples_per_s"] for r in read_metrics(out / name) if "samples_per_s" in r]
-        model = load(out / name)
+        model = load(out / name, device=config.train.device)
         summary[name] = {"params": sum(p.numel() for p in trainer.model.parameters()),
                          "samples_per_s": rates[-1] if rates else None, "wall_s": round(wall, 1)}
         for drop in (drops or {}).get(name, [()]):

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from .builders import load_system
-from .data.loader import collate_present
+from .data.loader import collate_present, to_device
+from .devices import resolve_device
 from .errors import PolymodalError
 from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
@@ -24,17 +25,20 @@ ImageLike = str | Path | Image.Image
 
 
 class LoadedModel:
-    """A trained Polymodal model: `answer`, `classify`, `embed`, `retrieve`, `evaluate`.
+    """A trained Polymodal model: `answer`, `classify`, `embed`, `retrieve`, `evaluate`. Whatever the
+    device it runs on, what it returns is on the CPU: Python values, and tensors from `embed`.
 
     Args:
         system: the built model, processors and vocabularies.
         folder: the model folder it was loaded from.
+        device: where the model runs: `auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`.
     """
 
-    def __init__(self, system: System, folder: Path):
+    def __init__(self, system: System, folder: Path, device: str | torch.device = "auto"):
         self.system = system
         self.folder = folder
-        self.system.model.eval()
+        self.device = resolve_device(device)
+        self.system.model.to(self.device).eval()
 
     @property
     def tasks(self) -> dict[str, str]:
@@ -54,8 +58,8 @@ class LoadedModel:
     def _inputs(self, **values: Any) -> dict[str, dict[str, torch.Tensor]]:
         """A batch's inputs from values per modality (None: the example lacks it)."""
         processors = self.system.processors
-        return {m: collate_present(processors[m], [None if v is None else processors[m].prepare(v, None) for v in vs])
-                for m, vs in values.items()}
+        return to_device({m: collate_present(processors[m], [None if v is None else processors[m].prepare(v, None)
+                                                             for v in vs]) for m, vs in values.items()}, self.device)
 
     @torch.no_grad()
     def _encode(self, fuse: bool = True, **values: Any) -> Any:
@@ -190,7 +194,7 @@ class LoadedModel:
                 if modality not in self.system.processors:
                     raise PolymodalError(f"this model has no {modality} encoder; it has: "
                                          f"{', '.join(sorted(self.system.processors))}")
-                result[modality] = self._encode(fuse=False, **{modality: values}).embeddings[modality]
+                result[modality] = self._encode(fuse=False, **{modality: values}).embeddings[modality].cpu()
         return result
 
     def retrieve(self, text: str, images: Sequence[ImageLike], k: int = 5) -> list[tuple[int, float]]:
@@ -201,14 +205,15 @@ class LoadedModel:
         return list(zip(indices.tolist(), values.tolist()))
 
     def predict(self, task: str, records: list[dict[str, Any]], batch_size: int = 256) -> list[Any]:
-        return predict(self.system, task, records, batch_size)
+        return predict(self.system, task, records, batch_size, self.device)
 
     def evaluate(self, records: list[dict[str, Any]], batch_size: int = 256,
                  drop: tuple[str, ...] = (), tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
         """{task: {metric: value}}; `drop`: modalities removed from every record first; `tasks`: only these."""
-        return evaluate(self.system, records, batch_size, drop=drop, tasks=tasks)
+        return evaluate(self.system, records, batch_size, self.device, drop=drop, tasks=tasks)
 
 
-def load(path: str | Path) -> LoadedModel:
-    """Load a trained model from a run folder or its `model/` folder."""
-    return LoadedModel(load_system(path), model_folder(path))
+def load(path: str | Path, device: str | torch.device = "auto") -> LoadedModel:
+    """Load a trained model from a run folder or its `model/` folder, onto `device`: `auto` (the GPU when
+    there is one, else the CPU), `cpu`, `cuda` or `cuda:N`."""
+    return LoadedModel(load_system(path), model_folder(path), device)

@@ -89,7 +89,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.manifest import read_manifest
     from .training.trainer import format_results
 
-    model = load(args.run)
+    model = load(args.run, device=args.device)
     known = sorted(model.system.processors)
     unknown = [m for m in args.drop_modality if m not in known]
     if unknown:
@@ -155,7 +155,7 @@ def _generative_tasks(system) -> list[str]:
 def _predict(args: argparse.Namespace) -> int:
     from .api import load
 
-    model = load(args.run)
+    model = load(args.run, device=args.device)
     kinds = set(model.tasks.values())
     result: dict[str, object] = {}
     media = {"image": (args.image or [None])[0], "video": args.video, "audio": args.audio}
@@ -197,7 +197,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from .fusion import FUSIONS
     from .config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.set + ([f"train.device={args.device}"] if args.device else []))
     if args.drop_modality:
         if args.fusion is not None:
             raise ConfigError("--fusion and --drop-modality: one ablation at a time")
@@ -287,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument("--dropout", type=float, default=0.5, help="with --drop-modality: the training dropout chance")
     ab.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE", help="override config leaves")
     ab.add_argument("--out", required=True, help="folder for one run per variant and the ablation report")
+    ab.add_argument("--device", default=None, help="train and evaluate on: auto, cpu, cuda or cuda:N "
+                                                   "(default: the config's train.device)")
     ab.set_defaults(func=_ablate)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on a manifest")
@@ -297,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
                     help="without --data: which of each task's manifests to evaluate on")
     ev.add_argument("--json", action="store_true", help="print one JSON object {task: {metric: value}}")
     ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
     ev.add_argument("--nn-baseline", metavar="TRAIN_MANIFEST",
                     help="also score the nearest-neighbour caption baseline: each record gets the caption of the "
@@ -322,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-new-tokens", type=int, metavar="N")
     pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")
     pr.set_defaults(func=_predict)
     return p
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import os
+import re
 import dataclasses
 import inspect
 import types
@@ -24,6 +25,7 @@ import yaml
 from .errors import ConfigError
 
 SECTIONS = ("model", "tasks", "data", "train")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -39,7 +41,8 @@ class DataConfig:
             `polymodal data check` gives it) or `skip` (bad records are left out, and the run says how many).
         augment: random small translations and brightness/contrast changes of images and frames in
             training (no flips: "left of" must keep its meaning); for audio, a random window and gain.
-        num_workers: data-loader worker processes (0: load in the training process).
+        num_workers: data-loader worker processes (0: load in the training process); `auto`: the
+            process's cores up to 8 when training on a GPU, one on a CPU.
         train_fraction: train on this share of each training manifest: a fixed subset chosen by a hash
             of each record's id, the same for every seed, and nested (the 10% subset is inside the 20% one).
     """
@@ -49,7 +52,7 @@ class DataConfig:
     test: str | None = None
     on_error: str = "fail"  # fail | skip
     augment: bool = False
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # auto | a count (0: load in the training process)
     train_fraction: float = 1.0  # train on this share of each training manifest (a fixed subset per record)
 
 
@@ -67,7 +70,9 @@ class TrainConfig:
         warmup_steps: linear warm-up from 0 to `lr`, then a cosine decay to `lr * min_lr_ratio`.
         min_lr_ratio: the final learning rate as a share of `lr`.
         grad_clip: the largest global gradient norm; 0: no clipping.
-        precision: `fp32`, or `bf16` (the forward pass under autocast).
+        precision: `fp32`, `bf16` (the forward pass under autocast) or `auto` (bf16 on a GPU that has it,
+            else fp32).
+        device: `auto` (this process's GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
         seed: the seed of initialisation, data order, augmentation, dropout and task sampling.
         log_every: steps between two lines of `metrics.jsonl`.
         val_every: steps between two validations on `data.val` (0: only at the end).
@@ -105,7 +110,8 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 10
     val_every: int = 0  # 0: only at the end
@@ -332,8 +338,12 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
     if data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error: expected 'fail' or 'skip', got {data.on_error!r}")
     train = _bind_dataclass(TrainConfig, raw.get("train"), "train")
-    if train.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"train.precision: expected 'fp32' or 'bf16', got {train.precision!r}")
+    if train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
+        raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {train.device!r}")
+    if data.num_workers != "auto" and (not isinstance(data.num_workers, int) or data.num_workers < 0):
+        raise ConfigError(f"data.num_workers: expected 'auto' or a number of worker processes, got {data.num_workers!r}")
     for key in ("max_steps", "batch_size", "accumulate"):
         if getattr(train, key) < 1:
             raise ConfigError(f"train.{key}: expected a positive integer, got {getattr(train, key)}")

@@ -21,15 +21,22 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on GPU."""
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK; 0 when not started by torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(cuda: bool | None = None) -> DistInfo:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): nccl when the processes train
+    on GPUs (`cuda`; default: whenever there is one), gloo on CPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    local = local_rank()
+    if cuda:
         torch.cuda.set_device(local)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
 
@@ -46,7 +53,8 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over processes (for logging)."""
+    """Mean of a tensor over processes (for logging); `value` must be on the process group's device
+    (the GPU under nccl)."""
     if not is_distributed():
         return value
     value = value.detach().clone()

@@ -37,7 +37,8 @@ def grouped_accuracy(predictions: Sequence[str], targets: Sequence[str],
 def _recall(similarity: torch.Tensor, query_keys: list[int], gallery_keys: torch.Tensor, k: int) -> float:
     """Fraction of queries (rows) whose top-k gallery items (columns) hold an item with the same key."""
     top = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # (Q, k)
-    hit = (gallery_keys[top] == torch.tensor(query_keys)[:, None]).any(dim=1)
+    gallery_keys = gallery_keys.to(similarity.device)
+    hit = (gallery_keys[top] == torch.tensor(query_keys, device=similarity.device)[:, None]).any(dim=1)
     return hit.float().mean().item()
 
 

@@ -19,4 +19,5 @@ loss = contrastive_loss(ddp, images[rows], texts[rows])
 loss.backward()  # DDP averages the parameter gradients over processes
 torch.save({"loss": loss.detach(), "grads": {n: p.grad for n, p in model.named_parameters()}},
            f"{sys.argv[1]}/rank{info.rank}.pt")
+dist.barrier()  # no process leaves while the other still talks to it
 dist.destroy_process_group()

@@ -46,9 +46,14 @@ def test_two_process_gradient_equals_single_process_on_the_whole_batch(tmp_path)
     here = Path(__file__).parent
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(here / "gather_worker.py"), str(tmp_path)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(here / "gather_worker.py"), str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0 and "(SIGABRT)" in done.stderr:
+        # Once in CI (2 loaded cores) a worker died of SIGABRT inside gloo without a Python error; a second
+        # launch tells such a transport failure from a wrong gradient, which fails every launch.
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-3000:]
 
     model = TwoTowers()
     loss = contrastive_loss(model, *inputs())

@@ -140,18 +140,24 @@ class StepSampler(Sampler):
 
 def to_device(value: Any, device: torch.device | str) -> Any:
     """A collated batch's part on `device`: a tensor, or mappings of them (inputs per modality, ragged token
-    targets and their masks); anything else (prompt ids, record keys) as it is."""
+    targets and their masks); anything else (prompt ids, record keys) as it is. Copies to a GPU do not
+    wait (from pinned memory they overlap compute); copies back to the CPU do, or they could be read
+    before they arrive."""
     if isinstance(value, dict):
         return {k: to_device(v, device) for k, v in value.items()}
-    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device, non_blocking=torch.device(device).type == "cuda")
 
 
-def train_loader(dataset: TaskDataset, sampler: StepSampler, num_workers: int) -> DataLoader:
-    """An endless loader over `sampler`'s batches."""
+def train_loader(dataset: TaskDataset, sampler: StepSampler, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """An endless loader over `sampler`'s batches; with workers, each keeps 4 batches ready;
+    `pin_memory` (for a GPU) puts batches in page-locked memory, so copies to the GPU overlap compute."""
     # its own generator: starting the loader (which draws worker seeds) must not move the global random
     # state, or a resumed run's dropout would differ from an uninterrupted run's
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(sampler.seed))
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def eval_loader(dataset: TaskDataset, batch_size: int, num_workers: int = 0) -> DataLoader:

@@ -25,15 +25,16 @@ def without(records: list[dict[str, Any]], task, modalities: tuple[str, ...]) ->
 @torch.no_grad()
 def predict(system: System, task_name: str, records: list[dict[str, Any]], batch_size: int = 256,
             device: torch.device | str = "cpu") -> list[Any]:
-    """One prediction per record (records must carry the task's fields)."""
+    """One prediction per record (records must carry the task's fields), on the CPU whatever `device` the
+    model runs on: metrics and callers get Python values and CPU tensors."""
     model = system.model
     task = model.tasks[task_name]
     was_training = model.training
     model.eval()
     predictions: list[Any] = []
     for batch in eval_loader(TaskDataset(records, task.data, system.processors), batch_size):
-        predictions.extend(task.predict_batch(model, to_device(batch["inputs"], device),
-                                              to_device(batch["target"], device)))
+        predictions.extend(to_device(p, "cpu") for p in task.predict_batch(model, to_device(batch["inputs"], device),
+                                                                           to_device(batch["target"], device)))
     model.train(was_training)
     return predictions
 

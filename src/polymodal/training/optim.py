@@ -34,13 +34,13 @@ def param_groups(model: nn.Module, weight_decay: float, lr_mult: dict[str, float
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, lr_mult: dict[str, float] | None = None,
-                   extra: list[nn.Parameter] | None = None) -> torch.optim.AdamW:
+                   extra: list[nn.Parameter] | None = None, fused: bool = False) -> torch.optim.AdamW:
     """AdamW over `model`'s trainable parameters; `extra` (learnt loss weights) in a group of their own,
-    without decay."""
+    without decay; `fused` (on a GPU): one kernel for the whole update."""
     groups = param_groups(model, weight_decay, lr_mult)
     if extra:
         groups.append({"params": list(extra), "weight_decay": 0.0, "lr_mult": 1.0})
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=fused or None)
 
 
 def lr_at(step: int, *, lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:

@@ -23,13 +23,16 @@ class Progress:
     def __init__(self, total: int, start: int, *, enabled: bool, log: Callable[[str], None]):
         self.total, self.start, self.enabled, self.log = total, start, enabled, log
         self.every = max(1, (total - start) // 10)
+        self.next_line = start + self.every
         self.t0 = time.perf_counter()
         self.bar = None
         if enabled and sys.stdout.isatty():
             self.bar = RichProgress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s"),
+                                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s  "
+                                               "data wait {task.fields[wait]:.0%}"),
                                     TextColumn("ETA"), TimeRemainingColumn())
-            self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0)
+            self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0,
+                                          wait=0.0)
 
     def __enter__(self) -> "Progress":
         if self.bar is not None:
@@ -40,12 +43,18 @@ class Progress:
         if self.bar is not None:
             self.bar.stop()
 
-    def update(self, step: int, loss: float, rate: float) -> None:
+    def update(self, step: int, figures: dict[str, float] | None = None) -> None:
+        """Step `step` done; `figures` (loss, samples/s, data-wait share) at the steps that measured them:
+        a plain line goes out at the first of those past each tenth of the run, and at the end."""
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=loss, rate=rate)
-        elif (step - self.start) % self.every == 0 or step == self.total:
+            fields = {} if figures is None else {"loss": figures["loss"], "rate": figures["samples_per_s"],
+                                                 "wait": figures["data_wait"]}
+            self.bar.update(self.task, completed=step, **fields)
+        elif figures is not None and (step >= self.next_line or step == self.total):
+            self.next_line = step + self.every - (step - self.start) % self.every
             done = step - self.start
             eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step)
-            self.log(f"step {step}/{self.total}  loss {loss:.4f}  {rate:.0f} samples/s  ETA {eta:.0f}s")
+            self.log(f"step {step}/{self.total}  loss {figures['loss']:.4f}  {figures['samples_per_s']:.0f} samples/s"
+                     f"  data wait {figures['data_wait']:.0%}  ETA {eta:.0f}s")

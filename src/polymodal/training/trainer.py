@@ -18,7 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..builders import build_system
 from ..config import Config
 from ..data.loader import StepSampler, TaskDataset, to_device, train_loader
-from ..distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from ..devices import allow_fast_math, resolve_device, resolve_precision, resolve_workers
+from ..distributed import DistInfo, all_reduce_mean, barrier, init_distributed, local_rank
 from ..errors import ConfigError, PolymodalError
 from ..evaluation.harness import evaluate, task_records
 from ..runfolder import (BEST_DIR, CHECKPOINTS, CONFIG, METRICS, MODEL_DIR, WEIGHTS, model_folder,
@@ -71,9 +72,9 @@ class Trainer:
     def __init__(self, config: Config, out: Path, *, resume: bool = False, log: Callable[[str], None] = print,
                  stop_at: int | None = None):
         self.config, self.out, self.stop_at = config, Path(out), stop_at
-        self.dist: DistInfo = init_distributed()
+        self._choose_device()
+        self.dist: DistInfo = init_distributed(cuda=self.device.type == "cuda")
         self.log = log if self.dist.is_main else (lambda _: None)
-        self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
         seed_everything(config.train.seed)
         self._read_data()
         checkpoints = self._checkpoints(resume)
@@ -86,7 +87,7 @@ class Trainer:
                                         {n: t.weight for n, t in self.model.tasks.items()}, seed=config.train.seed,
                                         alpha=config.train.gradnorm_alpha).to(self.device)
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay, config.train.lr_mult,
-                                        extra=list(self.weighting.parameters()))
+                                        extra=list(self.weighting.parameters()), fused=self.device.type == "cuda")
         self.tracker = self._tracker()
         self.step = self._resume(checkpoints[-1]) if checkpoints else 0
         self.metrics_path = self.out / METRICS
@@ -95,6 +96,17 @@ class Trainer:
         self.ddp = self._wrap_ddp()
         self._check_modality_dropout()
         self.loaders = self._loaders()
+        self.log(f"device {self.device}, precision {self.precision}, {self.workers} loader "
+                 f"worker{'s' if self.workers != 1 else ''} per task group")
+
+    def _choose_device(self) -> None:
+        """The device, precision and loader workers `train.device`, `train.precision` and
+        `data.num_workers` ask for on this machine; TF32 on a GPU."""
+        self.device = resolve_device(self.config.train.device, local_rank=local_rank(), where="train.device")
+        self.precision = resolve_precision(self.config.train.precision, self.device)
+        self.workers = resolve_workers(self.config.data.num_workers, self.device)
+        allow_fast_math(self.device)
+        self.data_wait = 0.0  # seconds spent waiting for batches, for the log
 
     def _read_data(self) -> None:
         """Each task's training and validation records (its own manifests, else `data:`'s)."""
@@ -232,13 +244,14 @@ class Trainer:
                 self.log(f"tasks {', '.join(members)} share each batch{passes}")
                 dataset = SharedTaskDataset(usable[first], {n: data[n] for n in members}, self.system.processors,
                                             seed=tc.seed, modality_dropout=tc.modality_dropout)
-            loaders[tuple(members)] = iter(train_loader(dataset, sampler, self.config.data.num_workers))
+            loaders[tuple(members)] = iter(train_loader(dataset, sampler, self.workers,
+                                                        pin_memory=self.device.type == "cuda"))
         return loaders
 
     def _next_batches(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Task name → batch on the device for `names`; tasks of one group share its inputs and its name
         as their `group` (so they share one backbone pass)."""
-        batches = {}
+        batches, started = {}, time.perf_counter()
         for members, loader in self.loaders.items():
             if not any(n in names for n in members):
                 continue
@@ -246,6 +259,7 @@ class Trainer:
             for name in members:
                 target = batch["target"][name] if len(members) > 1 else batch["target"]
                 batches[name] = {"inputs": batch["inputs"], "target": target, "group": "+".join(members)}
+        self.data_wait += time.perf_counter() - started
         return {n: batches[n] for n in self.model.tasks if n in batches}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -257,18 +271,23 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def train_step(self) -> dict[str, float]:
-        """One optimiser step over `accumulate` micro-batches of the step's tasks (`train.task_sampling`)."""
-        tc = self.config.train
+        """One optimiser step (`_step`) and its figures as numbers, averaged over processes."""
         names = self.sampler.tasks_at(self.step)
         weights = self.weighting.weights()
+        return {**self._numbers(self._step(names)), **{f"weight/{n}": weights[n] for n in names}}
+
+    def _step(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """One optimiser step over `accumulate` micro-batches of tasks `names` (`train.task_sampling`). Its
+        losses and gradient norm stay tensors on the device: nothing here waits for a GPU to finish."""
+        tc = self.config.train
         per_task = self.weighting.per_task_gradients  # PCGrad, GradNorm: one gradient per task, reduced here
         net = self.model if per_task else (self.ddp or self.model)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         task_grads: dict[str, torch.Tensor] = {}
         for micro in range(tc.accumulate):
             batches = self._next_batches(names)
             sync = micro == tc.accumulate - 1 or self.ddp is None or per_task
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
             with (nullcontext() if sync else self.ddp.no_sync()):
                 with autocast:
                     outputs = net(batches)
@@ -281,23 +300,25 @@ class Trainer:
                     self._add_task_gradients(losses, task_grads)
                 else:
                     (loss / tc.accumulate).backward()
-            for name, o in outputs.items():
-                totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + o["loss"].item() / tc.accumulate
-            totals["loss"] = totals.get("loss", 0.0) + loss.item() / tc.accumulate
-        totals = {k: all_reduce_mean(torch.tensor(v)).item() for k, v in totals.items()}
+            for name, value in {**{f"loss/{n}": v for n, v in losses.items()}, "loss": loss}.items():
+                totals[name] = totals.get(name, 0.0) + value.detach().float() / tc.accumulate
         if per_task:
-            self._set_combined_gradient(task_grads, {n: totals[f"loss/{n}"] for n in task_grads})
+            reduced = self._numbers(totals)
+            self._set_combined_gradient(task_grads, {n: reduced[f"loss/{n}"] for n in task_grads})
         for p in self.weighting.parameters():  # not in the DDP module: averaged here
             if p.grad is not None:
                 p.grad = all_reduce_mean(p.grad)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
+        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if isinstance(self.weighting, GradNorm):
             self.weighting.renormalise()
-        totals.update({f"weight/{n}": weights[n] for n in names})
-        totals["grad_norm"] = float(grad_norm)
         return totals
+
+    def _numbers(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        """`totals` averaged over processes, as numbers: one all-reduce on the device, one copy to the host."""
+        stacked = all_reduce_mean(torch.stack([totals[k].detach().float().reshape(()) for k in totals]))
+        return dict(zip(totals, stacked.tolist()))
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -356,21 +377,19 @@ class Trainer:
         tc = self.config.train
         self.model.train()
         progress = Progress(tc.max_steps, self.step, enabled=tc.progress and self.dist.is_main, log=self.log)
-        start_step, started = self.step, time.perf_counter()
+        self._restart_clock()
         with progress:
             while self.step < tc.max_steps:
-                lr = lr_at(self.step, lr=tc.lr, warmup_steps=tc.warmup_steps, max_steps=tc.max_steps,
-                           min_lr_ratio=tc.min_lr_ratio)
+                self.lr = lr_at(self.step, lr=tc.lr, warmup_steps=tc.warmup_steps, max_steps=tc.max_steps,
+                                min_lr_ratio=tc.min_lr_ratio)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_mult", 1.0)
-                values = self.train_step()
+                    group["lr"] = self.lr * group.get("lr_mult", 1.0)
+                logs = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.max_steps
+                names = self.sampler.tasks_at(self.step)
+                weights = self.weighting.weights() if logs else {}  # the weights this step trains with
+                totals = self._step(names)
                 self.step += 1
-                elapsed = time.perf_counter() - started
-                per_step = len(self.model.tasks) if tc.task_sampling == "all" else 1
-                rate = (self.step - start_step) * tc.batch_size * per_step / max(elapsed, 1e-9)
-                progress.update(self.step, values["loss"], rate)
-                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                    self._log_metrics({"step": self.step, "lr": lr, "samples_per_s": rate, **values})
+                progress.update(self.step, self._log_step(totals, weights) if logs else None)
                 stop = False
                 if tc.val_every and self.step % tc.val_every == 0 and self.step < tc.max_steps:
                     val = self.validate()
@@ -385,12 +404,32 @@ class Trainer:
                     return self.export()
                 if self.stop_at is not None and self.step >= self.stop_at:
                     return self.out / MODEL_DIR
+                if self.step % tc.ckpt_every == 0 or (tc.val_every and self.step % tc.val_every == 0):
+                    self._restart_clock()  # the rate is training's, not validation's or saving's
         val = self.validate()
         if val:
             self._log_metrics({"step": self.step, "val": val})
             self.log(format_results(val, "validation"))
             self._select(val)
         return self.export()
+
+    def _restart_clock(self) -> None:
+        self._clock = (self.step, time.perf_counter(), self.data_wait)
+
+    def _log_step(self, totals: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, float]:
+        """The step's losses (the one wait for the device between logs), with the samples/s and the share
+        of time spent waiting for data since the last log line; written to `metrics.jsonl`."""
+        tc = self.config.train
+        values = self._numbers(totals)
+        step, started, waited = self._clock
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        per_step = len(self.model.tasks) if tc.task_sampling == "all" else 1
+        figures = {"samples_per_s": (self.step - step) * tc.batch_size * per_step / elapsed,
+                   "data_wait": (self.data_wait - waited) / elapsed}
+        self._restart_clock()
+        self._log_metrics({"step": self.step, "lr": self.lr, **figures, **values,
+                           **{f"weight/{n}": w for n, w in weights.items()}})
+        return {**values, **figures}
 
     def export(self) -> Path:
         """Write the weights beside the config, tokenizer and vocabularies in `model/`: the best validation's
