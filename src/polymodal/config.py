@@ -73,6 +73,7 @@ class TrainConfig:
         precision: `fp32`, `bf16` (the forward pass under autocast) or `auto` (bf16 on a GPU that has it,
             else fp32).
         device: `auto` (this process's GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
+        compile: train through `torch.compile` (the model's forward pass and the losses, one graph).
         seed: the seed of initialisation, data order, augmentation, dropout and task sampling.
         log_every: steps between two lines of `metrics.jsonl`.
         val_every: steps between two validations on `data.val` (0: only at the end).
@@ -112,6 +113,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False
     seed: int = 0
     log_every: int = 10
     val_every: int = 0  # 0: only at the end

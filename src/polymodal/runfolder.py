@@ -119,9 +119,14 @@ def load_weights(model: nn.Module, path: Path) -> None:
     """Load `path`'s weights into `model`, which must have exactly those (but for absent-modality
     placeholders, which runs made before they existed lack: those keep their initial values)."""
     state = read_state_dict(path)
-    missing = [k for k in model.state_dict() if k not in state]
-    strict = not missing or not all(k.startswith(ABSENT_PREFIX) for k in missing)
     try:
-        model.load_state_dict(state, strict=strict)
+        # not strict, then checked: modules rename the keys of older runs while loading (their
+        # `_load_from_state_dict`), so what is missing is only known afterwards
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise PolymodalError(f"{path}: weights do not fit the model its config builds: {e}") from None
+    missing = [k for k in result.missing_keys if not k.startswith(ABSENT_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise PolymodalError(f"{path}: weights do not fit the model its config builds: "
+                             f"missing {', '.join(missing) or 'none'}; unexpected "
+                             f"{', '.join(result.unexpected_keys) or 'none'}")

@@ -117,7 +117,7 @@ class EarlyFusion(nn.Module):
         tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
         position_ids = positions_from_mask(mask)  # (B, 1 + N): padding inside the sequence moves nothing
-        hidden = self.transformer(tokens + self.positions.at(position_ids).to(tokens.dtype), mask)
+        hidden = self.transformer(tokens + self.positions.at(position_ids, below=tokens.shape[1]).to(tokens.dtype), mask)
         pooled = hidden[:, 0] if self.pooling == "cls" else self._positional_readout(hidden, mask)
         return FusionOutput(pooled=pooled, tokens=hidden, mask=mask)
 

@@ -219,7 +219,10 @@ def _attention_mask(
     if key_mask.dtype != torch.bool:
         # SDPA would add a float or int mask to the scores instead of masking: silently wrong.
         raise ValueError(f"attention masks must be bool (True = real token), got {key_mask.dtype}")
-    if bool(key_mask.all()):  # no padding: let SDPA take its unmasked (faster) kernels
+    # No padding: let SDPA take its unmasked (faster) kernels. Only on the CPU and in eager mode: on a GPU
+    # reading the answer waits for the device (a host sync per layer), and under torch.compile it would
+    # break the graph; there the mask is kept, which gives the same numbers.
+    if key_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(key_mask.all()):
         return _attention_mask(None, causal, num_queries, num_keys, device, offset=offset)
     allowed = key_mask[:, None, None, :]  # (B, 1, 1, M)
     if causal:

@@ -45,6 +45,17 @@ def _check_length(length: int, max_len: int) -> None:
         raise ValueError(f"sequence length {length} exceeds max_len={max_len} of the position encoding")
 
 
+def check_position_ids(position_ids: torch.Tensor, below: int | None, max_len: int) -> None:
+    """Every id must be < max_len. `below` is a bound on the ids the caller knows from shapes (N for ids
+    counted over a mask of N tokens): when it is within max_len nothing else is checked, so nothing waits
+    for the device and torch.compile keeps one graph. Otherwise the ids are read (skipped under compile
+    when no bound is given; indexing then fails on its own)."""
+    if below is not None and below <= max_len:
+        return
+    if below is not None or not torch.compiler.is_compiling():
+        _check_length(int(position_ids.max()) + 1, max_len)
+
+
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sinusoidal table (docs/concepts.md#math-positions) to a sequence.
 
@@ -72,9 +83,9 @@ class SinusoidalPositions(nn.Module):
         _check_length(x.shape[1], self.max_len)
         return x + self.table[: x.shape[1]].to(x.dtype)
 
-    def at(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """PE at given positions: (B, N) long ids → (B, N, dim)."""
-        _check_length(int(position_ids.max()) + 1, self.max_len)
+    def at(self, position_ids: torch.Tensor, *, below: int | None = None) -> torch.Tensor:
+        """PE at given positions: (B, N) long ids → (B, N, dim); `below` as in `check_position_ids`."""
+        check_position_ids(position_ids, below, self.max_len)
         return self.table[position_ids]
 
 
@@ -103,9 +114,10 @@ class LearnedPositions(nn.Module):
         _check_length(x.shape[1], self.max_len)
         return x + self.weight[: x.shape[1]]
 
-    def at(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """The learned vectors at given positions: (B, N) long ids → (B, N, dim)."""
-        _check_length(int(position_ids.max()) + 1, self.max_len)
+    def at(self, position_ids: torch.Tensor, *, below: int | None = None) -> torch.Tensor:
+        """The learned vectors at given positions: (B, N) long ids → (B, N, dim); `below` as in
+        `check_position_ids`."""
+        check_position_ids(position_ids, below, self.max_len)
         return self.weight[position_ids]
 
 

@@ -22,9 +22,10 @@ def place_by_position(values: torch.Tensor, mask: torch.Tensor, max_length: int)
     """
     real = mask.long()
     positions = positions_from_mask(mask)  # (B, N)
-    longest = int(real.sum(dim=1).max()) if real.numel() else 0
-    if longest > max_length:
-        raise ValueError(f"a sequence of {longest} tokens is longer than max_length={max_length}")
+    if values.shape[1] > max_length:  # only then can a row be too long: counting waits for the device
+        longest = int(real.sum(dim=1).max()) if real.numel() else 0
+        if longest > max_length:
+            raise ValueError(f"a sequence of {longest} tokens is longer than max_length={max_length}")
     placed = values.new_zeros(values.shape[0], max_length, values.shape[-1])
     kept = values * mask[..., None].to(values.dtype)
     return placed.scatter_add(1, positions[..., None].expand_as(kept), kept)

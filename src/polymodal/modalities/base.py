@@ -68,3 +68,13 @@ class HoldsEncoders(Protocol):
     def nested_settings(key: str, **settings: Any) -> dict[str, Any]:
         """What this encoder gives the nested encoder under `key`, from its own settings."""
         ...
+
+
+@runtime_checkable
+class RenamesOldKeys(Protocol):
+    """A module whose parameters had other names in run folders of earlier versions: loading renames them
+    (its `_load_from_state_dict` calls this), and so does a warm start from such a run."""
+
+    def rename_old_keys(self, state: dict[str, Any], prefix: str) -> None:
+        """Rename, in place, the keys of `state` under `prefix` that an earlier version saved."""
+        ...

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import LearnedPositions, TransformerEncoder, init_weights_, positions_from_mask
+from ..layers.positions import check_position_ids
 from ..layers.transformer import BlockCache
 from .splice import splice
 
@@ -95,12 +96,15 @@ class TextDecoder(nn.Module):
             (B, N, V) logits.
         """
         x = self.embed(ids) if embeds is None else embeds  # (B, N, width)
+        below = None  # a bound on the positions known from shapes: then nothing waits for the device
         if position_ids is None:
-            position_ids = positions_from_mask(mask, x.shape[1], x.device)
-        if int(position_ids.max()) >= self.max_length:
+            position_ids, below = positions_from_mask(mask, x.shape[1], x.device), x.shape[1]
+        try:
+            check_position_ids(position_ids, below, self.max_length)
+        except ValueError:
             raise ValueError(f"position {int(position_ids.max())} is past the decoder's max_length="
-                             f"{self.max_length}: shorten the prompt or max_new_tokens, or raise max_length")
-        x = self.drop(x + self.positions.at(position_ids))
+                             f"{self.max_length}: shorten the prompt or max_new_tokens, or raise max_length") from None
+        x = self.drop(x + self.positions.at(position_ids, below=self.max_length))  # checked just above
         x = self.stack(x, mask, context=context, context_mask=context_mask, causal=True, cache=cache)
         return self.logits(x)
 

@@ -140,7 +140,10 @@ class ITMTask(MatchingTask):
         negative = head_scores(self.head, ModelOutput(modalities=swapped, pooled=fused.pooled, scored=fused.scored,
                                                       score_weights=fused.score_weights)).squeeze(-1)  # (2B,)
         positive = head_scores(self.head, out).squeeze(-1)  # (B,)
-        negative = negative[torch.cat([text_ok, image_ok])]
-        logits = torch.cat([positive, negative]).float()
+        logits = torch.cat([positive, negative]).float()  # (3B,)
         labels = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)]).float()
-        return {"loss": F.binary_cross_entropy_with_logits(logits, labels), "logits": logits}
+        # a row without a valid negative (every other caption the same) weighs nothing: weighed rather than
+        # selected, so shapes do not depend on the draw (torch.compile keeps one graph)
+        valid = torch.cat([torch.ones_like(positive, dtype=torch.bool), text_ok, image_ok]).float()
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        return {"loss": (losses * valid).sum() / valid.sum(), "logits": logits}

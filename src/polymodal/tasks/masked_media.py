@@ -45,7 +45,8 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, token_mask: torch
     """Mean squared error over the masked patches only: per patch the mean over its P values, then the
     mean over the masked patches. prediction, target: (B, N, P); token_mask: (B, N) bool."""
     per_patch = (prediction.float() - target.float()).pow(2).mean(dim=-1)  # (B, N)
-    return per_patch[token_mask].mean()
+    weights = token_mask.to(per_patch.dtype)  # weighed, not selected: shapes that do not depend on the mask
+    return (per_patch * weights).sum() / weights.sum()
 
 
 def supporting(modality: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ EVAL_SEED = 0  # evaluation masks with a generator seeded by this, so its metric
 Batch = dict[str, dict[str, torch.Tensor]]  # modality → its collated inputs ("data", "mask", ...)
 
 
-def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: torch.Tensor, mask_id: int, vocab_size: int,
+def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: Sequence[int] | torch.Tensor, mask_id: int,
+                vocab_size: int,
                 ratio: float = 0.15, replace: tuple[float, float] = (0.8, 0.1),
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption of a padded batch of token ids.
@@ -29,7 +31,7 @@ def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: torch.Tensor,
     Args:
         ids: (B, L) long token ids.
         mask: (B, L) bool, True on real tokens.
-        special: (S,) long ids that are never chosen nor drawn as random tokens ([CLS], [SEP], [PAD], [MASK]).
+        special: ids that are never chosen nor drawn as random tokens ([CLS], [SEP], [PAD], [MASK]).
         mask_id: the [MASK] id.
         vocab_size: ids are drawn from [0, vocab_size) minus `special`.
         ratio: the share of a sequence's candidate tokens that is chosen.
@@ -40,7 +42,8 @@ def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: torch.Tensor,
         corrupted: (B, L) the ids the model reads.
         labels: (B, L) the original id at chosen positions, `IGNORE` elsewhere.
     """
-    candidate = mask & ~torch.isin(ids, special.to(ids.device))  # (B, L)
+    special = [int(i) for i in special]  # Python ints: what follows from them is fixed, even under compile
+    candidate = mask & ~torch.isin(ids, torch.tensor(special, dtype=ids.dtype, device=ids.device))  # (B, L)
     count = candidate.sum(dim=1, keepdim=True)  # (B, 1)
     chosen_per_row = torch.where(count > 0, (ratio * count.float()).round().clamp(min=1), 0)  # (B, 1)
     noise = torch.rand(ids.shape, generator=generator).to(ids.device)
@@ -49,9 +52,9 @@ def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: torch.Tensor,
     chosen = rank < chosen_per_row  # exactly chosen_per_row candidates per row
 
     draw = torch.rand(ids.shape, generator=generator).to(ids.device)
-    allowed = torch.ones(vocab_size, dtype=torch.bool)
-    allowed[special[special < vocab_size].cpu()] = False
-    pool = allowed.nonzero().squeeze(1).to(ids.device)  # (V',) ids a random replacement may take
+    excluded = set(special)
+    pool = torch.tensor([i for i in range(vocab_size) if i not in excluded], device=ids.device)  # (V',) ids a
+    # random replacement may take
     random_ids = pool[torch.randint(0, len(pool), ids.shape, generator=generator).to(ids.device)]
     corrupted = torch.where(chosen & (draw < replace[0]), torch.full_like(ids, mask_id), ids)
     corrupted = torch.where(chosen & (draw >= replace[0]) & (draw < replace[0] + replace[1]), random_ids, corrupted)
@@ -120,7 +123,7 @@ class MaskedLanguageTask(Task):
     def _mask(self, inputs: Batch, generator: torch.Generator | None,
               replace: tuple[float, float]) -> tuple[Batch, torch.Tensor]:
         text = inputs["text"]
-        ids, labels = mask_tokens(text["data"], text["mask"], special=torch.tensor(self.special),
+        ids, labels = mask_tokens(text["data"], text["mask"], special=self.special,
                                   mask_id=self.mask_id, vocab_size=self.vocab_size, ratio=self.ratio,
                                   replace=replace, generator=generator)
         return {**inputs, "text": {**text, "data": ids}}, labels
@@ -134,9 +137,10 @@ class MaskedLanguageTask(Task):
         return self.head(out.modalities["text"].tokens)
 
     def forward(self, out: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        chosen = target != IGNORE  # (B, L)
-        logits = self.head(out.modalities["text"].tokens[chosen])  # (chosen, V): the head only where it counts
-        return {"loss": F.cross_entropy(logits.float(), target[chosen])}
+        # the head at every position and the positions not chosen ignored: the same mean as selecting the
+        # chosen ones first, with shapes that do not depend on the draw (torch.compile keeps one graph)
+        logits = self.head(out.modalities["text"].tokens)  # (B, L, V)
+        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE)}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Batch) -> list[tuple[int, int]]:

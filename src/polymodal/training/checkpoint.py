@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..modalities.base import RenamesOldKeys
 from ..runfolder import WEIGHTS, load_weights, read_state_dict, save_state_dict
 
 TRAINER = "trainer.pt"
@@ -98,6 +99,9 @@ def load_matching_weights(model: nn.Module, path: Path) -> WarmStart:
     """Copy the weights of `path` whose names and shapes match `model`'s (warm start / fine-tuning);
     the model's other weights keep their initial values."""
     source = read_state_dict(path)
+    for name, module in model.named_modules():  # the names an earlier version saved, as loading renames them
+        if isinstance(module, RenamesOldKeys):
+            module.rename_old_keys(source, f"{name}." if name else "")
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)

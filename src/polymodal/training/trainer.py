@@ -94,10 +94,12 @@ class Trainer:
         if self.dist.is_main:
             self._truncate_metrics(self.step)
         self.ddp = self._wrap_ddp()
+        self.compiled = self._compile()
         self._check_modality_dropout()
         self.loaders = self._loaders()
         self.log(f"device {self.device}, precision {self.precision}, {self.workers} loader "
-                 f"worker{'s' if self.workers != 1 else ''} per task group")
+                 f"worker{'s' if self.workers != 1 else ''} per task group"
+                 + (", compiled" if self.compiled is not None else ""))
 
     def _choose_device(self) -> None:
         """The device, precision and loader workers `train.device`, `train.precision` and
@@ -175,6 +177,14 @@ class Trainer:
         ids = [self.dist.local_rank] if self.device.type == "cuda" else None
         # a task may leave parts unused (an image-only task skips the text encoder)
         return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+
+    def _compile(self) -> torch.nn.Module | None:
+        """`train.compile`: the (DDP-wrapped) model through torch.compile; recurrent layers (the GRU text
+        encoder) are traced too rather than left out of the graph."""
+        if not self.config.train.compile:
+            return None
+        torch._dynamo.config.allow_rnn = True
+        return torch.compile(self.ddp or self.model)
 
     def _tracker(self) -> BestTracker | None:
         """The `train.select` metric's tracker; its task must have validation records."""
@@ -281,7 +291,7 @@ class Trainer:
         losses and gradient norm stay tensors on the device: nothing here waits for a GPU to finish."""
         tc = self.config.train
         per_task = self.weighting.per_task_gradients  # PCGrad, GradNorm: one gradient per task, reduced here
-        net = self.model if per_task else (self.ddp or self.model)
+        net = self.model if per_task else next(m for m in (self.compiled, self.ddp, self.model) if m is not None)
         totals: dict[str, torch.Tensor] = {}
         task_grads: dict[str, torch.Tensor] = {}
         for micro in range(tc.accumulate):

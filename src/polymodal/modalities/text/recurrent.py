@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from polymodal.modalities.base import EncoderOutput
+
+# `nn.GRU(bidirectional=True)` keys of run folders saved before the directions were split: gru.weight_ih_l1_reverse
+_LEGACY_KEY = re.compile(r"gru\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
+
+
+def reverse_prefix(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the first lengths[b] steps of each row of x (B, L, ...); the padding after them stays put.
+    Applied twice it gives x back."""
+    steps = torch.arange(x.shape[1], device=x.device)
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (B, L)
+    return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
 class RecurrentTextEncoder(nn.Module):
@@ -45,8 +59,13 @@ class RecurrentTextEncoder(nn.Module):
         self.max_length = max_length
         self.embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
         self.drop = nn.Dropout(dropout)
-        self.gru = nn.GRU(width, width // 2, num_layers=depth, batch_first=True, bidirectional=True,
-                          dropout=dropout if depth > 1 else 0.0)
+        self.dropout = dropout
+        # one GRU per direction and layer rather than nn.GRU(bidirectional=True) over packed sequences: the
+        # backward direction reads each sentence's real tokens reversed (`reverse_prefix`), so padding never
+        # reaches a real token's state, and nothing here stops torch.compile (packing does)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"ahead": nn.GRU(width, width // 2, batch_first=True),
+                           "behind": nn.GRU(width, width // 2, batch_first=True)}) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Identity() if width == out_dim else nn.Linear(width, out_dim)
 
@@ -63,11 +82,29 @@ class RecurrentTextEncoder(nn.Module):
         """
         if ids.shape[1] > self.max_length:
             raise ValueError(f"text length {ids.shape[1]} exceeds max_length={self.max_length}")
-        lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,) packing needs lengths on the CPU
-        x = self.drop(self.embed(ids))  # (B, L, width)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        states, final = self.gru(packed)  # final: (depth * 2, B, width / 2)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])  # (B, L, width)
-        tokens = self.proj(self.norm(states)) * mask.unsqueeze(-1)  # (B, L, out_dim)
-        summary = torch.cat([final[-2], final[-1]], dim=-1)  # (B, width): last layer, both directions
+        lengths = mask.sum(dim=1).clamp(min=1)  # (B,) an empty row reads its first (padding) token
+        states = self.drop(self.embed(ids))  # (B, L, width)
+        for i, layer in enumerate(self.layers):
+            if i:  # between layers, as nn.GRU's `dropout`
+                states = F.dropout(states, self.dropout, self.training)
+            ahead, _ = layer["ahead"](states)  # (B, L, width / 2): causal, so padding comes after what matters
+            behind, _ = layer["behind"](reverse_prefix(states, lengths))
+            states = torch.cat([ahead, reverse_prefix(behind, lengths)], dim=-1)  # (B, L, width)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        # the last layer's forward state after the last word and backward state after the first
+        half = states.shape[-1] // 2
+        summary = torch.cat([states[rows, lengths - 1, :half], states[:, 0, half:]], dim=-1)  # (B, width)
+        tokens = self.proj(self.norm(states)) * mask.unsqueeze(-1)  # (B, L, out_dim), zeros at padding
         return EncoderOutput(tokens=tokens, mask=mask, pooled=self.proj(self.norm(summary)))
+
+    def rename_old_keys(self, state: dict[str, Any], prefix: str) -> None:
+        """`gru.weight_ih_l1_reverse` (one bidirectional nn.GRU, before the directions were split) →
+        `layers.1.behind.weight_ih_l0`."""
+        for key in [k for k in state if k.startswith(prefix)]:
+            if match := _LEGACY_KEY.match(key[len(prefix):]):
+                name, layer, reverse = match.groups()
+                state[f"{prefix}layers.{layer}.{'behind' if reverse else 'ahead'}.{name}_l0"] = state.pop(key)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        self.rename_old_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
