@@ -25,6 +25,9 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert set(results["pretrain"]) == {"retrieval"}  # contrastive pre-training
     for run in ("pretrain", "vqa", "vqa_10pct_scratch", "caption", "av"):  # --seed reached every run
         assert yaml.safe_load((out / run / "config.yaml").read_text())["train"]["seed"] == 1, run
+    vqa_train = yaml.safe_load((out / "vqa" / "config.yaml").read_text())["train"]
+    # the VQA fine-tuning: new layers at 3e-3, the pre-trained encoders at a third of it
+    assert vqa_train["lr"] == 3.0e-3 and vqa_train["lr_mult"] == {"backbone.encoders": 0.33}
     assert "initialised" in r.stdout  # the VQA model started from the pre-trained model
     # the two-stage flow: 10% of the labels, fine-tuned from the pre-trained model and from scratch
     assert {"vqa_10pct", "vqa_10pct_scratch"} <= set(results)
