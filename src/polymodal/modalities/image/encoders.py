@@ -159,9 +159,9 @@ class CNNImageEncoder(nn.Module):
             y, x = torch.meshgrid(side, side, indexing="ij")  # (S, S) each
             grid = torch.stack([x, y]).expand(images.shape[0], -1, -1, -1)  # (B, 2, S, S)
             images = torch.cat([images, grid], dim=1)  # (B, 5, S, S)
-        # channels-last: the layout oneDNN's and cuDNN's fastest convolutions take (a quarter faster here on
-        # the CPU at 32 px, with the same numbers to float rounding)
-        features = self.stages(self.stem(images.contiguous(memory_format=torch.channels_last)))  # (B, C, h, w)
+        # Not channels-last: 23% faster convolutions here, but oneDNN then picks its algorithm by batch size,
+        # and an example's outputs alone and in a batch differed by up to 1e-3 after the fusion
+        features = self.stages(self.stem(images))  # (B, C, h, w)
         tokens = self.positions(self.proj(features.flatten(2).transpose(1, 2)))  # (B, h*w, out_dim)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
