@@ -26,6 +26,7 @@ from .errors import ConfigError
 
 SECTIONS = ("model", "tasks", "data", "train")
 PRECISIONS = ("auto", "fp32", "bf16")
+LOGGERS = ("tensorboard", "wandb")  # training/loggers.py
 
 
 @dataclass
@@ -74,6 +75,11 @@ class TrainConfig:
             else fp32).
         device: `auto` (this process's GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
         compile: train through `torch.compile` (the model's forward pass and the losses, one graph).
+        peak_tflops: the chip's dense peak TFLOP/s at the training precision, for the MFU figure of the
+            log; unset: the table of common GPUs in `training/speed.py` (no MFU on a CPU or an unlisted GPU).
+        loggers: where the log's figures and the validations go besides `metrics.jsonl`: any of
+            `tensorboard` (`RUN/tensorboard/`) and `wandb` (Weights & Biases; offline without a key).
+        wandb: `wandb.init` arguments for the `wandb` logger, e.g. `{project: mine, entity: team, tags: [a]}`.
         seed: the seed of initialisation, data order, augmentation, dropout and task sampling.
         log_every: steps between two lines of `metrics.jsonl`.
         val_every: steps between two validations on `data.val` (0: only at the end).
@@ -114,6 +120,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
+    peak_tflops: float | None = None  # for MFU; unset: from the GPU's name (training/speed.py)
+    loggers: list[str] = field(default_factory=list)  # tensorboard | wandb, besides metrics.jsonl
+    wandb: dict[str, Any] = field(default_factory=dict)  # wandb.init arguments (project, entity, tags, ...)
     seed: int = 0
     log_every: int = 10
     val_every: int = 0  # 0: only at the end
@@ -346,6 +355,11 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
         raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {train.device!r}")
     if data.num_workers != "auto" and (not isinstance(data.num_workers, int) or data.num_workers < 0):
         raise ConfigError(f"data.num_workers: expected 'auto' or a number of worker processes, got {data.num_workers!r}")
+    for name in train.loggers:
+        if name not in LOGGERS:
+            raise ConfigError(f"train.loggers: unknown logger {name!r}; expected some of {', '.join(LOGGERS)}")
+    if train.peak_tflops is not None and not train.peak_tflops > 0:
+        raise ConfigError(f"train.peak_tflops: expected a positive number of TFLOP/s, got {train.peak_tflops}")
     for key in ("max_steps", "batch_size", "accumulate"):
         if getattr(train, key) < 1:
             raise ConfigError(f"train.{key}: expected a positive integer, got {getattr(train, key)}")

@@ -41,6 +41,7 @@ MASKED_MEDIA = "tests/tasks/test_masked_media.py"
 DISTILL = "tests/tasks/test_distillation.py"
 PRETRAINED = "tests/modalities/test_pretrained.py"
 SUBSETS = "tests/data/test_subsets.py"
+SPEED = "tests/training/test_speed.py"
 
 MUTANTS = [
     # --- losses (tasks/) ---
@@ -544,4 +545,17 @@ MUTANTS = [
            "return [r for r in records if bucket(r) < fraction]",
            "return records[: int(len(records) * fraction)]",
            "the subset depends on the manifest's order", (SUBSETS,)),
+    # --- speed figures (training/speed.py, training/trainer.py) ---
+    Mutant("tokens_not_reset", "training/trainer.py",
+           "        self.tokens.zero_()\n", "",
+           "tokens/s counts the tokens of every step since the start", (SPEED,)),
+    Mutant("tokens_count_padding", "training/speed.py",
+           "counts.append(mask.sum())", "counts.append(torch.tensor(mask.numel(), device=mask.device))",
+           "tokens/s counts padding as tokens", (SPEED,)),
+    Mutant("mfu_flops_since_start", "training/trainer.py",
+           'figures["mfu"] = (self.flops_done - flops) / elapsed', 'figures["mfu"] = self.flops_done / elapsed',
+           "MFU divides every FLOP since the start by the time since the last log", (SPEED,)),
+    Mutant("peak_shortest_match", "training/speed.py",
+           "for key in sorted(PEAK_TFLOPS, key=len, reverse=True):", "for key in sorted(PEAK_TFLOPS, key=len):",
+           "an A100 gets the A10's peak, an L40S the L4's: the shortest matching name wins", (SPEED,)),
 ]

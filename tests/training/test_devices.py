@@ -104,8 +104,8 @@ def test_losses_leave_the_device_only_at_log_steps_and_the_log_has_the_data_wait
     trainer._numbers = counted
     slow = TaskDataset.__getitem__
 
-    def slow_item(self, key):  # 8 examples × 10 ms a step: far longer than a tiny model's step
-        time.sleep(0.01)
+    def slow_item(self, key):  # 8 examples × 25 ms a step: far longer than a tiny model's step (and its first,
+        time.sleep(0.025)        # which counts its FLOPs)
         return slow(self, key)
 
     monkeypatch.setattr(TaskDataset, "__getitem__", slow_item)

@@ -20,6 +20,7 @@ from polymodal.data.manifest import read_manifest
 from polymodal.errors import ConfigError
 from polymodal.report import task_curves
 from polymodal.training.multitask import TaskSampler
+from polymodal.training.speed import TIMED
 from polymodal.training.trainer import Trainer
 
 
@@ -122,9 +123,8 @@ def test_resume_is_exact_with_task_sampling_and_learnt_weights(shapes_data, tmp_
     Trainer(config, tmp_path / "cut", resume=True, log=lambda _: None).fit()
     full = [r for r in metrics(tmp_path / "full") if "loss" in r]
     cut = [r for r in metrics(tmp_path / "cut") if "loss" in r]
-    drop = ("samples_per_s", "data_wait")  # timings
-    assert [{k: v for k, v in r.items() if k not in drop} for r in cut] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in full]
+    assert [{k: v for k, v in r.items() if k not in TIMED} for r in cut] == \
+        [{k: v for k, v in r.items() if k not in TIMED} for r in full]
     sampling = setting.get("task_sampling", "all")
     sampler = TaskSampler(list(config.tasks), [96, 96], sampling, seed=0)  # the file's order: shape, vqa
     assert [[k.split("/")[1] for k in r if k.startswith("loss/")] for r in full] == \

@@ -1,4 +1,5 @@
-"""A live progress line (loss, samples/s, ETA): a rich bar on a terminal, periodic lines otherwise."""
+"""A live progress line (loss, samples/s, tokens/s, data wait, MFU, ETA): a rich bar on a terminal,
+periodic lines otherwise."""
 
 from __future__ import annotations
 
@@ -28,11 +29,9 @@ class Progress:
         self.bar = None
         if enabled and sys.stdout.isatty():
             self.bar = RichProgress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s  "
-                                               "data wait {task.fields[wait]:.0%}"),
+                                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]}"),
                                     TextColumn("ETA"), TimeRemainingColumn())
-            self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0,
-                                          wait=0.0)
+            self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), speed="")
 
     def __enter__(self) -> "Progress":
         if self.bar is not None:
@@ -49,12 +48,22 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is not None:
-            fields = {} if figures is None else {"loss": figures["loss"], "rate": figures["samples_per_s"],
-                                                 "wait": figures["data_wait"]}
+            fields = {} if figures is None else {"loss": figures["loss"], "speed": speed_text(figures)}
             self.bar.update(self.task, completed=step, **fields)
         elif figures is not None and (step >= self.next_line or step == self.total):
             self.next_line = step + self.every - (step - self.start) % self.every
             done = step - self.start
             eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step)
-            self.log(f"step {step}/{self.total}  loss {figures['loss']:.4f}  {figures['samples_per_s']:.0f} samples/s"
-                     f"  data wait {figures['data_wait']:.0%}  ETA {eta:.0f}s")
+            self.log(f"step {step}/{self.total}  loss {figures['loss']:.4f}  {speed_text(figures)}  ETA {eta:.0f}s")
+
+
+def speed_text(figures: dict[str, float]) -> str:
+    """`221 samples/s  6.3k tokens/s  data wait 2%  MFU 31%`: the figures a log step measured."""
+    parts = [f"{figures['samples_per_s']:.0f} samples/s"]
+    if "tokens_per_s" in figures:
+        tokens = figures["tokens_per_s"]
+        parts.append(f"{tokens / 1000:.1f}k tokens/s" if tokens >= 1000 else f"{tokens:.0f} tokens/s")
+    parts.append(f"data wait {figures['data_wait']:.0%}")
+    if "mfu" in figures:
+        parts.append(f"MFU {figures['mfu']:.1%}")
+    return "  ".join(parts)

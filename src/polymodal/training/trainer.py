@@ -26,11 +26,13 @@ from ..runfolder import (BEST_DIR, CHECKPOINTS, CONFIG, METRICS, MODEL_DIR, WEIG
                          save_state_dict)
 from ..system import System
 from .checkpoint import list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint
+from .loggers import flatten, make_loggers
 from .lora import add_lora, merged_state_dict
 from .multitask import SharedTaskDataset, TaskSampler, batch_groups, distinct, task_manifest, task_splits
 from .optim import lr_at, make_optimizer, trainable_summary, under_prefix
 from .progress import Progress
 from .selection import BestTracker
+from .speed import FlopsPerStep, peak_tflops, text_tokens
 from .weighting import GradNorm, make_weighting
 
 
@@ -108,7 +110,11 @@ class Trainer:
         self.precision = resolve_precision(self.config.train.precision, self.device)
         self.workers = resolve_workers(self.config.data.num_workers, self.device)
         allow_fast_math(self.device)
-        self.data_wait = 0.0  # seconds spent waiting for batches, for the log
+        self.peak_tflops = peak_tflops(self.device, self.precision, self.config.train.peak_tflops)
+        # for the log: seconds spent waiting for batches, text tokens read, FLOPs done
+        self.data_wait, self.tokens, self.flops_done = 0.0, torch.zeros((), dtype=torch.long, device=self.device), 0
+        self.flops = FlopsPerStep()
+        self.loggers: list = []  # train.loggers, while fitting
 
     def _read_data(self) -> None:
         """Each task's training and validation records (its own manifests, else `data:`'s)."""
@@ -266,6 +272,9 @@ class Trainer:
             if not any(n in names for n in members):
                 continue
             batch = self._to_device(next(loader))
+            tokens = text_tokens(batch)
+            if tokens is not None:
+                self.tokens += tokens
             for name in members:
                 target = batch["target"][name] if len(members) > 1 else batch["target"]
                 batches[name] = {"inputs": batch["inputs"], "target": target, "group": "+".join(members)}
@@ -276,9 +285,12 @@ class Trainer:
         return {"inputs": to_device(batch["inputs"], self.device), "target": to_device(batch["target"], self.device)}
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
+        """A line of `metrics.jsonl`, and the same figures to `train.loggers`."""
         if self.dist.is_main:
             with self.metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            for logger in self.loggers:
+                logger.log(record["step"], flatten(record))
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step (`_step`) and its figures as numbers, averaged over processes."""
@@ -286,12 +298,15 @@ class Trainer:
         weights = self.weighting.weights()
         return {**self._numbers(self._step(names)), **{f"weight/{n}": weights[n] for n in names}}
 
-    def _step(self, names: list[str]) -> dict[str, torch.Tensor]:
+    def _step(self, names: list[str], eager: bool = False) -> dict[str, torch.Tensor]:
         """One optimiser step over `accumulate` micro-batches of tasks `names` (`train.task_sampling`). Its
-        losses and gradient norm stay tensors on the device: nothing here waits for a GPU to finish."""
+        losses and gradient norm stay tensors on the device: nothing here waits for a GPU to finish.
+        `eager`: not through `train.compile` (under the FLOP counter, whose dispatch mode would make dynamo
+        skip the model for good)."""
         tc = self.config.train
         per_task = self.weighting.per_task_gradients  # PCGrad, GradNorm: one gradient per task, reduced here
-        net = self.model if per_task else next(m for m in (self.compiled, self.ddp, self.model) if m is not None)
+        compiled = None if eager else self.compiled
+        net = self.model if per_task else next(m for m in (compiled, self.ddp, self.model) if m is not None)
         totals: dict[str, torch.Tensor] = {}
         task_grads: dict[str, torch.Tensor] = {}
         for micro in range(tc.accumulate):
@@ -385,6 +400,15 @@ class Trainer:
     def fit(self) -> Path:
         """Run to `train.max_steps`, validate, export; returns the exported model folder."""
         tc = self.config.train
+        self.loggers = make_loggers(tc.loggers, self.out, self.config.to_dict(), tc.wandb) if self.dist.is_main else []
+        try:
+            return self._fit()
+        finally:
+            for logger in self.loggers:
+                logger.close()
+
+    def _fit(self) -> Path:
+        tc = self.config.train
         self.model.train()
         progress = Progress(tc.max_steps, self.step, enabled=tc.progress and self.dist.is_main, log=self.log)
         self._restart_clock()
@@ -397,7 +421,10 @@ class Trainer:
                 logs = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.max_steps
                 names = self.sampler.tasks_at(self.step)
                 weights = self.weighting.weights() if logs else {}  # the weights this step trains with
-                totals = self._step(names)
+                counting = not self.flops.known(names)  # the step's FLOPs, once per set of tasks
+                with self.flops.count(names) if counting else nullcontext():
+                    totals = self._step(names, eager=counting)
+                self.flops_done += self.flops[names]
                 self.step += 1
                 progress.update(self.step, self._log_step(totals, weights) if logs else None)
                 stop = False
@@ -424,18 +451,24 @@ class Trainer:
         return self.export()
 
     def _restart_clock(self) -> None:
-        self._clock = (self.step, time.perf_counter(), self.data_wait)
+        self._clock = (self.step, time.perf_counter(), self.data_wait, self.flops_done)
+        self.tokens.zero_()
 
     def _log_step(self, totals: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, float]:
-        """The step's losses (the one wait for the device between logs), with the samples/s and the share
-        of time spent waiting for data since the last log line; written to `metrics.jsonl`."""
+        """The step's losses (the one wait for the device between logs), with the samples/s, text tokens/s,
+        share of time spent waiting for data and MFU since the last log line; written to `metrics.jsonl`."""
         tc = self.config.train
-        values = self._numbers(totals)
-        step, started, waited = self._clock
+        values = self._numbers({**totals, "tokens": self.tokens})
+        tokens = values.pop("tokens") * self.dist.world_size  # every process's
+        step, started, waited, flops = self._clock
         elapsed = max(time.perf_counter() - started, 1e-9)
         per_step = len(self.model.tasks) if tc.task_sampling == "all" else 1
         figures = {"samples_per_s": (self.step - step) * tc.batch_size * per_step / elapsed,
                    "data_wait": (self.data_wait - waited) / elapsed}
+        if tokens:
+            figures["tokens_per_s"] = tokens / elapsed
+        if self.peak_tflops:  # this process's FLOPs on its own chip
+            figures["mfu"] = (self.flops_done - flops) / elapsed / (self.peak_tflops * 1e12)
         self._restart_clock()
         self._log_metrics({"step": self.step, "lr": self.lr, **figures, **values,
                            **{f"weight/{n}": w for n, w in weights.items()}})
