@@ -27,6 +27,7 @@ from .errors import ConfigError
 SECTIONS = ("model", "tasks", "data", "train")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOGGERS = ("tensorboard", "wandb")  # training/loggers.py
+STRATEGIES = ("ddp", "fsdp")  # training/sharding.py
 
 
 @dataclass
@@ -75,6 +76,12 @@ class TrainConfig:
             else fp32).
         device: `auto` (this process's GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
         compile: train through `torch.compile` (the model's forward pass and the losses, one graph).
+        strategy: how `torchrun`'s processes share the work: `ddp` (each holds the whole model; gradients
+            averaged) or `fsdp` (FSDP2: weights, gradients and optimiser state sharded, one transformer
+            block gathered at a time; sharded checkpoints). One process trains alike under both.
+        activation_checkpointing: each transformer block (ours, and a Hugging Face model's layers) keeps
+            only its input for the backward pass and computes its activations again there: less memory
+            (the activations of one block instead of all), about a third more compute.
         peak_tflops: the chip's dense peak TFLOP/s at the training precision, for the MFU figure of the
             log; unset: the table of common GPUs in `training/speed.py` (no MFU on a CPU or an unlisted GPU).
         loggers: where the log's figures and the validations go besides `metrics.jsonl`: any of
@@ -120,6 +127,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
+    strategy: str = "ddp"  # ddp | fsdp: several processes (torchrun)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
     peak_tflops: float | None = None  # for MFU; unset: from the GPU's name (training/speed.py)
     loggers: list[str] = field(default_factory=list)  # tensorboard | wandb, besides metrics.jsonl
     wandb: dict[str, Any] = field(default_factory=dict)  # wandb.init arguments (project, entity, tags, ...)
@@ -358,6 +367,8 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
     for name in train.loggers:
         if name not in LOGGERS:
             raise ConfigError(f"train.loggers: unknown logger {name!r}; expected some of {', '.join(LOGGERS)}")
+    if train.strategy not in STRATEGIES:
+        raise ConfigError(f"train.strategy: expected one of {', '.join(STRATEGIES)}, got {train.strategy!r}")
     if train.peak_tflops is not None and not train.peak_tflops > 0:
         raise ConfigError(f"train.peak_tflops: expected a positive number of TFLOP/s, got {train.peak_tflops}")
     for key in ("max_steps", "batch_size", "accumulate"):
@@ -405,6 +416,9 @@ def _check_train(train: TrainConfig, tasks: dict[str, Any]) -> None:
     if train.loss_weighting in ("gradnorm", "pcgrad") and train.task_sampling != "all":
         raise ConfigError(f"train.loss_weighting: {train.loss_weighting!r} compares every task's gradient at each "
                           f"step, so it needs train.task_sampling: all (got {train.task_sampling!r})")
+    if train.strategy == "fsdp" and train.loss_weighting in ("gradnorm", "pcgrad"):
+        raise ConfigError(f"train.loss_weighting: {train.loss_weighting!r} takes each task's gradient of the whole "
+                          "model, which train.strategy: fsdp keeps in shards; use train.strategy: ddp with it")
     for prefix, mult in train.lr_mult.items():
         if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult < 0:
             raise ConfigError(f"train.lr_mult.{prefix}: expected a number at least 0, got {mult!r}")

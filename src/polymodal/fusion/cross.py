@@ -60,7 +60,7 @@ class CrossAttentionFusion(nn.Module):
                 tokens = {m: layer[m].without_context(x, masks[m]) for m, x in tokens.items()}
                 continue
             # X^B as stream B's own self-attention reads it: its layer input, normalised
-            inputs = {m: layer[m].ln1(x) for m, x in tokens.items()}
+            inputs = {m: layer[m].normed(x) for m, x in tokens.items()}
             updated = {}
             for m, x in tokens.items():
                 context, context_mask = others(inputs, masks, m)  # (B, M, D), (B, M)

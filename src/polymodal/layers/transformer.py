@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import KVCache, MultiHeadAttention
 
@@ -73,6 +74,16 @@ class TransformerBlock(nn.Module):
                                  nn.Linear(hidden, dim), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
 
+    # what other modules call besides forward (FSDP gathers the block's weights around each: training/sharding.py)
+    ENTRY_POINTS = ("without_context", "normed")
+    checkpointed = False  # train.activation_checkpointing: keep only the block's input, recompute the rest in backward
+
+    def _maybe_checkpointed(self, fn, *args):
+        """`fn(*args)`, under activation checkpointing when the block is `checkpointed` and training."""
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -97,6 +108,12 @@ class TransformerBlock(nn.Module):
         Returns:
             (B, N, dim).
         """
+        if cache is not None:  # decoding: nothing to train
+            return self._forward(x, mask, context, context_mask, causal, cache)
+        return self._maybe_checkpointed(self._forward, x, mask, context, context_mask, causal, None)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor | None,
+                 context_mask: torch.Tensor | None, causal: bool, cache: BlockCache | None) -> torch.Tensor:
         self_cache, cross_cache = (None, None) if cache is None else (cache.attn, cache.cross)
         x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal, cache=self_cache))
         if self.cross is not None:
@@ -110,8 +127,15 @@ class TransformerBlock(nn.Module):
 
     def without_context(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False) -> torch.Tensor:
         """Self-attention and MLP only, skipping any cross-attention (a layer with nothing to attend to)."""
+        return self._maybe_checkpointed(self._without_context, x, mask, causal)
+
+    def _without_context(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=causal))
         return x + self.mlp(self.ln2(x))
+
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the self-attention reads it (`ln1(x)`), for a module that attends to it from outside."""
+        return self.ln1(x)
 
 
 class TransformerEncoder(nn.Module):

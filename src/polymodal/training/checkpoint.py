@@ -1,7 +1,9 @@
 """Checkpoints written atomically: a killed run never leaves a half-written one behind.
 
 Layout: `checkpoints/step_000200/{model.safetensors, trainer.pt}`; `trainer.pt` (optimiser state,
-step, RNG state) holds only tensors and plain containers, so it loads with `weights_only=True`.
+step, RNG state) holds only tensors and plain containers, so it loads with `weights_only=True`. Under
+`train.strategy: fsdp` the weights and optimiser state are a `torch.distributed.checkpoint` folder
+instead, `step_000200/sharded/`, written by every process (`training/sharding.py`).
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..distributed import barrier
 from ..modalities.base import RenamesOldKeys
 from ..runfolder import WEIGHTS, load_weights, read_state_dict, save_state_dict
 
 TRAINER = "trainer.pt"
+SHARDED_METADATA = "sharded/.metadata"  # sharding.SHARDED's index: the folder is complete
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -48,12 +52,35 @@ def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: di
     return final
 
 
+def save_sharded_checkpoint(folder: Path, step: int, write_shards: Callable[[Path], None],
+                            trainer_state: dict[str, Any], keep: int, main: bool) -> Path:
+    """Every process calls it: each writes its shards (`write_shards(tmp)`) into `folder/.tmp-step_<step>`,
+    then the main process adds `trainer.pt` and renames the folder to `step_<step>` (atomic, as above).
+    Several machines need a shared file system for `folder`."""
+    final, tmp = folder / f"step_{step:06d}", folder / f".tmp-step_{step:06d}"
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    write_shards(tmp)
+    barrier()
+    if main:
+        torch.save(trainer_state, tmp / TRAINER)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name))
-             and (p / WEIGHTS).is_file() and (p / TRAINER).is_file()]
+             and ((p / WEIGHTS).is_file() or (p / SHARDED_METADATA).is_file()) and (p / TRAINER).is_file()]
     return [p for _, p in sorted(found)]
 
 

@@ -60,13 +60,14 @@ def add_lora(model: nn.Module, spec: dict[str, Any]) -> list[str]:
     return names
 
 
-def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The model's weights with `add_lora`'s adapters folded into their layers, keyed as without them (the
-    same as `model.state_dict()` when there are none)."""
+    same as `model.state_dict()` when there are none). `state`: the model's state dict when it is not
+    `model.state_dict()` (the whole weights of a sharded model, gathered)."""
     from peft.tuners.lora import LoraLayer
 
     adapted = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     if not adapted:
         return state
     out = {}
@@ -78,5 +79,6 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             out[layer + "." + key[len(f"{layer}.base_layer."):]] = value
     with torch.no_grad():
         for name, layer in adapted.items():
-            out[f"{name}.weight"] = layer.get_base_layer().weight.detach() + layer.get_delta_weight(ADAPTER)
+            base = state[f"{name}.base_layer.weight"]
+            out[f"{name}.weight"] = base + layer.get_delta_weight(ADAPTER).to(base.device)
     return out

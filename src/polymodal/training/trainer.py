@@ -25,13 +25,16 @@ from ..evaluation.harness import evaluate, task_records
 from ..runfolder import (BEST_DIR, CHECKPOINTS, CONFIG, METRICS, MODEL_DIR, WEIGHTS, model_folder,
                          save_state_dict)
 from ..system import System
-from .checkpoint import list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint
+from .checkpoint import (TRAINER, list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint,
+                         save_sharded_checkpoint)
 from .loggers import flatten, make_loggers
 from .lora import add_lora, merged_state_dict
 from .multitask import SharedTaskDataset, TaskSampler, batch_groups, distinct, task_manifest, task_splits
 from .optim import lr_at, make_optimizer, trainable_summary, under_prefix
 from .progress import Progress
 from .selection import BestTracker
+from .sharding import (checkpoint_activations, clip_grad_norm, gathered, has_sharded, load_sharded, replicated, save_sharded, shard,
+                       whole_state_dict)
 from .speed import FlopsPerStep, peak_tflops, text_tokens
 from .weighting import GradNorm, make_weighting
 
@@ -85,6 +88,7 @@ class Trainer:
         if config.train.init_from and not checkpoints:
             self._warm_start(config.train.init_from)
         self._adapt_and_freeze()
+        self.sharded = self._shard()
         self.weighting = make_weighting(config.train.loss_weighting,
                                         {n: t.weight for n, t in self.model.tasks.items()}, seed=config.train.seed,
                                         alpha=config.train.gradnorm_alpha).to(self.device)
@@ -95,7 +99,7 @@ class Trainer:
         self.metrics_path = self.out / METRICS
         if self.dist.is_main:
             self._truncate_metrics(self.step)
-        self.ddp = self._wrap_ddp()
+        self.ddp = None if self.sharded else self._wrap_ddp()
         self.compiled = self._compile()
         self._check_modality_dropout()
         self.loaders = self._loaders()
@@ -158,18 +162,37 @@ class Trainer:
         self.log(warm.summary(weights))
 
     def _adapt_and_freeze(self) -> None:
-        """LoRA adapters (`train.lora`), then the frozen prefixes (`train.freeze`)."""
+        """LoRA adapters (`train.lora`), the frozen prefixes (`train.freeze`), activation checkpointing."""
         tc = self.config.train
         if tc.lora is not None:
             adapted = add_lora(self.model, tc.lora)
             self.log(f"LoRA (r={tc.lora.get('r', 8)}) on {len(adapted)} linear layers")
         freeze(self.model, tc.freeze)
         self.log(trainable_summary(self.model))
+        if tc.activation_checkpointing:
+            blocks = checkpoint_activations(self.model)
+            self.log(f"activation checkpointing on {blocks} transformer block{'s' if blocks != 1 else ''}")
+
+    def _shard(self) -> bool:
+        """`train.strategy: fsdp` over several processes: the model sharded (before its optimiser is made)."""
+        if self.config.train.strategy != "fsdp" or self.dist.world_size == 1:
+            return False
+        blocks = shard(self.model, self.device, self.precision)
+        self.log(f"FSDP over {self.dist.world_size} processes: {blocks} transformer block{'s' if blocks != 1 else ''} "
+                 "sharded one by one, the rest as one")
+        return True
 
     def _resume(self, checkpoint: Path) -> int:
         """Load the model, optimiser, RNG, loss weighting and best-model tracker; returns the step."""
-        state = load_checkpoint(checkpoint, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if has_sharded(checkpoint):  # train.strategy: fsdp wrote it; it loads at any number of processes
+            load_sharded(checkpoint, self.model, self.optimizer, self.weighting)
+            state = torch.load(checkpoint / TRAINER, weights_only=True)
+        elif self.sharded:
+            raise PolymodalError(f"{checkpoint}: written by a run with train.strategy: ddp (whole weights); resume "
+                                 "it with ddp, or start an fsdp run from its weights with train.init_from")
+        else:
+            state = load_checkpoint(checkpoint, self.model)
+            self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         self.weighting.load_state_dict(state.get("weighting", {}))
         if self.tracker is not None and "best" in state:
@@ -311,9 +334,11 @@ class Trainer:
         task_grads: dict[str, torch.Tensor] = {}
         for micro in range(tc.accumulate):
             batches = self._next_batches(names)
-            sync = micro == tc.accumulate - 1 or self.ddp is None or per_task
+            sync = micro == tc.accumulate - 1 or per_task
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-            with (nullcontext() if sync else self.ddp.no_sync()):
+            if self.sharded:
+                self.model.set_requires_gradient_sync(sync)
+            with (nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
                 with autocast:
                     outputs = net(batches)
                     losses = {n: o["loss"] for n, o in outputs.items()}
@@ -330,15 +355,21 @@ class Trainer:
         if per_task:
             reduced = self._numbers(totals)
             self._set_combined_gradient(task_grads, {n: reduced[f"loss/{n}"] for n in task_grads})
-        for p in self.weighting.parameters():  # not in the DDP module: averaged here
+        for p in self._replicated():  # outside DDP or FSDP: averaged here
             if p.grad is not None:
                 p.grad = all_reduce_mean(p.grad)
-        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
+        clip = clip_grad_norm if self.sharded else torch.nn.utils.clip_grad_norm_
+        totals["grad_norm"] = clip(list(self.model.parameters()), tc.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if isinstance(self.weighting, GradNorm):
             self.weighting.renormalise()
         return totals
+
+    def _replicated(self) -> list[torch.nn.Parameter]:
+        """Parameters whose gradients the trainer averages over processes itself: the learnt loss weights,
+        and under FSDP the model's scalars (which it cannot shard)."""
+        return [*self.weighting.parameters(), *(replicated(self.model) if self.sharded else [])]
 
     def _numbers(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         """`totals` averaged over processes, as numbers: one all-reduce on the device, one copy to the host."""
@@ -374,27 +405,42 @@ class Trainer:
         records = {name: r for name, r in self.val_records.items() if r}
         if not records:
             return {}
-        return evaluate(self.system, records, self.config.train.eval_batch_size, self.device)
+        with gathered(self.model):  # every process scores every record with the whole model
+            return evaluate(self.system, records, self.config.train.eval_batch_size, self.device)
 
     def _select(self, val: dict[str, dict[str, float]]) -> bool:
         """Save the model as the best when `train.select`'s metric improved; True when training should stop."""
         if self.tracker is None:
             return False
         if self.tracker.update(self.step, val):
+            weights = self._whole_weights()
             if self.dist.is_main:
-                save_state_dict(merged_state_dict(self.model), self.out / BEST_DIR / WEIGHTS)
+                save_state_dict(weights, self.out / BEST_DIR / WEIGHTS)
             barrier()
             self.log(f"best {self.tracker.metric} so far: {self.tracker.best:.4f} at step {self.step}")
         return self.tracker.should_stop
 
+    def _whole_weights(self) -> dict[str, torch.Tensor]:
+        """The model's whole weights with LoRA merged (on every process: sharded weights are gathered)."""
+        if not self.sharded:
+            return merged_state_dict(self.model)
+        whole = whole_state_dict(self.model)  # on the main process
+        with gathered(self.model):  # the adapters' whole weights for LoRA's merge
+            return merged_state_dict(self.model, whole) if self.dist.is_main else {}
+
     def save(self) -> None:
-        if self.dist.is_main:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
-                     "weighting": self.weighting.state_dict()}
-            if self.tracker is not None:
-                state["best"] = self.tracker.state_dict()
-            save_checkpoint(self.out / CHECKPOINTS, self.step, self.model, state,
-                            self.config.train.keep_checkpoints)
+        """A checkpoint of step `self.step` (every process calls it): the whole weights and the optimiser
+        (`checkpoint.save_checkpoint`), or under FSDP each process's shards (`sharding.save_sharded`)."""
+        tc = self.config.train
+        state = {"step": self.step, "rng": torch.get_rng_state(), "weighting": self.weighting.state_dict()}
+        if self.tracker is not None:
+            state["best"] = self.tracker.state_dict()
+        if self.sharded:
+            save_sharded_checkpoint(self.out / CHECKPOINTS, self.step, lambda folder: save_sharded(
+                folder, self.model, self.optimizer, self.weighting), state, tc.keep_checkpoints, main=self.dist.is_main)
+        elif self.dist.is_main:
+            save_checkpoint(self.out / CHECKPOINTS, self.step, self.model,
+                            {**state, "optimizer": self.optimizer.state_dict()}, tc.keep_checkpoints)
         barrier()
 
     def fit(self) -> Path:
@@ -477,15 +523,16 @@ class Trainer:
     def export(self) -> Path:
         """Write the weights beside the config, tokenizer and vocabularies in `model/`: the best validation's
         under `train.select`, else the last; LoRA adapters merged into their layers."""
-        folder = self.out / MODEL_DIR
-        if self.dist.is_main:
-            best = self.out / BEST_DIR / WEIGHTS
-            if self.tracker is not None and self.tracker.best_step is not None and best.is_file():
+        folder, best = self.out / MODEL_DIR, self.out / BEST_DIR / WEIGHTS
+        if self.tracker is not None and self.tracker.best_step is not None and best.is_file():
+            if self.dist.is_main:
                 save_state_dict(load_file(str(best)), folder / WEIGHTS)
-                self.log(f"exported the best model: step {self.tracker.best_step} "
-                         f"({self.tracker.metric} {self.tracker.best:.4f})")
-            else:
-                save_state_dict(merged_state_dict(self.model), folder / WEIGHTS)
+            self.log(f"exported the best model: step {self.tracker.best_step} "
+                     f"({self.tracker.metric} {self.tracker.best:.4f})")
+        else:
+            weights = self._whole_weights()
+            if self.dist.is_main:
+                save_state_dict(weights, folder / WEIGHTS)
         barrier()
         return folder
 
