@@ -40,7 +40,8 @@ def rows(run):
 
 def untimed(run):
     """The log's rows without the figures that depend on the clock (samples/s, data wait)."""
-    return [{k: v for k, v in r.items() if not k.endswith("per_s") and k not in ("data_wait", "mfu")} for r in rows(run)]
+    clocked = ("samples_per_s", "tokens_per_s", "data_wait", "mfu")
+    return [{k: v for k, v in r.items() if k not in clocked} for r in rows(run)]
 
 
 def losses(run):
@@ -70,20 +71,23 @@ FUSIONS = {"gated": {"type": "gated_cross_attention", "depth": 1, "num_heads": 2
            "cross": {"type": "cross", "depth": 2, "num_heads": 2, "layers": [2]}}
 
 
-@pytest.mark.parametrize("kind", ["vqa", "clip", "gated", "cross"])
+@pytest.mark.parametrize("kind", ["vqa", "clip", "gated", "cross", "lora"])
 def test_two_process_fsdp_matches_single_process(shapes_data, tmp_path, kind):
     # each process holds half of every weight; 2 accumulation steps check that gradients are reduced once;
     # FSDP cannot shard scalars (clip's temperature, the gates of gated cross-attention): they stay whole and
     # the trainer averages their gradients (the gates' differ between processes); cross-attention fusion
-    # calls its blocks' other entry points (a unimodal first layer), here under activation checkpointing
+    # calls its blocks' other entry points (a unimodal first layer), here under activation checkpointing;
+    # LoRA's export merges the adapters into the gathered weights
     config = tiny_config(shapes_data, "clip" if kind == "clip" else "vqa", max_steps=4, batch_size=16, accumulate=2,
                          activation_checkpointing=kind == "cross")
+    if kind == "lora":
+        config["train"]["lora"] = {"targets": [".*attn.*"], "r": 4}
     if kind in FUSIONS:
         del config["model"]["type"], config["model"]["depth"], config["model"]["num_heads"]
         config["model"]["fusion"] = FUSIONS[kind]
     log = train_single_and_ddp(write_config(tmp_path, config), tmp_path, "fsdp")
     blocks = {"vqa": "2 transformer blocks", "clip": "1 transformer block", "gated": "2 transformer blocks",
-              "cross": "5 transformer blocks"}[kind]  # the text encoder's, and the fusion's
+              "cross": "5 transformer blocks", "lora": "2 transformer blocks"}[kind]  # the text encoder's, and the fusion's
     assert f"FSDP over 2 processes: {blocks} sharded one by one" in log
     single, sharded = losses(tmp_path / "single"), losses(tmp_path / "fsdp")
     assert len(sharded) == 4 and sharded == pytest.approx(single, rel=1e-4, abs=1e-5)

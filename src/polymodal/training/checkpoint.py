@@ -24,7 +24,7 @@ from ..modalities.base import RenamesOldKeys
 from ..runfolder import WEIGHTS, load_weights, read_state_dict, save_state_dict
 
 TRAINER = "trainer.pt"
-SHARDED_METADATA = "sharded/.metadata"  # sharding.SHARDED's index: the folder is complete
+SHARDED = "sharded"  # train.strategy: fsdp: the torch.distributed.checkpoint folder of weights and optimiser
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -36,42 +36,40 @@ def save_weights(model: nn.Module, path: Path) -> None:
 def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int) -> Path:
     """Write `folder/step_<step>` atomically (temporary folder, then rename); keep the newest `keep`."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-step_"))
     try:
         save_weights(model, tmp / WEIGHTS)
-        torch.save(trainer_state, tmp / TRAINER)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        return _publish(tmp, trainer_state, folder / f"step_{step:06d}", keep)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def save_sharded_checkpoint(folder: Path, step: int, write_shards: Callable[[Path], None],
                             trainer_state: dict[str, Any], keep: int, main: bool) -> Path:
-    """Every process calls it: each writes its shards (`write_shards(tmp)`) into `folder/.tmp-step_<step>`,
-    then the main process adds `trainer.pt` and renames the folder to `step_<step>` (atomic, as above).
-    Several machines need a shared file system for `folder`."""
+    """Every process calls it: each writes its shards (`write_shards(path)`) into
+    `folder/.tmp-step_<step>/sharded`, then the main process adds `trainer.pt` and renames the folder to
+    `step_<step>` (atomic, as above). Several machines need a shared file system for `folder`."""
     final, tmp = folder / f"step_{step:06d}", folder / f".tmp-step_{step:06d}"
     if main:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     barrier()
-    write_shards(tmp)
+    write_shards(tmp / SHARDED)
     barrier()
-    if main:
-        torch.save(trainer_state, tmp / TRAINER)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+    return _publish(tmp, trainer_state, final, keep) if main else final
+
+
+def _publish(tmp: Path, trainer_state: dict[str, Any], final: Path, keep: int) -> Path:
+    """Complete the checkpoint written in `tmp` with the trainer state, rename it to `final` (replacing an
+    older one of the same step), and delete all but the newest `keep` checkpoints beside it."""
+    torch.save(trainer_state, tmp / TRAINER)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(final.parent)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -80,13 +78,24 @@ def list_checkpoints(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name))
-             and ((p / WEIGHTS).is_file() or (p / SHARDED_METADATA).is_file()) and (p / TRAINER).is_file()]
+             and ((p / WEIGHTS).is_file() or is_sharded_checkpoint(p)) and (p / TRAINER).is_file()]
     return [p for _, p in sorted(found)]
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """Written by `save_sharded_checkpoint` (its index is written last: the shards are complete)."""
+    return (path / SHARDED / ".metadata").is_file()
 
 
 def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
     """Load weights into `model` and return the trainer state."""
     load_weights(model, path / WEIGHTS)
+    return torch.load(path / TRAINER, weights_only=True)
+
+
+def load_sharded_checkpoint(path: Path, read_shards: Callable[[Path], None]) -> dict[str, Any]:
+    """`read_shards(path/sharded)` (every process), and return the trainer state."""
+    read_shards(path / SHARDED)
     return torch.load(path / TRAINER, weights_only=True)
 
 

@@ -60,13 +60,19 @@ def add_lora(model: nn.Module, spec: dict[str, Any]) -> list[str]:
     return names
 
 
+def adapted_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Name → layer, for the layers `add_lora` gave adapters."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
+
+
 def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The model's weights with `add_lora`'s adapters folded into their layers, keyed as without them (the
     same as `model.state_dict()` when there are none). `state`: the model's state dict when it is not
-    `model.state_dict()` (the whole weights of a sharded model, gathered)."""
-    from peft.tuners.lora import LoraLayer
-
-    adapted = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
+    `model.state_dict()` (the whole weights of a sharded model, gathered); the adapters' own weights are
+    read from their layers."""
+    adapted = adapted_layers(model)
     state = model.state_dict() if state is None else state
     if not adapted:
         return state

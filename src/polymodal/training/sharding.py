@@ -6,9 +6,11 @@ FSDP2: each process holds a shard of every weight, gradient and optimiser state.
 names in `_no_split_modules`), then on the whole model for the rest: a block's weights are gathered just
 before it runs and freed after. Under bf16 the gathered weights are bf16 and gradients are reduced in fp32.
 
-Checkpoints are `torch.distributed.checkpoint` folders (`step_N/sharded/`), one file per process, which
-load at any number of processes; `gathered` puts the whole weights on every process for validation and
-export, so the exported `model/` is an ordinary safetensors file that `load()` reads without a process group.
+Checkpoints are `torch.distributed.checkpoint` folders (`step_N/sharded/`, laid out by `checkpoint.py`),
+one file per process, which load at any number of processes. `gathered` puts the whole weights on every
+process for validation (which calls parts of the model directly), and `whole_state_dict` collects them on
+the main process for export: the exported `model/` is an ordinary safetensors file that `load()` reads
+without a process group.
 
 Activation checkpointing (`train.activation_checkpointing`): the same blocks keep only their input for the
 backward pass and compute their activations again there.
@@ -32,9 +34,6 @@ from torch.distributed.tensor import DTensor
 
 from ..errors import PolymodalError
 from ..layers.transformer import TransformerBlock
-
-SHARDED = "sharded"  # the checkpoint's torch.distributed.checkpoint folder
-
 
 def block_classes(model: nn.Module) -> tuple[type, ...]:
     """The module classes sharded on their own: our transformer block and the classes each Hugging Face
@@ -102,8 +101,8 @@ def is_sharded(model: nn.Module) -> bool:
 
 @contextmanager
 def gathered(model: nn.Module) -> Iterator[None]:
-    """Every weight whole on every process inside the block (for validation, generation and export, which
-    call parts of the model directly); sharded again after. Every process must enter it."""
+    """Every weight whole on every process inside the block (for validation and generation, which call parts
+    of the model directly); sharded again after. Every process must enter it."""
     if not is_sharded(model):
         yield
         return
@@ -136,31 +135,27 @@ def _owner(model: nn.Module, extra: nn.Module) -> nn.Module:
     return nn.ModuleDict({"model": model, "extra": extra})
 
 
-def save_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: nn.Module) -> None:
+def save_sharded(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: nn.Module) -> None:
     """The state of the model, of `extra` (the optimiser's other parameters) and of the optimiser into the
-    checkpoint folder `folder/sharded` (every process writes its own shard; a collective call)."""
+    `torch.distributed.checkpoint` folder `path` (every process writes its own shard; a collective call)."""
     model_state, optim_state = get_state_dict(_owner(model, extra), optimizer)
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=folder / SHARDED)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=path)
 
 
-def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: nn.Module) -> None:
+def load_sharded(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: nn.Module) -> None:
     """Load `save_sharded`'s state into the model, `extra` and the optimiser, at any number of processes
     (sharded or not)."""
     owner = _owner(model, extra)
     model_state, optim_state = get_state_dict(owner, optimizer)  # makes every parameter's optimiser state
-    saved = set(dcp.FileSystemReader(folder / SHARDED).read_metadata().state_dict_metadata)
+    saved = set(dcp.FileSystemReader(path).read_metadata().state_dict_metadata)
     missing = [k for k in model_state if f"model.{k}" not in saved]
     if missing:
-        raise PolymodalError(f"{folder / SHARDED}: the checkpoint lacks {len(missing)} of this model's weights "
+        raise PolymodalError(f"{path}: the checkpoint lacks {len(missing)} of this model's weights "
                              f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); was it written "
                              "by another config?")
     for name, values in optim_state["state"].items():  # parameters that never had a gradient have no state
         for key in [k for k in values if f"optimizer.state.{name}.{k}" not in saved]:
             del values[key]
     state: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=folder / SHARDED)
+    dcp.load(state, checkpoint_id=path)
     set_state_dict(owner, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-
-
-def has_sharded(folder: Path) -> bool:
-    return (folder / SHARDED / ".metadata").is_file()

@@ -25,16 +25,16 @@ from ..evaluation.harness import evaluate, task_records
 from ..runfolder import (BEST_DIR, CHECKPOINTS, CONFIG, METRICS, MODEL_DIR, WEIGHTS, model_folder,
                          save_state_dict)
 from ..system import System
-from .checkpoint import (TRAINER, list_checkpoints, load_checkpoint, load_matching_weights, save_checkpoint,
-                         save_sharded_checkpoint)
+from .checkpoint import (is_sharded_checkpoint, list_checkpoints, load_checkpoint, load_matching_weights,
+                         load_sharded_checkpoint, save_checkpoint, save_sharded_checkpoint)
 from .loggers import flatten, make_loggers
-from .lora import add_lora, merged_state_dict
+from .lora import adapted_layers, add_lora, merged_state_dict
 from .multitask import SharedTaskDataset, TaskSampler, batch_groups, distinct, task_manifest, task_splits
 from .optim import lr_at, make_optimizer, trainable_summary, under_prefix
 from .progress import Progress
 from .selection import BestTracker
-from .sharding import (checkpoint_activations, clip_grad_norm, gathered, has_sharded, load_sharded, replicated, save_sharded, shard,
-                       whole_state_dict)
+from .sharding import (checkpoint_activations, clip_grad_norm, gathered, load_sharded, replicated, save_sharded,
+                       shard, whole_state_dict)
 from .speed import FlopsPerStep, peak_tflops, text_tokens
 from .weighting import GradNorm, make_weighting
 
@@ -92,6 +92,9 @@ class Trainer:
         self.weighting = make_weighting(config.train.loss_weighting,
                                         {n: t.weight for n, t in self.model.tasks.items()}, seed=config.train.seed,
                                         alpha=config.train.gradnorm_alpha).to(self.device)
+        # parameters whose gradients the trainer averages over processes itself: the learnt loss weights
+        # (outside the model) and, under FSDP, the model's scalars (which it cannot shard)
+        self.replicated = [*self.weighting.parameters(), *(replicated(self.model) if self.sharded else [])]
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay, config.train.lr_mult,
                                         extra=list(self.weighting.parameters()), fused=self.device.type == "cuda")
         self.tracker = self._tracker()
@@ -184,9 +187,9 @@ class Trainer:
 
     def _resume(self, checkpoint: Path) -> int:
         """Load the model, optimiser, RNG, loss weighting and best-model tracker; returns the step."""
-        if has_sharded(checkpoint):  # train.strategy: fsdp wrote it; it loads at any number of processes
-            load_sharded(checkpoint, self.model, self.optimizer, self.weighting)
-            state = torch.load(checkpoint / TRAINER, weights_only=True)
+        if is_sharded_checkpoint(checkpoint):  # train.strategy: fsdp wrote it; it loads at any number of processes
+            state = load_sharded_checkpoint(checkpoint, lambda path: load_sharded(path, self.model, self.optimizer,
+                                                                                  self.weighting))
         elif self.sharded:
             raise PolymodalError(f"{checkpoint}: written by a run with train.strategy: ddp (whole weights); resume "
                                  "it with ddp, or start an fsdp run from its weights with train.init_from")
@@ -336,9 +339,7 @@ class Trainer:
             batches = self._next_batches(names)
             sync = micro == tc.accumulate - 1 or per_task
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-            if self.sharded:
-                self.model.set_requires_gradient_sync(sync)
-            with (nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
+            with self._gradient_sync(sync):
                 with autocast:
                     outputs = net(batches)
                     losses = {n: o["loss"] for n, o in outputs.items()}
@@ -355,7 +356,7 @@ class Trainer:
         if per_task:
             reduced = self._numbers(totals)
             self._set_combined_gradient(task_grads, {n: reduced[f"loss/{n}"] for n in task_grads})
-        for p in self._replicated():  # outside DDP or FSDP: averaged here
+        for p in self.replicated:  # outside DDP's and FSDP's reduction: averaged here
             if p.grad is not None:
                 p.grad = all_reduce_mean(p.grad)
         clip = clip_grad_norm if self.sharded else torch.nn.utils.clip_grad_norm_
@@ -366,10 +367,12 @@ class Trainer:
             self.weighting.renormalise()
         return totals
 
-    def _replicated(self) -> list[torch.nn.Parameter]:
-        """Parameters whose gradients the trainer averages over processes itself: the learnt loss weights,
-        and under FSDP the model's scalars (which it cannot shard)."""
-        return [*self.weighting.parameters(), *(replicated(self.model) if self.sharded else [])]
+    def _gradient_sync(self, sync: bool):
+        """A context in which backward reduces gradients over processes only when `sync` (the last
+        accumulation micro-step): DDP's `no_sync`, FSDP's `set_requires_gradient_sync`."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(sync)
+        return nullcontext() if sync or self.ddp is None else self.ddp.no_sync()
 
     def _numbers(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         """`totals` averaged over processes, as numbers: one all-reduce on the device, one copy to the host."""
@@ -425,6 +428,8 @@ class Trainer:
         if not self.sharded:
             return merged_state_dict(self.model)
         whole = whole_state_dict(self.model)  # on the main process
+        if not adapted_layers(self.model):
+            return whole
         with gathered(self.model):  # the adapters' whole weights for LoRA's merge
             return merged_state_dict(self.model, whole) if self.dist.is_main else {}
 
