@@ -115,13 +115,13 @@ def run_variants(config: Config, variants: dict[str, Config], out: Path, *,
     `data.val`), also with each modality set of `drops[name]` removed (`results_without_<m>`).
     Variants already trained and evaluated with the same config in `out` are kept; a stopped one resumes."""
     from .api import load
-    from .data.manifest import read_manifest
+    from .data.manifest import read_records
     from .training.trainer import Trainer
 
     split = config.data.test or config.data.val
     if split is None:
         raise ConfigError("data.test: the ablation evaluates every variant on a held-out manifest (or data.val)")
-    records = read_manifest(split, on_error=config.data.on_error, log=log)
+    records = read_records(split, on_error=config.data.on_error, log=log)
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "ablation.json").read_text()) if (out / "ablation.json").exists() else {}
     summary: dict[str, dict[str, Any]] = {}

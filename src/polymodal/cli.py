@@ -72,6 +72,20 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_shard(args: argparse.Namespace) -> int:
+    from .data.manifest import read_manifest
+    from .data.shards import write_shards
+
+    if args.shard_size < 1:
+        raise PolymodalError(f"--shard-size: expected at least 1 sample per shard, got {args.shard_size}")
+    records = read_manifest(args.manifest)
+    index = json.loads(write_shards(records, args.out, args.shard_size).read_text())
+    pattern = str(Path(args.out) / index["pattern"])
+    print(f"{len(records)} records in {len(index['shards'])} shards; train from them with\n"
+          f"  data:\n    train: \"{pattern}\"    # or the folder: {args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .training.trainer import train
@@ -112,7 +126,7 @@ def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
     """`--data`'s records for every task, else each task's own `--split` manifest from the run's config
     (`tasks.NAME.data.<split>`, else `data.<split>`)."""
     from .config import load_config
-    from .data.manifest import read_manifest
+    from .data.manifest import read_records
     from .runfolder import CONFIG
     from .training.multitask import task_splits
 
@@ -120,7 +134,7 @@ def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
         print(line, file=sys.stderr)
 
     if args.data:
-        return read_manifest(args.data, on_error=args.on_error, log=log), args.data
+        return read_records(args.data, on_error=args.on_error, log=log), args.data
     config = load_config(model.folder / CONFIG, [f"data.on_error={args.on_error}"])
     records = task_splits(config, args.split, log)
     if not any(records.values()):
@@ -270,6 +284,11 @@ def parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="validate a manifest and every file it points to")
     check.add_argument("manifest")
     check.set_defaults(func=_data_check)
+    shard = data_sub.add_parser("shard", help="write a manifest as WebDataset tar shards, to stream in training")
+    shard.add_argument("manifest")
+    shard.add_argument("--out", required=True, help="the folder for shard-000000.tar, ... and shards.json")
+    shard.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    shard.set_defaults(func=_data_shard)
 
     train = sub.add_parser("train", help="train a config into a run folder")
     train.add_argument("config")

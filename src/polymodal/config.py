@@ -35,8 +35,10 @@ class DataConfig:
     """Where the data is and how to read it (`data:` section).
 
     Attributes:
-        train: the training manifest (JSON Lines), relative to the config file or absolute.
-        val: the validation manifest: validation during and at the end of training.
+        train: the training manifest (JSON Lines), relative to the config file or absolute; or WebDataset
+            tar shards (`DIR/shard-{000000..000009}.tar`, or the folder `polymodal data shard` wrote),
+            streamed: split by process and loader worker, shuffled through `shuffle_buffer`, resumable.
+        val: the validation manifest (or shards, read whole): validation during and at the end of training.
         test: the test manifest: what `polymodal ablate` and `polymodal eval RUN` (without `--data`)
             evaluate on.
         on_error: what a bad record does: `fail` (the run stops with a report of every problem, as
@@ -47,6 +49,9 @@ class DataConfig:
             process's cores up to 8 when training on a GPU, one on a CPU.
         train_fraction: train on this share of each training manifest: a fixed subset chosen by a hash
             of each record's id, the same for every seed, and nested (the 10% subset is inside the 20% one).
+        shuffle_buffer: a training split given as WebDataset shards (`DIR/shard-{000000..000009}.tar`,
+            written by `polymodal data shard`) is streamed, and its samples shuffled through a buffer of
+            this many (the shards' order is shuffled too, each epoch).
     """
 
     train: str | None = None
@@ -56,6 +61,7 @@ class DataConfig:
     augment: bool = False
     num_workers: int | str = "auto"  # auto | a count (0: load in the training process)
     train_fraction: float = 1.0  # train on this share of each training manifest (a fixed subset per record)
+    shuffle_buffer: int = 1000  # samples in the shuffle buffer of a training split streamed from shards
 
 
 @dataclass
@@ -327,8 +333,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
 
 
 def _resolve_path(value: str | None, base: Path) -> str | None:
-    if value is None or value.startswith(PACKAGE_PREFIX):
+    if value is None or value.startswith(PACKAGE_PREFIX) or value.startswith("pipe:") or "://" in value:
         return value
+    if "::" in value:  # a list of shard patterns
+        return "::".join(_resolve_path(part, base) for part in value.split("::"))
     path = Path(value).expanduser()
     # normpath, not resolve: `configs/` may be a symlink and `..` must mean the folder the user sees
     return os.path.normpath(path if path.is_absolute() else base / path)
@@ -355,6 +363,8 @@ def from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> Con
         setattr(data, split, _resolve_path(getattr(data, split), base_dir))
     if not 0 < data.train_fraction <= 1:
         raise ConfigError(f"data.train_fraction: expected a share above 0 and at most 1, got {data.train_fraction}")
+    if isinstance(data.shuffle_buffer, bool) or not isinstance(data.shuffle_buffer, int) or data.shuffle_buffer < 1:
+        raise ConfigError(f"data.shuffle_buffer: expected a number of samples (at least 1), got {data.shuffle_buffer!r}")
     if data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error: expected 'fail' or 'skip', got {data.on_error!r}")
     train = _bind_dataclass(TrainConfig, raw.get("train"), "train")

@@ -92,4 +92,7 @@ def _sync_accuracy(time_code: bool) -> tuple[float, float]:
 def test_time_code_lets_the_model_line_up_sound_and_picture():
     (with_code, majority), (without, _) = _sync_accuracy(True), _sync_accuracy(False)
     assert with_code > 0.9, with_code
-    assert without < majority + 0.15, without  # 8 frames ↔ 12 steps: the joint positions barely line up
+    # 8 frames ↔ 12 steps: the joint positions line up poorly (0.75–0.80 against a majority of 0.65,
+    # depending on the CPU's kernels), and the time code is worth a tenth or more
+    assert without < majority + 0.2, (without, majority)
+    assert with_code > without + 0.1, (with_code, without)

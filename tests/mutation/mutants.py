@@ -29,6 +29,7 @@ METRICS = "tests/core/test_metrics.py"
 OPTIM = "tests/training/test_optim.py"
 WEIGHTING = "tests/training/test_weighting.py"
 MULTITASK = "tests/training/test_multitask.py"
+SHARDS = "tests/data/test_shards.py"
 FINETUNE = "tests/training/test_finetune.py"
 SELECTION = "tests/training/test_selection.py"
 SAMPLER = "tests/data/test_loader.py"
@@ -237,11 +238,11 @@ MUTANTS = [
            "self.steps_per_epoch = -(-num_examples // global_batch)",
            "an epoch ends with a short batch", (SAMPLER,)),
     Mutant("augment_seed_ignores_epoch", "data/loader.py",
-           "manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)",
-           "manual_seed(self.seed * 10_000_019 + index)",
+           "manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + draw)",
+           "manual_seed(self.seed * 10_000_019 + draw)",
            "an example gets the same augmentation every epoch", (SAMPLER,)),
     Mutant("augment_seed_ignores_index", "data/loader.py",
-           "manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)",
+           "manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + draw)",
            "manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019)",
            "every example of an epoch gets the same augmentation", (SAMPLER,)),
     # --- masks and attention (layers/) ---
@@ -558,7 +559,7 @@ MUTANTS = [
            "        tokenizer.no_padding()\n", "",
            "a pretrained tokenizer's fixed padding is marked as real tokens", (PRETRAINED,)),
     Mutant("subset_by_position", "data/manifest.py",
-           "return [r for r in records if bucket(r) < fraction]",
+           "return [r for r in records if in_subset(r, fraction)]",
            "return records[: int(len(records) * fraction)]",
            "the subset depends on the manifest's order", (SUBSETS,)),
     # --- speed figures (training/speed.py, training/trainer.py) ---
@@ -574,4 +575,18 @@ MUTANTS = [
     Mutant("peak_shortest_match", "training/speed.py",
            "for key in sorted(PEAK_TFLOPS, key=len, reverse=True):", "for key in sorted(PEAK_TFLOPS, key=len):",
            "an A100 gets the A10's peak, an L40S the L4's: the shortest matching name wins", (SPEED,)),
+    # --- streaming shards (data/stream.py, data/shards.py) ---
+    Mutant("stream_resume_without_rotation", "data/stream.py",
+           "own = (worker + self.start) % workers", "own = worker",
+           "a resumed run's first batch comes from worker 0, whose turn it is not", (SHARDS,)),
+    Mutant("streams_read_every_shard", "data/stream.py",
+           "mine = urls[stream::streams] if split_shards else urls", "mine = urls",
+           "every stream reads every shard: each example N times an epoch", (SHARDS,)),
+    Mutant("stream_buffer_unseeded", "data/stream.py",
+           "rng = random.Random(self.seed * 1_000_003 + stream)", "rng = random.Random()",
+           "the shuffle is not reproducible: a resumed run gets other batches", (SHARDS,)),
+    Mutant("media_files_named_by_key_only", "data/shards.py",
+           "digest = hashlib.sha1((value.name or hashlib.sha1(value).hexdigest()).encode()).hexdigest()",
+           "digest = hashlib.sha1(value.suffix.encode()).hexdigest()",
+           "every image of a shard has one temporary path: the media cache serves the first to all", (SHARDS,)),
 ]

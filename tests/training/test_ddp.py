@@ -151,3 +151,27 @@ def test_a_ddp_checkpoint_is_not_resumed_as_fsdp(shapes_data, tmp_path):
                           env=ENV, capture_output=True, text=True)
     assert done.returncode != 0
     assert "step_000003: written by a run with train.strategy: ddp (whole weights); resume it with ddp" in done.stderr
+
+
+def test_two_processes_stream_shards_split_between_them_and_resume_exactly(shapes_data, tmp_path):
+    from polymodal.data.manifest import read_manifest
+    from polymodal.data.shards import write_shards
+
+    write_shards(read_manifest(shapes_data / "train.jsonl"), tmp_path / "shards", shard_size=20, log=lambda _: None)
+    config = tiny_config(shapes_data, "vqa", max_steps=6, batch_size=16, ckpt_every=3)
+    config["data"].update(train=str(tmp_path / "shards" / "shard-{000000..000004}.tar"), shuffle_buffer=8,
+                          num_workers=2)
+    path = write_config(tmp_path, config)
+    full = tmp_path / "full"
+    log = train(path, full, 2)
+    assert "streaming 5 shards" in log and "in 4 streams (2 processes × 2" in log
+    killed = tmp_path / "killed"
+    shutil.copytree(full, killed)
+    (killed / "model" / "model.safetensors").unlink()
+    shutil.rmtree(killed / "checkpoints" / "step_000006")
+    log = train(path, killed, 2, "--resume")
+    assert "step_000003 at step 3" in log and "differs from an uninterrupted" not in log
+    assert untimed(killed) == untimed(full)  # each worker of each process went on where it stopped
+    shutil.rmtree(killed / "checkpoints" / "step_000006")
+    log = train(path, killed, 1, "--resume")  # another layout: it says so, and goes on
+    assert "streamed by 2 processes × 2 workers before and are by 1 × 2 now" in log

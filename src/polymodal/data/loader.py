@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .processor import Processor
+from .shards import local_files
 from .task import TaskData
 
 
@@ -45,14 +46,22 @@ class TaskDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (-1, key)
+        return self.item(self.records, index, epoch, index)
+
+    def item(self, records: list[dict[str, Any]], index: int, epoch: int, draw: int) -> dict[str, Any]:
+        """Example `index` of `records`, prepared; `epoch` -1: evaluation (no augmentation, no dropout),
+        else its random draws come from a generator seeded by (seed, epoch, draw). A stream of shards
+        passes its shuffle buffer as `records` and the sample's place in the stream as `draw`."""
         generator = None
         if epoch >= 0:
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
-        record, target = self.task.example(self.records, index, generator)
-        dropped = self._dropped(record, epoch, index) if generator is not None and self.dropout else set()
-        inputs = {m: self.processors[m].prepare(record[field], generator)
-                  if field in record and m not in dropped else None for m, field in self.task.inputs.items()}
-        return {"inputs": inputs, "target": target, "index": index}
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + draw)
+        record, target = self.task.example(records, index, generator)
+        dropped = self._dropped(record, epoch, draw) if generator is not None and self.dropout else set()
+        fields = {m: record[field] for m, field in self.task.inputs.items() if field in record and m not in dropped}
+        with local_files(fields) as fields:  # media bytes from a shard: readers open paths
+            inputs = {m: self.processors[m].prepare(fields[m], generator) if m in fields else None
+                      for m in self.task.inputs}
+        return {"inputs": inputs, "target": target, "index": index, "record": records[index]}
 
     def _dropped(self, record: dict[str, Any], epoch: int, index: int) -> set[str]:
         """Modalities to drop from this training example (`train.modality_dropout`), never all of them.

@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 
 from polymodal.data.media import probe
+from .shards import is_shard_pattern, read_shard_records
 from ..errors import DataError
 
 MEDIA_FIELDS = ("image", "video", "audio")
@@ -151,18 +152,31 @@ def read_manifest(
     return records
 
 
+def read_records(path: str | Path, *, media: bool = True, on_error: str = "fail",
+                 log: Callable[[str], Any] = print) -> list[dict]:
+    """A split's records: a JSON Lines manifest (`read_manifest`), or WebDataset tar shards where `path`
+    is a shard pattern (`DIR/shard-{000000..000009}.tar`), read whole (`media=False`: their text only,
+    for a training split that streams its media)."""
+    if is_shard_pattern(str(path)):
+        return read_shard_records(str(path), media)
+    return read_manifest(path, on_error=on_error, log=log)
+
+
 def subset(records: list[dict], fraction: float) -> list[dict]:
     """The records whose hash falls in the first `fraction` of its range: a fixed subset, the same on
     every machine and for every seed, and nested (the 10% subset lies inside the 20% one). A record's hash
     is that of its `id` where it has one, else of its whole content."""
     if fraction >= 1:
         return records
+    return [r for r in records if in_subset(r, fraction)]
 
-    def bucket(record: dict) -> float:
-        key = str(record["id"]) if "id" in record else json.dumps(record, sort_keys=True, default=str)
-        return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
 
-    return [r for r in records if bucket(r) < fraction]
+def in_subset(record: dict, fraction: float) -> bool:
+    """Whether `record` is in `subset`'s share `fraction` (one record at a time: for streamed shards)."""
+    if fraction >= 1:
+        return True
+    key = str(record["id"]) if "id" in record else json.dumps(record, sort_keys=True, default=str)
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12 < fraction
 
 
 def write_manifest(path: str | Path, records: Sequence[dict]) -> Path:

@@ -13,7 +13,7 @@ import torch
 
 from ..config import Config
 from ..data.loader import TaskDataset, collate_present
-from ..data.manifest import read_manifest, subset
+from ..data.manifest import read_records, subset
 from ..data.task import TaskData
 
 
@@ -24,14 +24,15 @@ def task_manifest(config: Config, task: str, split: str) -> str | None:
 
 
 def task_splits(config: Config, split: str, log: Callable[[str], None]) -> dict[str, list[dict[str, Any]]]:
-    """Task name → the records of its `split` manifest (empty when it has none); each file read once, so
-    tasks on the same manifest get the very same list."""
+    """Task name → the records of its `split` manifest or shards (empty when it has none); each read once,
+    so tasks on the same manifest get the very same list."""
     read: dict[str, list[dict[str, Any]]] = {}
     out = {}
     for name in config.tasks:
         path = task_manifest(config, name, split)
         if path is not None and path not in read:
-            read[path] = read_manifest(path, on_error=config.data.on_error, log=log)
+            # a training split of shards streams its media: here only its text (vocabularies, counts)
+            read[path] = read_records(path, media=split != "train", on_error=config.data.on_error, log=log)
             if split == "train" and config.data.train_fraction < 1:
                 kept = subset(read[path], config.data.train_fraction)
                 log(f"data.train_fraction {config.data.train_fraction:g}: {len(kept)} of {len(read[path])} "
@@ -117,10 +118,9 @@ class SharedTaskDataset(TaskDataset):
         super().__init__(records, next(iter(tasks.values())), processors, seed=seed, modality_dropout=modality_dropout)
         self.tasks = tasks
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        item = super().__getitem__(key)
-        record = self.records[item["index"]]
-        return {**item, "target": {name: data.target(record) for name, data in self.tasks.items()}}
+    def item(self, records: list[dict[str, Any]], index: int, epoch: int, draw: int) -> dict[str, Any]:
+        item = super().item(records, index, epoch, draw)
+        return {**item, "target": {name: data.target(item["record"]) for name, data in self.tasks.items()}}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         inputs = {m: collate_present(self.processors[m], [it["inputs"][m] for it in items]) for m in self.processors}

@@ -17,7 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..builders import build_system
 from ..config import Config
+from torch.utils.data import DataLoader
+
 from ..data.loader import StepSampler, TaskDataset, to_device, train_loader
+from ..data.manifest import in_subset
+from ..data.shards import is_shard_pattern, shard_urls
+from ..data.stream import ShardStream
 from ..devices import allow_fast_math, resolve_device, resolve_precision, resolve_workers
 from ..distributed import DistInfo, all_reduce_mean, barrier, init_distributed, local_rank
 from ..errors import ConfigError, PolymodalError
@@ -98,6 +103,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay, config.train.lr_mult,
                                         extra=list(self.weighting.parameters()), fused=self.device.type == "cuda")
         self.tracker = self._tracker()
+        self.resumed_streams = None  # how the checkpoint's run streamed its shards
         self.step = self._resume(checkpoints[-1]) if checkpoints else 0
         self.metrics_path = self.out / METRICS
         if self.dist.is_main:
@@ -197,6 +203,7 @@ class Trainer:
             state = load_checkpoint(checkpoint, self.model)
             self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        self.resumed_streams = state.get("streams")
         self.weighting.load_state_dict(state.get("weighting", {}))
         if self.tracker is not None and "best" in state:
             self.tracker.load_state_dict(state["best"])
@@ -268,27 +275,61 @@ class Trainer:
                                tc.modality_dropout) if tc.task_sampling == "all" else [[n] for n in names])
         starts, ends = self.sampler.draws_before(self.step), self.sampler.draws_before(tc.max_steps)
         loaders = {}
+        self.streams = None  # (processes, workers) when a split streams from shards
         for members in groups:
             first = members[0]
+            manifest = task_manifest(self.config, first, "train")
+            streamed = is_shard_pattern(manifest)
             try:
                 sampler = StepSampler(len(usable[first]), tc.batch_size, seed=tc.seed, start_step=starts[first],
                                       rank=self.dist.rank, world_size=self.dist.world_size,
                                       micro_batches=tc.accumulate, max_steps=ends[first])
             except ValueError as e:
                 raise ConfigError(f"train.batch_size: {e} (task {first})") from None
+            records = [] if streamed else usable[first]  # a stream reads its own
             if len(members) == 1:
-                dataset = TaskDataset(usable[first], data[first], self.system.processors, seed=tc.seed,
+                dataset = TaskDataset(records, data[first], self.system.processors, seed=tc.seed,
                                       modality_dropout=tc.modality_dropout)
             else:
                 own = [n for n in members if self.model.tasks[n].corrupts]  # masked modelling: a pass of its own
                 passes = (" and its model pass" if not own else f"; {', '.join(own)} "
                           + ("gets a model pass of its own" if len(own) == 1 else "get passes of their own"))
                 self.log(f"tasks {', '.join(members)} share each batch{passes}")
-                dataset = SharedTaskDataset(usable[first], {n: data[n] for n in members}, self.system.processors,
+                dataset = SharedTaskDataset(records, {n: data[n] for n in members}, self.system.processors,
                                             seed=tc.seed, modality_dropout=tc.modality_dropout)
-            loaders[tuple(members)] = iter(train_loader(dataset, sampler, self.workers,
-                                                        pin_memory=self.device.type == "cuda"))
+            if streamed:
+                loader = self._stream(manifest, dataset, data[first], starts[first])
+            else:
+                loader = train_loader(dataset, sampler, self.workers, pin_memory=self.device.type == "cuda")
+            loaders[tuple(members)] = iter(loader)
         return loaders
+
+    def _stream(self, pattern: str, dataset: TaskDataset, task_data: Any, start_step: int) -> DataLoader:
+        """A training split's micro-batches streamed from WebDataset shards (`data/stream.py`)."""
+        tc, fraction = self.config.train, self.config.data.train_fraction
+        urls = shard_urls(pattern)
+        streams = self.dist.world_size * max(1, self.workers)
+        self.streams = {"processes": self.dist.world_size, "workers": max(1, self.workers)}
+        before = self.resumed_streams
+        if before is not None and before != self.streams:
+            self.log(f"the shards were streamed by {before['processes']} processes × {before['workers']} workers "
+                     f"before and are by {self.streams['processes']} × {self.streams['workers']} now: each stream "
+                     "resumes where its namesake stopped, and the order of examples differs from an "
+                     "uninterrupted run's (keep data.num_workers and the process count for an exact resume)")
+        each, extra = divmod(len(urls), streams)
+        split = (f"{each}{f' or {each + 1}' if extra else ''} shards an epoch each" if each else
+                 f"each reads all {len(urls)} and keeps every {streams}th sample: write {streams} shards or more "
+                 "to read each once")
+        workers = max(1, self.workers)
+        self.log(f"streaming {len(urls)} shards of {pattern} in {streams} stream{'s' if streams > 1 else ''} "
+                 f"({self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''} × {workers} "
+                 f"worker{'s' if workers > 1 else ''}; {split}), shuffle buffer {self.config.data.shuffle_buffer}")
+        stream = ShardStream(urls, dataset, tc.batch_size // (self.dist.world_size * tc.accumulate),
+                             keep=lambda record: task_data.usable(record) and in_subset(record, fraction),
+                             seed=tc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+                             start=start_step * tc.accumulate, buffer=self.config.data.shuffle_buffer)
+        return DataLoader(stream, batch_size=None, num_workers=self.workers, persistent_workers=self.workers > 0,
+                          prefetch_factor=4 if self.workers else None, pin_memory=self.device.type == "cuda")
 
     def _next_batches(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Task name → batch on the device for `names`; tasks of one group share its inputs and its name
@@ -438,6 +479,8 @@ class Trainer:
         (`checkpoint.save_checkpoint`), or under FSDP each process's shards (`sharding.save_sharded`)."""
         tc = self.config.train
         state = {"step": self.step, "rng": torch.get_rng_state(), "weighting": self.weighting.state_dict()}
+        if self.streams is not None:  # shards were streamed by this many processes × workers
+            state["streams"] = self.streams
         if self.tracker is not None:
             state["best"] = self.tracker.state_dict()
         if self.sharded:
