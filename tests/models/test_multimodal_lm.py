@@ -190,3 +190,24 @@ def test_bad_hf_decoder_settings_are_clear_errors(shapes_data, lm_folders, decod
     spec["model"]["decoder"] = decoder
     with pytest.raises(ConfigError, match=message):
         build_system(from_dict(spec, shapes_data), read_manifest(shapes_data / "train.jsonl"))
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_compiled_splice_traces_whole_and_gives_the_eager_vectors(left):
+    """Under torch.compile, vanishing placeholders keep the input's length (no data-dependent shape, no wait
+    on the data): `fullgraph=True` fails on any graph break; each row's kept vectors and the vectors read
+    at `last` are the eager ones."""
+    torch.manual_seed(0)
+    table = torch.randn(50, 3)
+    ids = torch.randint(0, 50, (6, 9))
+    ids[torch.rand(6, 9) < 0.3] = media_id("image")
+    mask = torch.arange(9)[None] < torch.tensor([9, 7, 1, 4, 0, 8])[:, None]
+    embed = lambda x: table[x]  # noqa: E731
+    torch._dynamo.reset()
+    traced = torch.compile(lambda i, m: splice(i, m, embed, left=left), fullgraph=True, backend="eager")
+    (eager, eager_mask, eager_last), (static, static_mask, static_last) = splice(ids, mask, embed, left=left), traced(ids, mask)
+    assert static.shape[1] == 9 and eager.shape[1] == int(((ids >= 0) & mask).sum(1).max()) == 7
+    for b in range(6):
+        assert torch.equal(eager[b][eager_mask[b]], static[b][static_mask[b]])
+        real = mask[b] & (ids[b] >= 0)  # where a prediction is read: after a real id
+        assert torch.equal(eager[b][eager_last[b][real]], static[b][static_last[b][real]])

@@ -39,6 +39,8 @@ def splice(ids: torch.Tensor, mask: torch.Tensor, embed: Callable[[torch.Tensor]
     """
     batch, length = ids.shape
     vectors = embed(ids.clamp(min=0))  # (B, L, W); placeholder rows are replaced below
+    if not spans and torch.compiler.is_compiling():  # no data-dependent shapes, no wait on the data
+        return _compact_in_place(vectors, mask & (ids >= 0), left)
     if not bool((ids < 0).any()):
         return vectors, mask, torch.arange(length, device=ids.device).expand(batch, -1)
     if not spans:  # every placeholder vanishes (an encoder-decoder): what a training step runs, vectorised
@@ -72,6 +74,19 @@ def splice(ids: torch.Tensor, mask: torch.Tensor, embed: Callable[[torch.Tensor]
         out_mask[b, start: start + row.shape[0]] = True
         last[b] += start
     return embeds, out_mask, last
+
+
+def _compact_in_place(vectors: torch.Tensor, keep: torch.Tensor,
+                      left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_compact` at the input's length L (what `torch.compile` traces without a graph break): the same
+    vectors, mask and read positions for every kept id, the rows padded to L rather than to the longest."""
+    batch, length, width = vectors.shape
+    count = keep.long().cumsum(1)  # (B, L) vectors kept up to and including each id
+    shift = (length - count[:, -1:]) if left else torch.zeros_like(count[:, -1:])  # (B, 1)
+    slot = torch.where(keep, count - 1 + shift, length)  # where each vector goes; dropped ones to slot L
+    embeds = vectors.new_zeros(batch, length + 1, width).scatter(1, slot[..., None].expand(-1, -1, width), vectors)
+    out_mask = torch.zeros(batch, length + 1, dtype=torch.bool, device=keep.device).scatter(1, slot, keep)
+    return embeds[:, :length], out_mask[:, :length], (count - 1).clamp(min=0) + shift
 
 
 def _compact(vectors: torch.Tensor, keep: torch.Tensor, left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
