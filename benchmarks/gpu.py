@@ -6,8 +6,9 @@ On the GPU there is (else on the CPU, where the figures say little about a GPU):
            of HF `CLIPModel` at ViT-B/16 size (12 × 768, 224 px / 16, 77 text tokens), batch 256, under
            bf16 autocast, eager and `torch.compile`d: samples/s and MFU (the FLOPs of one step counted by
            `FlopCounterMode`, over the GPU's dense bf16 peak from `training/speed.py`'s table);
-  decode:  GPT-2-small greedy decoding (64-token prompt, 128 new tokens), ours against HF `generate` on
-           the same weights, batch 1 and 32, after checking the tokens are equal: tokens/s;
+  decode:  GPT-2-small greedy decoding (64-token prompt, 128 new tokens), ours (eager, and with a static KV
+           cache and a compiled step: CUDA graphs) against HF `generate` on the same weights, batch 1 and
+           32, after checking the tokens are equal: tokens/s;
   trainer: `polymodal train configs/shapes-vqa.yaml` with its defaults on the built-in data: samples/s and
            the share of step time spent waiting for data (from the run's metrics.jsonl).
 Each figure goes to `--out` (JSON) as soon as it is measured, so a run cut short keeps what it measured;
@@ -160,18 +161,27 @@ def decode(device: torch.device, sizes: dict, figures: Figures) -> None:
         ids = torch.randint(1, s["vocab"], (batch, s["prompt"]), generator=torch.Generator().manual_seed(batch))
         ids = ids.to(device)
         mask = torch.ones_like(ids, dtype=torch.bool)
+        capacity = s["prompt"] + s["new_tokens"]
+        # on a GPU: inductor with CUDA graphs; at toy sizes on a CPU: traced without generating code
+        compiled = {"backend": "aot_eager"} if device.type == "cpu" else True
         variants = {
             "ours": lambda: generate(lambda r: ours.session(repeat=r), ids, mask, settings),
+            "ours_compiled": lambda: generate(lambda r: ours.session(repeat=r, max_length=capacity, compile=compiled),
+                                              ids, mask, settings),
             "hf": lambda: hf.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=s["new_tokens"],
                                       min_new_tokens=s["new_tokens"], do_sample=False, num_beams=1),
         }
-        same = variants["ours"]() == variants["hf"]()[:, s["prompt"]:].tolist()
+        reference = variants["hf"]()[:, s["prompt"]:].tolist()
+        same = variants["ours"]() == reference and variants["ours_compiled"]() == reference
         figures.put(f"decode_batch{batch}_same_tokens", same)
         for name, fn in variants.items():
             seconds = median_seconds(fn, device, max(3, sizes["iters"] // 4), 1)
             figures.put(f"decode_batch{batch}_{name}_tokens_per_s", round(batch * s["new_tokens"] / seconds, 1))
         figures.put(f"decode_batch{batch}_ratio", round(figures[f"decode_batch{batch}_ours_tokens_per_s"]
                                                         / figures[f"decode_batch{batch}_hf_tokens_per_s"], 3))
+        figures.put(f"decode_batch{batch}_compiled_ratio",
+                    round(figures[f"decode_batch{batch}_ours_compiled_tokens_per_s"]
+                          / figures[f"decode_batch{batch}_hf_tokens_per_s"], 3))
 
 
 def trainer(sizes: dict, figures: Figures) -> None:

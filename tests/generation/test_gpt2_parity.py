@@ -94,3 +94,28 @@ def test_cached_decoding_equals_full_forward(gpt2):
     with torch.no_grad():
         full = ours(full_ids, full_mask)[:, ids.shape[1] - 1:]
     torch.testing.assert_close(torch.stack(stepwise, 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_a_static_cache_and_a_compiled_step_give_the_eager_tokens(gpt2, num_beams):
+    """The static KV cache (allocated once, written in place) and its step through torch.compile with
+    `fullgraph=True` (any graph break fails) decode HF generate's tokens; the step compiles once."""
+    import torch._dynamo as dynamo
+
+    hf, ours = gpt2
+    ids, mask = left_pad(PROMPTS, 0)
+    settings = GenerationSettings(max_new_tokens=10, num_beams=num_beams)
+    expected = hf_generate(hf, ids, mask, settings)
+    capacity = ids.shape[1] + settings.max_new_tokens
+    assert generate(lambda r: ours.session(repeat=r, max_length=capacity), ids, mask, settings) == expected
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    compiled = {"backend": "aot_eager", "fullgraph": True}  # inductor's code: the GPU benchmark's part
+    assert generate(lambda r: ours.session(repeat=r, max_length=capacity, compile=compiled), ids, mask,
+                    settings) == expected
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == 1  # every step ran the one graph
+    session = ours.session(max_length=ids.shape[1] + 1)
+    session.prefill(ids, mask)
+    session.step(torch.tensor([7, 8, 9]))
+    with pytest.raises(ValueError, match="a static cache of 6 positions is full"):
+        session.step(torch.tensor([7, 8, 9]))

@@ -589,4 +589,13 @@ MUTANTS = [
            "digest = hashlib.sha1((value.name or hashlib.sha1(value).hexdigest()).encode()).hexdigest()",
            "digest = hashlib.sha1(value.suffix.encode()).hexdigest()",
            "every image of a shard has one temporary path: the media cache serves the first to all", (SHARDS,)),
+    # --- static KV cache (layers/attention.py) ---
+    Mutant("static_cache_writes_at_zero", "layers/attention.py",
+           "index = self.position + torch.arange(new, device=k.device)  # (N,)",
+           "index = torch.arange(new, device=k.device)  # (N,)",
+           "every step overwrites the prompt's first keys", ("tests/generation/test_gpt2_parity.py",)),
+    Mutant("static_step_sees_the_unwritten_keys", "layers/attention.py",
+           "                    causal, offset = False, 0",
+           "                    causal, offset = False, 0\n                    cache.mask.fill_(True)",
+           "a step attends to the zeros of positions not written yet", ("tests/generation/test_gpt2_parity.py",)),
 ]

@@ -66,6 +66,62 @@ class KVCache:
             self.mask = self.mask.index_select(0, index)
 
 
+class StaticKVCache(KVCache):
+    """A `KVCache` of fixed capacity (gpt-fast's static cache): the buffers are allocated by the first
+    call (the prompt's prefill) for `capacity` positions and each later call writes into them in place,
+    so a decoding step has the same shapes and tensor addresses every time and compiles once (with CUDA
+    graphs under `torch.compile(mode="reduce-overhead")`). Keys not written yet are masked out, which
+    also makes a step causal by itself.
+
+    Args:
+        capacity: the most positions it holds (prompt plus new tokens).
+    """
+
+    static = True
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        if capacity < 1:
+            raise ValueError(f"capacity: expected at least 1 position, got {capacity}")
+        self.capacity = capacity
+        self.filled = 0  # positions written, counted on the host by eager calls (the prefill)
+        self.prefilled = False  # after the first call, each call is one step
+        self.position: torch.Tensor | None = None  # () long: where the next keys go
+
+    @property
+    def length(self) -> int:
+        return self.filled
+
+    def append(self, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        batch, heads, new, dim = k.shape
+        if self.k is None:
+            self.k = k.new_zeros(batch, heads, self.capacity, dim)  # (B, heads, C, head_dim)
+            self.v = v.new_zeros(batch, heads, self.capacity, dim)
+            self.mask = torch.zeros(batch, self.capacity, dtype=torch.bool, device=k.device)  # (B, C)
+            self.position = torch.zeros((), dtype=torch.long, device=k.device)
+            for buffer in (self.k, self.v, self.mask, self.position):
+                torch._dynamo.mark_static_address(buffer)  # CUDA graphs may keep their addresses
+        if not torch.compiler.is_compiling() and self.filled + new > self.capacity:
+            raise ValueError(f"a static cache of {self.capacity} positions is full ({self.filled} held, "
+                             f"{new} more given): open the session with a larger max_length")
+        index = self.position + torch.arange(new, device=k.device)  # (N,)
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
+        self.mask.index_copy_(1, index, mask if mask is not None else index.new_ones(batch, new, dtype=torch.bool))
+        self.position.add_(new)
+        if not torch.compiler.is_compiling():  # a compiled step would recompile for each new count
+            self.filled += new
+        self.prefilled = True
+        return self.k, self.v, self.mask
+
+    def select(self, index: torch.Tensor) -> None:
+        if self.k is not None:  # in place: the addresses stay
+            self.k.copy_(self.k.index_select(0, index))
+            self.v.copy_(self.v.index_select(0, index))
+            self.mask.copy_(self.mask.index_select(0, index))
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention.
 
@@ -162,6 +218,10 @@ class MultiHeadAttention(nn.Module):
             key_mask = mask
             if cache is not None:
                 offset = cache.length
+                if getattr(cache, "static", False) and cache.prefilled:  # a step into a static cache: keys
+                    if q.shape[2] > 1:  # not written yet are masked, and that mask is causal enough
+                        raise ValueError("a static KV cache takes one new position per call after the prefill")
+                    causal, offset = False, 0
                 k, v, key_mask = cache.append(k, v, mask)  # (B, heads, P + N, head_dim)
 
         attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device, offset=offset)

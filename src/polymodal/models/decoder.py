@@ -9,6 +9,7 @@ from torch import nn
 
 from ..layers import LearnedPositions, TransformerEncoder, init_weights_, positions_from_mask
 from ..layers.positions import check_position_ids
+from ..layers.attention import StaticKVCache
 from ..layers.transformer import BlockCache
 from .splice import splice
 
@@ -117,24 +118,43 @@ class TextDecoder(nn.Module):
         return hidden @ self.embed.weight.T if self.lm_head is None else self.lm_head(hidden)
 
     def session(self, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                repeat: int = 1) -> DecoderSession:
+                repeat: int = 1, *, max_length: int | None = None, compile: bool | dict = False) -> DecoderSession:
         """A decoding session (see `generation.Decoding`) over a memory whose rows are each repeated
-        `repeat` times (once per beam)."""
+        `repeat` times (once per beam).
+
+        Args:
+            max_length: the most positions a row will hold (prompt plus new tokens): a static KV cache of
+                that size, allocated once, rather than one that grows by concatenation.
+            compile: with `max_length`, run each step through `torch.compile` (True: on a GPU with CUDA
+                graphs, `mode="reduce-overhead"`; a dict: `torch.compile`'s arguments). The tokens are
+                the eager ones.
+        """
         if context is not None and repeat > 1:
             context = context.repeat_interleave(repeat, dim=0)
             context_mask = None if context_mask is None else context_mask.repeat_interleave(repeat, dim=0)
-        return DecoderSession(self, context, context_mask)
+        if compile and max_length is None:
+            raise ValueError("compile: a compiled step needs a static KV cache: give max_length")
+        return DecoderSession(self, context, context_mask, max_length=max_length, compile=compile)
 
 
 class DecoderSession:
     """One batch being decoded by a `TextDecoder`: its KV cache, its memory, each row's next position."""
 
-    def __init__(self, decoder: TextDecoder, context: torch.Tensor | None, context_mask: torch.Tensor | None):
+    def __init__(self, decoder: TextDecoder, context: torch.Tensor | None, context_mask: torch.Tensor | None,
+                 *, max_length: int | None = None, compile: bool | dict = False):
         if decoder.cross_attends and context is None:
             raise ValueError("this decoder cross-attends to a memory: give context=")
         self.decoder, self.context, self.context_mask = decoder, context, context_mask
         self.cache = decoder.stack.new_cache()
+        if max_length is not None:
+            for block in self.cache:
+                block.attn = StaticKVCache(max_length)
         self.next_position: torch.Tensor | None = None  # (B,)
+        self._step = self._one_step
+        if compile:
+            options = compile if isinstance(compile, dict) else {
+                "mode": "reduce-overhead" if torch.cuda.is_available() else None}
+            self._step = torch.compile(self._one_step, **options)
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,16 +169,20 @@ class DecoderSession:
         logits = self.decoder(None, mask, embeds=embeds, context=self.context, context_mask=self.context_mask,
                               position_ids=positions, cache=self.cache)
         self.next_position = positions[:, -1] + 1
+        torch._dynamo.mark_static_address(self.next_position)
         return logits[:, -1]
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed one new token per row, `ids` (B,); returns the logits for the next one (B, V)."""
+        return self._step(ids.contiguous())  # one layout: a compiled step is not traced again for another
+
+    def _one_step(self, ids: torch.Tensor) -> torch.Tensor:
         logits = self.decoder(ids[:, None], position_ids=self.next_position[:, None], cache=self.cache)
-        self.next_position = self.next_position + 1
+        self.next_position.add_(1)  # in place: a compiled step keeps its inputs' addresses
         return logits[:, -1]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search's parents), in that order."""
         for block in self.cache:
             block.select(index)
-        self.next_position = self.next_position.index_select(0, index)
+        self.next_position.copy_(self.next_position.index_select(0, index))  # in place, as the cache
