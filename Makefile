@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/clip_vs_hf.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/av_loading.py
+	$(BIN)/python benchmarks/shard_loading.py
 
 # The docs site (MkDocs, Material theme) into site/; --strict fails on any warning (a broken link or anchor).
 docs: $(STAMP)
