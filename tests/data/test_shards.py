@@ -83,7 +83,12 @@ def test_sound_and_video_travel_and_other_tools_shards_read(tmp_path):
     write_video(tmp_path / "v.mp4", torch.zeros(4, 16, 16, 3, dtype=torch.uint8).numpy(), fps=4)
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "x", "audio": "a.wav", "video": "v.mp4", "text": "hi"}])
     write_shards(read_manifest(manifest), tmp_path / "out", **QUIET)
+    (tmp_path / "g.gif").write_bytes(b"GIF89a...")  # a suffix no other tool's shards use for an image
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "x", "audio": "a.wav", "video": "v.mp4", "text": "hi",
+                                                      "image": "g.gif"}])
+    write_shards(read_manifest(manifest, check_media=False), tmp_path / "out", **QUIET)
     (back,) = read_shard_records(str(tmp_path / "out" / "shard-000000.tar"))
+    assert back["image"].suffix == ".gif" and bytes(back["image"]) == b"GIF89a..."
     assert back["audio"].suffix == ".wav" and bytes(back["audio"]) == (tmp_path / "a.wav").read_bytes()
     assert back["video"].suffix == ".mp4" and bytes(back["video"]) == (tmp_path / "v.mp4").read_bytes()
     # img2dataset's layout: KEY.jpg, KEY.txt, KEY.json (without an id), KEY.cls
@@ -109,6 +114,13 @@ def test_bad_shards_are_named(tmp_path, shards):
         tar.addfile(info, __import__("io").BytesIO(b"[1]"))
     with pytest.raises(DataError, match=r"bad.tar: sample k1: its .json member must be a JSON object, got list"):
         read_shard_records(str(bad))
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes((shards / "shard-000000.tar").read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"truncated.tar: cannot read this shard"):
+        read_shard_records(str(truncated))
+    with pytest.raises(DataError, match=r"truncated.tar: cannot read this shard"):
+        list(itertools.islice(ShardStream([str(truncated)], TaskDataset([], Ids(), {}), 2, keep=lambda r: True,
+                                          seed=0).records(0, 1), 100))  # its first samples read, then the error
     assert is_shard_pattern("d/shard-{000000..000009}.tar") and is_shard_pattern("pipe:curl -s http://x/a.tar")
     assert not is_shard_pattern("d/train.jsonl")
 
@@ -155,6 +167,19 @@ def test_streams_split_an_epoch_with_each_sample_once(shards, streams):
         after = itertools.dropwhile(lambda item: item[0] == 0, stream.records(0, 1))
         second = [r["id"] for _, r in itertools.islice(after, 40)]
         assert second != parts[0][:40] and len(second) == 40
+
+
+def test_a_stream_whose_shards_hold_nothing_for_its_task_this_epoch_goes_on(shards):
+    # 8 streams, 5 shards: in each epoch some streams' shards are all other tasks' records
+    wanted = {r["id"] for r in read_shard_records(pattern(shards), media=False)[:20]}  # the first shard's
+    stream = ShardStream(shard_urls(pattern(shards)), TaskDataset([], Ids(), {}), 2,
+                         keep=lambda r: r["id"] in wanted, seed=3)
+    for index in range(5):
+        got = [r["id"] for _, r in itertools.islice(stream.records(index, 5), 30)]
+        assert len(got) == 30 and set(got) <= wanted  # it waited for the epochs that give it that shard
+    never = ShardStream(shard_urls(pattern(shards)), TaskDataset([], Ids(), {}), 2, keep=lambda r: False, seed=3)
+    with pytest.raises(DataError, match="found no sample its task can use in 100 epochs"):
+        next(never.records(0, 5))
 
 
 def test_the_buffer_shuffles_within_a_permutation(shards):

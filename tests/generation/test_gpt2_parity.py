@@ -114,8 +114,10 @@ def test_a_static_cache_and_a_compiled_step_give_the_eager_tokens(gpt2, num_beam
     assert generate(lambda r: ours.session(repeat=r, max_length=capacity, compile=compiled), ids, mask,
                     settings) == expected
     assert dynamo.utils.counters["stats"]["unique_graphs"] == 1  # every step ran the one graph
-    session = ours.session(max_length=ids.shape[1] + 1)
-    session.prefill(ids, mask)
-    session.step(torch.tensor([7, 8, 9]))
-    with pytest.raises(ValueError, match="a static cache of 6 positions is full"):
-        session.step(torch.tensor([7, 8, 9]))
+    for options in ({}, {"compile": compiled}):  # compiled, the step cannot check: the session does
+        session = ours.session(max_length=ids.shape[1] + 1, **options)
+        with torch.no_grad():  # as generate() decodes
+            session.prefill(ids, mask)
+            session.step(torch.tensor([7, 8, 9]))
+            with pytest.raises(ValueError, match="a static cache of 6 positions is full"):
+                session.step(torch.tensor([7, 8, 9]))

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tarfile
 import tempfile
 import time
@@ -143,7 +144,7 @@ def _sample(record: dict[str, Any], key: str) -> dict[str, Any]:
             continue
         if name in MEDIA and isinstance(value, str):
             path = Path(value)
-            sample[f"{name}{path.suffix.lower()}"] = path.read_bytes()
+            sample[f"{name}{path.suffix.lower() or '.bin'}"] = path.read_bytes()  # readers go by content
         else:
             fields[name] = value
     sample["json"] = json.dumps(fields).encode("utf-8")
@@ -177,16 +178,19 @@ def record_of(sample: dict[str, Any], media: bool = True) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise DataError(f"{where}: its .json member must be a JSON object, got {type(value).__name__}")
         record.update(value)
-    if "txt" in sample and "text" not in record:
-        record["text"] = sample["txt"].decode("utf-8").strip()
-    if "cls" in sample and "label" not in record:
-        record["label"] = sample["cls"].decode("utf-8").strip()
+    for member, field in (("txt", "text"), ("cls", "label")):
+        if member in sample and field not in record:
+            try:
+                record[field] = sample[member].decode("utf-8").strip()
+            except UnicodeDecodeError as error:
+                raise DataError(f"{where}: its .{member} member is not UTF-8 text ({error.reason})") from None
     for member, data in sample.items():
         if member.startswith("__") or not isinstance(data, bytes):
             continue
         field, _, extension = member.rpartition(".")
+        named = field in MEDIA  # ours: `image.gif`, `video.webm`, `audio.bin`: any extension
         field = field or EXTENSION_FIELDS.get(extension, "")
-        if field in MEDIA and extension in EXTENSION_FIELDS:
+        if field in MEDIA and (named or extension in EXTENSION_FIELDS):
             place = f"{sample['__key__']}.{member}"
             record[field] = MediaBytes(data, "." + extension, f"{sample['__url__']}#{place}") if media else place
     record.setdefault("id", sample["__key__"])
@@ -214,7 +218,7 @@ def read_shard_records(pattern: str, media: bool = True) -> list[dict[str, Any]]
     for url in urls:
         try:
             found = [record_of(s, media) for s in (samples([url]) if media else _text_samples(url))]
-        except (tarfile.TarError, OSError) as error:
+        except (tarfile.TarError, OSError, ValueError) as error:  # a truncated or corrupt shard
             raise DataError(f"{url}: cannot read this shard ({error})") from None
         for record in found:
             if record["id"] in seen:
@@ -266,17 +270,30 @@ def local_files(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
             if isinstance(value, MediaBytes):
                 digest = hashlib.sha1((value.name or hashlib.sha1(value).hexdigest()).encode()).hexdigest()
                 # this process's own name: loader workers are processes of their own
-                path = os.path.join(_TEMP_DIR, f"polymodal-{os.getpid()}-{digest[:24]}{value.suffix}")
+                path = os.path.join(_TEMP_DIR, f"polymodal-{_process_token()}-{digest[:24]}{value.suffix}")
                 if path not in written:  # one file for a media value that feeds two inputs
+                    written.append(path)  # before writing: a failed write is removed too
                     with open(path, "wb") as file:
                         file.write(value)
-                    written.append(path)
                 value = path
             out[name] = value
         yield out
     finally:
         for path in written:
-            os.unlink(path)
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+_tokens: dict[int, str] = {}
+
+
+def _process_token() -> str:
+    """A name for this process, unique on the machine (a pid alone may repeat in another container that
+    shares /dev/shm) and the same for all its calls, so a sample keeps its path from epoch to epoch."""
+    pid = os.getpid()
+    if pid not in _tokens:
+        _tokens[pid] = f"{pid}-{secrets.token_hex(4)}"
+    return _tokens[pid]
 
 
 _TEMP_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()

@@ -16,6 +16,7 @@ uninterrupted run with the same P and W.
 from __future__ import annotations
 
 import random
+import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,25 +70,34 @@ class ShardStream(IterableDataset):
             yield self.dataset.collate(items)
 
     def records(self, stream: int, streams: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(epoch, record) of stream `stream` of `streams`, epoch after epoch, without end."""
+        """(epoch, record) of stream `stream` of `streams`, epoch after epoch, without end. An epoch in
+        which this stream finds nothing its task can use is skipped (its shards that epoch may hold other
+        tasks' records). The trainer has checked that some record is usable; a hundred empty epochs in a
+        row (ten per shard past ten shards) means none is, and is an error rather than an endless loop."""
         split_shards = len(self.urls) >= streams
-        epoch = 0
+        epoch, empty = 0, 0
         while True:
             order = torch.randperm(len(self.urls), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
             urls = [self.urls[i] for i in order.tolist()]
             mine = urls[stream::streams] if split_shards else urls
-            found = False
-            for number, sample in enumerate(samples(mine)):
-                if not split_shards and number % streams != stream:
-                    continue
-                record = record_of(sample)
-                record["_source"] = f"{sample['__url__']}: sample {sample['__key__']}"
-                if self.keep(record):
-                    found = True
-                    yield epoch, record
-            if not found:
-                raise DataError(f"stream {stream} of {streams} found no usable sample in its shards ("
-                                f"{', '.join(mine[:3])}{' ...' if len(mine) > 3 else ''}) in epoch {epoch}")
+            found, number = False, 0
+            for url in mine:
+                try:
+                    for sample in samples([url]):
+                        number += 1
+                        if not split_shards and (number - 1) % streams != stream:
+                            continue
+                        record = record_of(sample)
+                        record["_source"] = f"{url}: sample {sample['__key__']}"
+                        if self.keep(record):
+                            found = True
+                            yield epoch, record
+                except (tarfile.TarError, OSError, ValueError) as error:  # a truncated or corrupt shard
+                    raise DataError(f"{url}: cannot read this shard ({error})") from None
+            empty = 0 if found else empty + 1
+            if empty >= max(100, 10 * len(self.urls)):
+                raise DataError(f"stream {stream} of {streams} found no sample its task can use in {empty} epochs "
+                                f"of its shards ({', '.join(mine[:3])}{' ...' if len(mine) > 3 else ''})")
             epoch += 1
 
     def shuffled(self, stream: int, streams: int) -> Iterator[tuple[list[dict[str, Any]], int, int, int]]:

@@ -150,6 +150,7 @@ class DecoderSession:
             for block in self.cache:
                 block.attn = StaticKVCache(max_length)
         self.next_position: torch.Tensor | None = None  # (B,)
+        self.max_length, self.room = max_length, None  # with a static cache: positions left after the prefill
         self._step = self._one_step
         if compile:
             options = compile if isinstance(compile, dict) else {
@@ -170,10 +171,17 @@ class DecoderSession:
                               position_ids=positions, cache=self.cache)
         self.next_position = positions[:, -1] + 1
         torch._dynamo.mark_static_address(self.next_position)
+        if self.max_length is not None:
+            self.room = self.max_length - embeds.shape[1]
         return logits[:, -1]
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed one new token per row, `ids` (B,); returns the logits for the next one (B, V)."""
+        if self.room is not None:  # counted here: a compiled step cannot check it
+            if self.room < 1:
+                raise ValueError(f"a static cache of {self.max_length} positions is full: open the session "
+                                 "with a larger max_length")
+            self.room -= 1
         return self._step(ids.contiguous())  # one layout: a compiled step is not traced again for another
 
     def _one_step(self, ids: torch.Tensor) -> torch.Tensor:

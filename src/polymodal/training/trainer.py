@@ -328,8 +328,10 @@ class Trainer:
                              keep=lambda record: task_data.usable(record) and in_subset(record, fraction),
                              seed=tc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
                              start=start_step * tc.accumulate, buffer=self.config.data.shuffle_buffer)
+        # its own generator, as train_loader's: starting the workers must not move the restored RNG state
         return DataLoader(stream, batch_size=None, num_workers=self.workers, persistent_workers=self.workers > 0,
-                          prefetch_factor=4 if self.workers else None, pin_memory=self.device.type == "cuda")
+                          prefetch_factor=4 if self.workers else None, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(tc.seed))
 
     def _next_batches(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Task name → batch on the device for `names`; tasks of one group share its inputs and its name
