@@ -17,6 +17,7 @@ from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
 from .tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
 from .tasks.generative import TextGenerationTask
+from .tasks.reconstruction import ReconstructionTask
 from .runfolder import model_folder
 from .system import System
 from .tasks.vocab_head import VocabularyTask
@@ -103,6 +104,36 @@ class LoadedModel:
         title = (f"{question} → " if question else "") + str(self._top(head, probs, 1))
         return draw_explanation(self.system, inputs, title, Path(path))
 
+    def _tokenizer(self) -> tuple[Any, Any]:
+        """The image tokenizer's encoder and its reconstruction head."""
+        name = self._task_of(ReconstructionTask, None)
+        head = self.system.model.tasks[name]
+        return head.encoder.module, head
+
+    @torch.no_grad()
+    def encode_tokens(self, image: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """An image tokenizer's codes: (N,) long for one image (N = the grid's cells, in raster order), (B, N)
+        for a list."""
+        single = isinstance(image, (str, Path, Image.Image))
+        out = self._encode(fuse=False, image=[image] if single else list(image)).modalities["image"]
+        return out.codes[0].cpu() if single else out.codes.cpu()
+
+    @torch.no_grad()
+    def decode_tokens(self, codes: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]) -> Any:
+        """The image(s) an image tokenizer's codes stand for: one PIL image for (N,) codes, a list for (B, N)."""
+        encoder, head = self._tokenizer()
+        codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
+        single = codes.dim() == 1
+        codes = codes[None] if single else codes
+        if codes.dim() != 2 or codes.shape[1] != encoder.num_tokens:
+            raise PolymodalError(f"codes: expected {encoder.num_tokens} codes per image (a {encoder.grid} grid), "
+                                 f"got shape {tuple(codes.shape)}")
+        if int(codes.min()) < 0 or int(codes.max()) >= encoder.num_codes:
+            raise PolymodalError(f"codes: expected values from 0 to {encoder.num_codes - 1}")
+        pixels = head.decode(encoder.embed_codes(codes))  # (B, 3, S, S) in [0, 1]
+        images = [Image.fromarray((p.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")) for p in pixels]
+        return images[0] if single else images
+
     @torch.no_grad()
     def classify(self, image: ImageLike | None = None, task: str | None = None, top_k: int = 1, *,
                  video: str | Path | None = None, audio: str | Path | None = None) -> Any:
@@ -118,11 +149,12 @@ class LoadedModel:
                  videos: Sequence[str | Path] = (), audios: Sequence[str | Path] = (), task: str | None = None,
                  num_beams: int = 1, sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None,
-                 length_penalty: float = 1.0) -> list[str]:
+                 length_penalty: float = 1.0, cache: str | None = None, compiled: bool | None = None) -> list[str]:
         """Generated text for each example, batched: the i-th of `images` / `videos` / `audios` (whichever
         the generative task reads) is example i; `prompt` (one, or one per example) is text the generation
         continues. Greedy by default; `num_beams` > 1 for beam search, `sample=True` (with `temperature`,
-        `top_k`, `top_p`, `seed`) for sampling."""
+        `top_k`, `top_p`, `seed`) for sampling. `cache="static"` and `compiled=True` decode with a static
+        KV cache and compiled steps (the same tokens; faster on a GPU); default: the task's settings."""
         name = self._task_of(self._caption_kind() if task is None else TextGenerationTask, task)
         head = self.system.model.tasks[name]
         given = {"image": list(images), "video": list(videos), "audio": list(audios)}
@@ -143,7 +175,9 @@ class LoadedModel:
             settings = GenerationSettings(max_new_tokens=max_new_tokens or head.generation.max_new_tokens,
                                           num_beams=num_beams, length_penalty=length_penalty, sample=sample,
                                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                          stop_ids=head.generation.stop_ids)
+                                          stop_ids=head.generation.stop_ids,
+                                          cache=head.generation.cache if cache is None else cache,
+                                          compiled=head.generation.compiled if compiled is None else compiled)
         except ValueError as error:
             raise PolymodalError(str(error)) from None
         return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts)

@@ -45,6 +45,10 @@ def _synth(args: argparse.Namespace) -> int:
         held_out = max(50, args.n_clips // 10)
         synthesize_av(args.out, n_train=args.n_clips, n_val=held_out, n_test=held_out, seed=args.seed,
                       image_size=args.clip_size)
+    if args.generation:
+        from .data.shapes_generation import synthesize_generation
+
+        synthesize_generation(Path(args.out) / "generation", n_train=args.n_generation, seed=args.seed)
     return 0
 
 
@@ -254,6 +258,10 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--n-test", type=int, default=500)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--generation", action="store_true",
+                       help="also GenEval-style prompts with the images that match them (OUT/generation/*.jsonl: "
+                            "train, val, test and a held-out split of unseen colour-shape pairs and relations)")
+    synth.add_argument("--n-generation", type=int, default=6000, help="training prompts of --generation")
     synth.set_defaults(func=_synth)
 
     sentences = sub.add_parser("sentences", help="write a corpus of real English sentences (WordNet 3.0's "

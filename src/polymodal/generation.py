@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 
 NEG = -1.0e9  # the score of an impossible candidate (HF's value, so ties break the same way)
+CACHES = ("dynamic", "static")
 
 
 class Decoding(Protocol):
@@ -50,6 +51,10 @@ class GenerationSettings:
         top_p: sample only among the most likely tokens whose probabilities sum to top_p (nucleus).
         seed: the sampling generator's seed, so the same call draws the same tokens.
         stop_ids: tokens that end a sequence (not included in the output).
+        cache: "dynamic", a KV cache that grows by concatenation, or "static", allocated once at the prefill
+            for the prompt and `max_new_tokens` and written in place (HF decoders: HF's `StaticCache`).
+        compiled: run each step through `torch.compile` (with CUDA graphs on a GPU); needs cache="static".
+            The tokens are the eager ones; the first call compiles (seconds on a GPU, minutes on a CPU).
     """
 
     max_new_tokens: int = 32
@@ -61,8 +66,14 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     stop_ids: tuple[int, ...] = ()
+    cache: str = "dynamic"
+    compiled: bool = False
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHES:
+            raise ValueError(f"cache: expected one of {', '.join(CACHES)}, got {self.cache!r}")
+        if self.compiled and self.cache != "static":
+            raise ValueError("compiled: a compiled step needs cache: static (its tensors keep their addresses)")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected at least 1, got {self.max_new_tokens}")
         if self.num_beams < 1:
@@ -75,6 +86,11 @@ class GenerationSettings:
             raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k: expected 0 (off) or a positive number, got {self.top_k}")
+
+    def session_options(self) -> dict[str, object]:
+        """What a decoder's `start` takes besides the repeat: nothing for a dynamic cache; else the new
+        tokens a static cache makes room for, and whether steps are compiled."""
+        return {} if self.cache == "dynamic" else {"new_tokens": self.max_new_tokens, "compile": self.compiled}
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,13 +107,13 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def generate(start: Callable[[int], Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
+def generate(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
              settings: GenerationSettings) -> list[list[int]]:
     """Continue each prompt.
 
     Args:
-        start: `start(repeat)` opens a session over the batch's memory with each row repeated `repeat`
-            times (the number of beams; 1 otherwise).
+        start: `start(repeat, **settings.session_options())` opens a session over the batch's memory with
+            each row repeated `repeat` times (the number of beams; 1 otherwise).
         ids: (B, T) left-padded prompt ids.
         mask: (B, T) bool, True on real tokens; None: no padding.
         settings: the decoding strategy and its limits.
@@ -107,7 +123,7 @@ def generate(start: Callable[[int], Decoding], ids: torch.Tensor, mask: torch.Te
     """
     if settings.num_beams > 1:
         return _beam_search(start, ids, mask, settings)
-    session = start(1)
+    session = start(1, **settings.session_options())
     logits = session.prefill(ids, mask)
     generator = torch.Generator(device=ids.device).manual_seed(settings.seed) if settings.sample else None
     stop = torch.tensor(settings.stop_ids, dtype=torch.long, device=ids.device)
@@ -151,12 +167,12 @@ def _cut(tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[list[int]]:
     return rows
 
 
-def _beam_search(start: Callable[[int], Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
+def _beam_search(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
                  settings: GenerationSettings) -> list[list[int]]:
     """The best finished hypothesis per prompt (see the module docstring for the rules)."""
     batch, beams, steps = ids.shape[0], settings.num_beams, settings.max_new_tokens
     device = ids.device
-    session = start(beams)
+    session = start(beams, **settings.session_options())
     log_probs = session.prefill(ids.repeat_interleave(beams, 0),
                                 None if mask is None else mask.repeat_interleave(beams, 0)).float().log_softmax(-1)
     vocab = log_probs.shape[-1]

@@ -55,6 +55,8 @@ def test_caption_api_is_batched(caption_run, shapes_data):
     batch = model.caption(images)
     assert isinstance(batch, list) and len(batch) == 3
     assert model.caption(images[1]) == batch[1]  # one in, one out; the same text as in a batch
+    assert model.caption(images, cache="static") == batch  # a static KV cache: the same tokens
+    assert model.caption(images, cache="static", num_beams=3) == model.caption(images, num_beams=3)
     head = model.system.model.tasks["caption"]
     greedy_settings, head.generation = head.generation, replace(head.generation, num_beams=3)
     assert model.caption(images, num_beams=3) == model.predict("caption", records)  # API and harness agree

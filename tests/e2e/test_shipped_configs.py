@@ -46,6 +46,8 @@ def expected_metrics(task_type, task, records):
         return {"masked_accuracy"}
     if task_type == "masked_modelling":
         return {"masked_mse"}
+    if task_type == "reconstruction":
+        return {"psnr", "ssim", "codebook_usage", "perplexity"}
     return {"accuracy"}
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from graphs import graph_breaks
 
 from polymodal.fusion import FUSIONS, CoAttentionFusion, CrossAttentionFusion, GatedCrossAttentionFusion
 from polymodal.fusion.base import ExplainsTokens, Fusion
@@ -47,6 +48,12 @@ def test_the_fusion_protocol_says_what_the_output_has(name):
         relevance = fusion.token_relevance(encoded())
         sizes = {"image": (3, 5), "text": (3, 4)}
         assert relevance and {m: r.shape for m, r in relevance.items()} == {m: sizes[m] for m in relevance}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_training_forward_traces_into_one_graph(name):
+    """`train.compile` gets the whole fusion in one graph: no data-dependent check on the masks."""
+    assert graph_breaks(build(name).train(), encoded()) == []
 
 
 def encoded(batch: int = 3, seed: int = 0) -> dict[str, EncoderOutput]:

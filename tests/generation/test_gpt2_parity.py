@@ -121,3 +121,33 @@ def test_a_static_cache_and_a_compiled_step_give_the_eager_tokens(gpt2, num_beam
             session.step(torch.tensor([7, 8, 9]))
             with pytest.raises(ValueError, match="a static cache of 6 positions is full"):
                 session.step(torch.tensor([7, 8, 9]))
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_hf_static_cache_and_compiled_steps_give_hf_generate_tokens(gpt2, num_beams):
+    """An HF decoder with HF's StaticCache (sized at the prefill, its mask written in place) decodes
+    `generate`'s tokens, eagerly and through torch.compile with `fullgraph=True`, compiling once; the
+    settings reach it through `GenerationSettings(cache="static", compiled=True)`."""
+    import torch._dynamo as dynamo
+
+    hf, _ = gpt2
+    ids, mask = left_pad(PROMPTS, 0)
+    settings = GenerationSettings(max_new_tokens=10, num_beams=num_beams, cache="static")
+    expected = hf_generate(hf, ids, mask, settings)
+    with torch.no_grad():
+        assert generate(lambda r, **o: HFSession(hf, 48, **o), ids, mask, settings) == expected
+        dynamo.reset()
+        dynamo.utils.counters.clear()
+        compiled = {"backend": "aot_eager", "fullgraph": True}
+        assert generate(lambda r, new_tokens, compile: HFSession(hf, 48, new_tokens=new_tokens, compile=compiled),
+                        ids, mask, GenerationSettings(max_new_tokens=10, num_beams=num_beams, cache="static",
+                                                      compiled=True)) == expected
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == 1  # every step ran the one graph
+    with pytest.raises(ValueError, match="a compiled step needs cache: static"):
+        GenerationSettings(compiled=True)
+    session = HFSession(hf, 48, new_tokens=1)
+    with torch.no_grad():
+        session.prefill(ids, mask)
+        session.step(torch.tensor([7, 8, 9]))
+        with pytest.raises(ValueError, match="a static cache of 6 positions is full"):
+            session.step(torch.tensor([7, 8, 9]))

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 import hf_folders
+from graphs import graph_breaks
 from polymodal.modalities.base import EncoderOutput, HoldsEncoders, MasksTokens
 from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
+from polymodal.modalities.image.tokenizer import QuantizedImageEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
 from polymodal.modalities.video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
@@ -134,6 +136,10 @@ CASES = {
         lambda: ViTImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, patch_size=4, width=16, depth=1, num_heads=2),
         _image_inputs,
     ),
+    "tokenizer": Case(  # an image tokenizer's encoder: FSQ codes on a 4 × 4 grid
+        lambda: QuantizedImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, downsample=4, channels=[8, 8, 16]),
+        _image_inputs,
+    ),
     # pretrained models from local folders (tiny random ones here), projected to OUT_DIM
     "hf-bert": Case(lambda: HFTextEncoder(path=str(hf_folders.bert()), out_dim=OUT_DIM), _text_inputs),
     "hf-clip-text": Case(lambda: HFTextEncoder(path=str(hf_folders.clip()), out_dim=OUT_DIM, pooling="pooler"),
@@ -178,6 +184,15 @@ def test_every_trainable_parameter_gets_a_gradient(name):
             assert p.grad is not None, param_name
             assert torch.isfinite(p.grad).all(), param_name
     assert sum(p.grad.abs().sum() for p in encoder.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_training_forward_traces_into_one_graph(name):
+    """`train.compile` gets the whole encoder in one graph (no data-dependent check, no Python fallback),
+    pretrained Hugging Face encoders included."""
+    torch.manual_seed(0)
+    encoder = CASES[name].build().train()
+    assert graph_breaks(encoder, *CASES[name].inputs()) == []
 
 
 @pytest.mark.parametrize("name", CASES)

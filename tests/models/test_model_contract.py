@@ -17,6 +17,8 @@ TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},  # do
                "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
                "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
+TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenizer", "image_size": 32, "downsample": 8,
+                                                               "channels": [8, 8, 8, 16]}}}
 FUSION_EXTRAS = {"early": {"depth": 1, "num_heads": 2}, "cross": {"depth": 1, "num_heads": 2},
                  "coattn": {"depth": 1, "num_heads": 2}, "gated_cross_attention": {"depth": 1, "num_heads": 2},
                  "perceiver": {"depth": 1, "num_heads": 2, "num_latents": 4}}
@@ -28,7 +30,8 @@ MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {
 COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS]
 
 
-def build(data, model_kind, task_type, encoders=TINY_ENCODERS, **model):
+def build(data, model_kind, task_type, encoders=None, **model):
+    encoders = encoders or TASK_ENCODERS.get(task_type, TINY_ENCODERS)
     config = from_dict({
         "model": {**MODEL_KINDS[model_kind], "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200},
                   **model},
@@ -64,8 +67,8 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.logit_scale", "backbone.projections"]
     if generative:  # the decoder reads the image's tokens (memory: modalities): no fusion, no text encoder
         unused += ["backbone.fusion", "backbone.encoders.text"]
-    if task_type in ("mlm", "masked_modelling"):  # one encoder's own tokens: no fusion, not the other encoder
-        unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]
+    if task_type in ("mlm", "masked_modelling", "reconstruction"):  # one encoder's own tokens: no fusion, not
+        unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]  # the other
     if task_type == "distill":  # the text encoder's own vector, mapped into the teacher's width
         unused += ["backbone.fusion", "backbone.encoders.image"]
     if task_type == "classification":  # image only: the text encoder is not run

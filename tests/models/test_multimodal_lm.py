@@ -15,7 +15,7 @@ from polymodal.data.loader import TaskDataset  # noqa: E402
 from polymodal.data.manifest import read_manifest  # noqa: E402
 from polymodal.errors import ConfigError  # noqa: E402
 from polymodal.generation import GenerationSettings, generate, left_pad  # noqa: E402
-from polymodal.models.splice import media_id, splice  # noqa: E402
+from polymodal.models.splice import MEDIA, media_id, splice  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from polymodal.training.trainer import train  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
@@ -46,21 +46,65 @@ def test_splice_puts_each_span_in_place_and_says_where_to_read():
     assert gone_left_last.tolist() == [[0, 0, 1, 2], [1, 2, 2, 2]]
 
 
-@pytest.mark.parametrize("left", [False, True])
-def test_vanishing_placeholders_match_the_general_splice(left):
-    """The vectorised path (no spans: an encoder-decoder's every training step) against the per-token one
-    (spans of another modality: these placeholders vanish there too), on random ragged rows."""
-    torch.manual_seed(0)
-    table = torch.randn(50, 3, requires_grad=True)
-    ids = torch.randint(0, 50, (6, 9))
-    ids[torch.rand(6, 9) < 0.3] = media_id("image")
+def reference_splice(ids, mask, embed, spans, left):
+    """The splice written token by token (the oracle of the vectorised one)."""
+    vectors = embed(ids.clamp(min=0))
+    rows, lasts = [], []
+    for b in range(ids.shape[0]):
+        pieces, last, count = [], [], 0
+        for t in range(ids.shape[1]):
+            token = int(ids[b, t])
+            if bool(mask[b, t]) and token >= 0:
+                pieces.append(vectors[b, t: t + 1])
+                count += 1
+            elif bool(mask[b, t]) and MEDIA[-token - 1] in spans:
+                tokens, real = spans[MEDIA[-token - 1]]
+                pieces.append(tokens[b][real[b]])
+                count += int(real[b].sum())
+            last.append(max(count - 1, 0))
+        rows.append(torch.cat(pieces) if pieces else vectors.new_zeros(0, vectors.shape[-1]))
+        lasts.append(last)
+    total = max(r.shape[0] for r in rows)
+    embeds, out_mask = vectors.new_zeros(len(rows), total, vectors.shape[-1]), torch.zeros(len(rows), total, dtype=torch.bool)
+    last = torch.tensor(lasts)
+    for b, row in enumerate(rows):
+        start = total - row.shape[0] if left else 0
+        embeds[b, start: start + row.shape[0]], out_mask[b, start: start + row.shape[0]] = row, True
+        last[b] += start
+    return embeds, out_mask, last
+
+
+def ragged_prompts(seed: int = 0):
+    """Six rows of random ids, each with at most one image and one audio placeholder, ragged masks; an
+    image span of 4 (one row's last two vectors padding) and an audio span of 3."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50, (6, 9), generator=g)
+    for modality, rows in (("image", [0, 1, 3, 5]), ("audio", [0, 2, 3])):
+        for b in rows:
+            ids[b, int(torch.randint(0, 9, (), generator=g))] = media_id(modality)
     mask = torch.arange(9)[None] < torch.tensor([9, 7, 1, 4, 0, 8])[:, None]
+    image_real = torch.ones(6, 4, dtype=torch.bool)
+    image_real[1, 2:] = False
+    spans = {"image": (100 + torch.randn(6, 4, 3, generator=g), image_real),
+             "audio": (200 + torch.randn(6, 3, 3, generator=g), torch.ones(6, 3, dtype=torch.bool))}
+    return ids, mask, spans
+
+
+@pytest.mark.parametrize("left", [False, True])
+@pytest.mark.parametrize("which", [(), ("video",), ("image",), ("image", "audio")])
+def test_the_vectorised_splice_is_the_token_by_token_one(left, which):
+    """One scatter puts every vector where the per-token reference does, on ragged rows with spans of
+    padded and unpadded media, and none (placeholders vanish); gradients reach the ids' embeddings and the
+    spans."""
+    ids, mask, spans = ragged_prompts()
+    table = torch.randn(50, 3, requires_grad=True)
     embed = lambda x: table[x]  # noqa: E731
-    unused = {"video": (torch.zeros(6, 2, 3), torch.ones(6, 2, dtype=torch.bool))}
-    fast, general = splice(ids, mask, embed, left=left), splice(ids, mask, embed, unused, left=left)
-    for a, b in zip(fast, general):
+    given = {m: spans[m] for m in which if m in spans}
+    if "video" in which:  # a span of a modality no prompt places changes nothing
+        given["video"] = (torch.zeros(6, 2, 3), torch.ones(6, 2, dtype=torch.bool))
+    for a, b in zip(splice(ids, mask, embed, given, left=left), reference_splice(ids, mask, embed, given, left)):
         assert torch.equal(a, b)
-    fast[0].sum().backward()  # gradients reach the embeddings of the kept ids
+    splice(ids, mask, embed, given, left=left)[0].sum().backward()
     assert table.grad.abs().sum() > 0
 
 
@@ -119,6 +163,10 @@ def test_generation_with_the_cache_equals_greedy_by_hand(shapes_data, lm_folders
     prompts[1] = prompts[1][:-2]  # prompts of different lengths: left padding
     ids, mask = left_pad(prompts, task.data.tokenizer.pad_id)
     got = generate(lambda r: decoder.start(out, r), ids, mask, GenerationSettings(max_new_tokens=6))
+    with torch.no_grad():  # HF's static cache, sized at the prefill for the spliced prompt
+        static = generate(lambda r, **o: decoder.start(out, r, **o), ids, mask,
+                          GenerationSettings(max_new_tokens=6, cache="static"))
+    assert static == got
     for row, prompt in enumerate(prompts):  # no cache: the whole sequence each step
         seq = list(prompt)
         single = type(out)(modalities={m: type(e)(tokens=e.tokens[row:row + 1], mask=e.mask[row:row + 1],
@@ -143,6 +191,8 @@ def test_a_tiny_hf_lm_trains_through_the_multimodal_lm_offline(shapes_data, lm_f
     records = read_manifest(shapes_data / "val.jsonl")
     assert set(model.evaluate(records)["caption"]) == {"bleu4", "cider", "exact_match", "n"}
     assert isinstance(model.caption(records[0]["image"]), str)
+    images = [r["image"] for r in records[:4]]
+    assert model.generate(images=images, cache="static") == model.generate(images=images)
 
 
 def test_stage_one_trains_the_projector_and_stage_two_lora_only(shapes_data, lm_folders, tmp_path):
@@ -193,21 +243,19 @@ def test_bad_hf_decoder_settings_are_clear_errors(shapes_data, lm_folders, decod
 
 
 @pytest.mark.parametrize("left", [False, True])
-def test_compiled_splice_traces_whole_and_gives_the_eager_vectors(left):
-    """Under torch.compile, vanishing placeholders keep the input's length (no data-dependent shape, no wait
-    on the data): `fullgraph=True` fails on any graph break; each row's kept vectors and the vectors read
-    at `last` are the eager ones."""
-    torch.manual_seed(0)
+@pytest.mark.parametrize("which", [(), ("image", "audio")])
+def test_compiled_splice_traces_whole_and_gives_the_eager_vectors(left, which):
+    """Under torch.compile the spliced length is L + Σ (S − 1), known when tracing (no data-dependent shape,
+    no wait on the data): `fullgraph=True` fails on any graph break; each row's vectors and the vectors
+    read at `last` are the eager ones."""
+    ids, mask, spans = ragged_prompts()
+    spans = {m: spans[m] for m in which}
     table = torch.randn(50, 3)
-    ids = torch.randint(0, 50, (6, 9))
-    ids[torch.rand(6, 9) < 0.3] = media_id("image")
-    mask = torch.arange(9)[None] < torch.tensor([9, 7, 1, 4, 0, 8])[:, None]
     embed = lambda x: table[x]  # noqa: E731
     torch._dynamo.reset()
-    traced = torch.compile(lambda i, m: splice(i, m, embed, left=left), fullgraph=True, backend="eager")
-    (eager, eager_mask, eager_last), (static, static_mask, static_last) = splice(ids, mask, embed, left=left), traced(ids, mask)
-    assert static.shape[1] == 9 and eager.shape[1] == int(((ids >= 0) & mask).sum(1).max()) == 7
+    traced = torch.compile(lambda i, m: splice(i, m, embed, spans, left=left), fullgraph=True, backend="eager")
+    (eager, eager_mask, eager_last), (static, static_mask, static_last) = splice(ids, mask, embed, spans, left=left), traced(ids, mask)
+    assert static.shape[1] == 9 + sum(t.shape[1] - 1 for t, _ in spans.values()) >= eager.shape[1]
     for b in range(6):
         assert torch.equal(eager[b][eager_mask[b]], static[b][static_mask[b]])
-        real = mask[b] & (ids[b] >= 0)  # where a prediction is read: after a real id
-        assert torch.equal(eager[b][eager_last[b][real]], static[b][static_last[b][real]])
+        assert torch.equal(eager[b][eager_last[b][mask[b]]], static[b][static_last[b][mask[b]]])

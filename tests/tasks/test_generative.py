@@ -49,6 +49,8 @@ def test_prompt_templates_place_media_and_fields(tokenizer):
     assert plain.prompt_from_text("a red") == [media_id("image"), *words("caption:"), *words("a red")]
     with pytest.raises(ValueError, match="unknown placeholder <picture>"):
         CaptionData(tokenizer=tokenizer, prompt="<picture> what")
+    with pytest.raises(ValueError, match="<image> appears twice"):  # a span per modality and example
+        CaptionData(tokenizer=tokenizer, prompt="<image> or <audio> <image>")
 
 
 def memory_output(batch=2, length=3, width=16, seed=0):

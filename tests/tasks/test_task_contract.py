@@ -20,12 +20,16 @@ TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},
                "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
                "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
+# a task that needs an encoder of another type than the tiny ones: an image tokenizer's for reconstruction
+TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenizer", "image_size": 32, "downsample": 8,
+                                                               "channels": [8, 8, 8, 16]}}}
 
 
 def build(data, task_type, **options):
     decoder = {"decoder": DECODER} if "decoder" in TASKS[task_type].needs else {}
     config = from_dict({
-        "model": {"fusion": {"type": "late"}, "embed_dim": 16, "width": 32, "encoders": TINY_ENCODERS,
+        "model": {"fusion": {"type": "late"}, "embed_dim": 16, "width": 32,
+                  "encoders": TASK_ENCODERS.get(task_type, TINY_ENCODERS),
                   "tokenizer": {"vocab_size": 200}, **decoder},
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {}), **options}},
         "data": {}, "train": {},

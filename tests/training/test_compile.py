@@ -1,5 +1,5 @@
-"""`train.compile`: the shipped configs trace into one graph (no graph break), and compiled training
-gives the eager losses."""
+"""`train.compile`: every shipped config's step traces into one graph (no graph break), and compiled
+training gives the eager losses. The registered encoders and fusions are traced by their contract tests."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo as dynamo
+from graphs import graph_breaks
 
+from polymodal.builders.decoder import DECODERS
 from polymodal.config import load_config
+from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_av import synthesize_av
+from polymodal.models.tiny_lm import save_tiny_lm
+from polymodal.tasks import TASKS
 from polymodal.training.trainer import Trainer, train
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 AV = ("shapes-av", "shapes-video", "audio-", "caption-video", "caption-audio")
-# Configs whose step still breaks the graph, and where (issue 21 continues with them): media spans spliced
-# into a decoder's input make its length depend on the data (models/splice.py; vanishing placeholders keep
-# the input's length under compile), and HF models are traced through code dynamo does not follow.
-NOT_YET = {"llava-tiny.yaml": "splice of media spans, HF decoder", "distill-text.yaml": "HF teacher"}
-ONE_GRAPH = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name not in NOT_YET)
+CONFIGS_NAMES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+# every shipped config, and the registered task types no config ships (a transcription head)
+STEPS = [(name, ()) for name in CONFIGS_NAMES] + [("caption-audio.yaml", ("tasks.caption.type=transcription",))]
 
 
 @pytest.fixture(scope="module")
@@ -33,46 +36,50 @@ def av_data(tmp_path_factory):
 
 def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str) -> Trainer:
     data = av_data if name.startswith(AV) else shapes_data
-    config = load_config(CONFIGS / name, [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-                                          f"data.test={data / 'test.jsonl'}", "train.batch_size=4",
-                                          "train.max_steps=2", "train.val_every=0", "train.init_from=null",
-                                          "data.num_workers=0", *sets])
-    return Trainer(config, out, log=lambda _: None)
+    overrides = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
+                 f"data.test={data / 'test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
+                 "train.init_from=null", "data.num_workers=0", *sets]
+    if load_config(CONFIGS / name).model.get("decoder", {}).get("type") == "hf":  # the user's LM: a tiny one
+        texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
+        overrides.append(f"model.decoder.path={save_tiny_lm(out.parent / 'lm', 'gpt2', texts)}")
+    return Trainer(load_config(CONFIGS / name, overrides), out, log=lambda _: None)
 
 
-def test_every_shipped_config_is_either_one_graph_or_named_with_its_reason():
-    assert set(ONE_GRAPH) | set(NOT_YET) == {p.name for p in CONFIGS.glob("*.yaml")}
-    assert {"shapes-vqa.yaml", "shapes-clip.yaml", "shapes-av.yaml", "pretrain.yaml", "caption-image.yaml",
-            "vqa-generative.yaml", "multitask.yaml"} <= set(ONE_GRAPH)
+def test_every_task_type_and_decoder_is_traced():
+    configs = [load_config(CONFIGS / name, list(sets)) for name, sets in STEPS]
+    assert {t["type"] for c in configs for t in c.tasks.values()} == set(TASKS)
+    assert {c.model.get("decoder", {}).get("type") for c in configs} - {None} == set(DECODERS)
 
 
-@pytest.mark.parametrize("name", ONE_GRAPH)
-def test_a_training_step_traces_into_one_graph(name, shapes_data, av_data, tmp_path):
-    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run")
-    batches = trainer._next_batches(list(trainer.config.tasks))
-    dynamo.reset()
-    with dynamo.config.patch(allow_rnn=True):
-        explained = dynamo.explain(trainer.model)(batches)
-    where = [f"{b.reason.splitlines()[0]} at {b.user_stack[-1].filename}:{b.user_stack[-1].lineno}"
-             for b in explained.break_reasons if b.user_stack]
-    assert explained.graph_count == 1 and not explained.break_reasons, where
+@pytest.mark.parametrize("name, sets", STEPS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
+def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, tmp_path):
+    """What `train.compile` compiles, over every shipped config: the model's forward over a step's batches
+    (media spliced into an HF causal LM, a distillation teacher's vectors computed before it)."""
+    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets)
+    assert graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks))) == []
 
 
 @pytest.mark.parametrize("backend, name, short", [
     ("aot_eager", "shapes-vqa", "model.encoders.text.max_length=16"),
     ("aot_eager", "caption-image", "tasks.caption.max_length=16"),  # the decoder's input spliced in place
+    ("aot_eager", "llava-tiny", "tasks.caption.max_length=16"),  # image tokens spliced into an HF causal LM
     pytest.param("inductor", "shapes-vqa", "model.encoders.text.max_length=16", marks=pytest.mark.slow)])
 def test_compiled_training_gives_the_eager_losses(backend, name, short, shapes_data, tmp_path, monkeypatch):
     """aot_eager traces forward and backward as inductor does, without generating code (3 minutes of C++
     compilation on 2 cores); the slow run checks inductor's code too."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
 
+    lm = []
+    if name == "llava-tiny":
+        texts = [r["text"] for r in read_manifest(shapes_data / "train.jsonl")]
+        lm = [f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}"]
+
     def losses(compiled: bool) -> list[float]:
         config = load_config(CONFIGS / f"{name}.yaml",
                              [f"data.train={shapes_data / 'train.jsonl'}", f"data.val={shapes_data / 'val.jsonl'}",
                               "train.batch_size=8", "train.max_steps=4", "train.log_every=1", "train.val_every=0",
                               "train.init_from=null", "data.num_workers=0", "data.augment=false",
-                              short, f"train.compile={str(compiled).lower()}"])
+                              short, f"train.compile={str(compiled).lower()}", *lm])
         out = tmp_path / f"compiled_{compiled}"
         dynamo.reset()
         dynamo.utils.counters.clear()

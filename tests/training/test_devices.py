@@ -102,13 +102,14 @@ def test_losses_leave_the_device_only_at_log_steps_and_the_log_has_the_data_wait
         return numbers(totals)
 
     trainer._numbers = counted
-    slow = TaskDataset.__getitem__
+    slow, real, late = TaskDataset.__getitem__, time.perf_counter, [0.0]
 
-    def slow_item(self, key):  # 8 examples × 25 ms a step: far longer than a tiny model's step (and its first,
-        time.sleep(0.025)        # which counts its FLOPs)
+    def slow_item(self, key):  # 8 examples × 10 s of the clock's time a step: far longer than a tiny model's
+        late[0] += 10.0        # step however busy the machine (the clock is moved, nothing sleeps)
         return slow(self, key)
 
     monkeypatch.setattr(TaskDataset, "__getitem__", slow_item)
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + late[0])
     trainer.fit()
     assert reads == [3, 6, 7]  # after steps 3, 6 and the last: nowhere else
     logged = [r for r in _metrics(tmp_path / "run") if "loss" in r]

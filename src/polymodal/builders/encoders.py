@@ -66,8 +66,10 @@ def build_encoder(name: str, spec: Any, width: int, tokenizer: TextTokenizer | N
 
 def _nested_encoder(name: str, spec: Any, where: str, provided: dict[str, Any]) -> nn.Module:
     """An encoder inside another one (a video encoder's frame encoder), from its config mapping; only
-    encoders that read the modality's usual tensors (the outer encoder's processor makes them)."""
-    usable = {k: c for k, c in modality(name, where).encoders.items() if c not in PROCESSORS}
+    encoders that read the modality's usual tensors (the outer encoder's processor makes them) and that
+    are not whole models of their own (`standalone`: a tokenizer's encoder)."""
+    usable = {k: c for k, c in modality(name, where).encoders.items()
+              if c not in PROCESSORS and not getattr(c, "standalone", False)}
     cls = encoder_class(name, spec, where, usable)
     settings = bind(cls, {k: v for k, v in spec.items() if k != "type"}, where, provided=tuple(provided))
     with config_errors(where):

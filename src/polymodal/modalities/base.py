@@ -22,6 +22,9 @@ class EncoderOutput:
             by these times.
         present: (B,) bool, False for examples that lack this modality (their tokens are a learned
             placeholder, see `models.absent`); None when every example has it.
+        codes: (B, N) long, for a quantising encoder (a modality tokenizer): each token's code; else None.
+        aux_loss: a quantising encoder's own loss (a VQ codebook's commitment), to add to the task's; None
+            for the others.
     """
 
     tokens: torch.Tensor
@@ -29,6 +32,8 @@ class EncoderOutput:
     pooled: torch.Tensor
     times: torch.Tensor | None = None
     present: torch.Tensor | None = None
+    codes: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
 
     def presence(self) -> torch.Tensor:
         """(B,) bool: which examples have this modality (`present`, or all of them)."""

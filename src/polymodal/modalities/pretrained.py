@@ -265,6 +265,12 @@ class HFAudioEncoder(_Pretrained):
             raise ValueError(f"duration: expected seconds > 0, got {duration}")
         super().__init__(path, out_dim, lora, layers)
         self.duration = duration
+        for module in self.model.modules():
+            # Wav2Vec2 / HuBERT's convolutional feature encoder sets `input.requires_grad = True` in training,
+            # a relic of reentrant checkpointing that breaks torch.compile's graph; its parameters still learn
+            # without it (autograd follows them; checkpointing here is non-reentrant).
+            if hasattr(module, "_requires_grad") and hasattr(module, "conv_layers"):
+                module._requires_grad = False
 
     def forward(self, features: torch.Tensor) -> EncoderOutput:
         """Args: features, the feature extractor's `input_values` (B, S) or `input_features` (B, F, T)."""

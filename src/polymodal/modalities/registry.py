@@ -16,6 +16,7 @@ from ..data.processor import Processor
 from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from .audio.processor import AudioProcessor
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
+from .image.tokenizer import QuantizedImageEncoder
 from .image.processor import ImageProcessor
 from .pretrained import (HFAudioBatchProcessor, HFAudioEncoder, HFImageBatchProcessor, HFImageEncoder,
                          HFTextEncoder)
@@ -165,7 +166,8 @@ PROCESSORS: dict[type[nn.Module], Callable[[dict[str, Any], bool, TextTokenizer 
 }
 
 MODALITIES: dict[str, Modality] = {
-    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder, "hf": HFImageEncoder},
+    "image": Modality("image", {"cnn": CNNImageEncoder, "vit": ViTImageEncoder, "hf": HFImageEncoder,
+                                "tokenizer": QuantizedImageEncoder},
                       _image_processor, processor_options={"cache_mb": 1024}),
     "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder, "hf": HFTextEncoder},
                      _text_processor, builder_provides=("out_dim", "vocab_size", "pad_id")),

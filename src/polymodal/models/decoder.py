@@ -4,6 +4,8 @@ multimodal memory, tied input and output embeddings; and its decoding session fo
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -72,11 +74,12 @@ class TextDecoder(nn.Module):
                       context_mask=None if memory is None else memory.mask)  # (B, T, V)
         return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
 
-    def start(self, out, repeat: int = 1) -> DecoderSession:
-        """A decoding session over the model output `out`'s memory, each row repeated `repeat` times."""
+    def start(self, out, repeat: int = 1, **options: Any) -> DecoderSession:
+        """A decoding session over the model output `out`'s memory, each row repeated `repeat` times;
+        `options`: `session`'s keywords (`GenerationSettings.session_options`)."""
         memory = out.memory if self.cross_attends else None
         return self.session(None if memory is None else memory.tokens, None if memory is None else memory.mask,
-                            repeat)
+                            repeat, **options)
 
     def forward(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None, context: torch.Tensor | None = None,
@@ -118,38 +121,40 @@ class TextDecoder(nn.Module):
         return hidden @ self.embed.weight.T if self.lm_head is None else self.lm_head(hidden)
 
     def session(self, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                repeat: int = 1, *, max_length: int | None = None, compile: bool | dict = False) -> DecoderSession:
+                repeat: int = 1, *, max_length: int | None = None, new_tokens: int | None = None,
+                compile: bool | dict = False) -> DecoderSession:
         """A decoding session (see `generation.Decoding`) over a memory whose rows are each repeated
         `repeat` times (once per beam).
 
         Args:
             max_length: the most positions a row will hold (prompt plus new tokens): a static KV cache of
                 that size, allocated once, rather than one that grows by concatenation.
-            compile: with `max_length`, run each step through `torch.compile` (True: on a GPU with CUDA
+            new_tokens: instead of `max_length`, the tokens to make room for after the prompt (a static
+                cache sized at the prefill).
+            compile: with a static cache, run each step through `torch.compile` (True: on a GPU with CUDA
                 graphs, `mode="reduce-overhead"`; a dict: `torch.compile`'s arguments). The tokens are
                 the eager ones.
         """
         if context is not None and repeat > 1:
             context = context.repeat_interleave(repeat, dim=0)
             context_mask = None if context_mask is None else context_mask.repeat_interleave(repeat, dim=0)
-        if compile and max_length is None:
-            raise ValueError("compile: a compiled step needs a static KV cache: give max_length")
-        return DecoderSession(self, context, context_mask, max_length=max_length, compile=compile)
+        if compile and max_length is None and new_tokens is None:
+            raise ValueError("compile: a compiled step needs a static KV cache: give max_length or new_tokens")
+        return DecoderSession(self, context, context_mask, max_length=max_length, new_tokens=new_tokens,
+                              compile=compile)
 
 
 class DecoderSession:
     """One batch being decoded by a `TextDecoder`: its KV cache, its memory, each row's next position."""
 
     def __init__(self, decoder: TextDecoder, context: torch.Tensor | None, context_mask: torch.Tensor | None,
-                 *, max_length: int | None = None, compile: bool | dict = False):
+                 *, max_length: int | None = None, new_tokens: int | None = None, compile: bool | dict = False):
         if decoder.cross_attends and context is None:
             raise ValueError("this decoder cross-attends to a memory: give context=")
         self.decoder, self.context, self.context_mask = decoder, context, context_mask
         self.cache = decoder.stack.new_cache()
-        if max_length is not None:
-            for block in self.cache:
-                block.attn = StaticKVCache(max_length)
         self.next_position: torch.Tensor | None = None  # (B,)
+        self.new_tokens = new_tokens
         self.max_length, self.room = max_length, None  # with a static cache: positions left after the prefill
         self._step = self._one_step
         if compile:
@@ -166,6 +171,11 @@ class DecoderSession:
         if embeds is None:
             mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
             embeds, mask, _ = splice(ids, mask, self.decoder.embed, left=True)
+        if self.max_length is None and self.new_tokens is not None:
+            self.max_length = embeds.shape[1] + self.new_tokens
+        if self.max_length is not None:
+            for block in self.cache:
+                block.attn = StaticKVCache(self.max_length)
         positions = positions_from_mask(mask)  # (B, T)
         logits = self.decoder(None, mask, embeds=embeds, context=self.context, context_mask=self.context_mask,
                               position_ids=positions, cache=self.cache)

@@ -32,47 +32,102 @@ class HFSession:
     Args:
         model: the causal LM.
         max_length: its number of positions: a step past it is a clear error (None: not checked).
+        new_tokens: None for HF's `DynamicCache`; else HF's `StaticCache`, sized at the prefill for the
+            prompt and this many new tokens, with the attention mask kept at that size and written in
+            place (no tensor changes shape or address between steps).
+        compile: with `new_tokens`, run each step through `torch.compile` (True: `mode="reduce-overhead"`,
+            CUDA graphs, on a GPU; a dict: `torch.compile`'s arguments).
     """
 
-    def __init__(self, model: Any, max_length: int | None = None):
+    def __init__(self, model: Any, max_length: int | None = None, *, new_tokens: int | None = None,
+                 compile: bool | dict = False):
         from transformers import DynamicCache
 
-        self.model, self.max_length = model, max_length
-        self.cache = DynamicCache()
-        self.mask: torch.Tensor | None = None  # (B, T) every position so far
+        self.model, self.max_length, self.new_tokens = model, max_length, new_tokens
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # (peft)
+        self.base = base
+        self.names = _forward_names(type(base))  # (looked up once: not in a compiled step)
+        if new_tokens is not None and not (getattr(base, "_can_compile_fullgraph", False)
+                                           or getattr(base, "_supports_static_cache", False)):
+            raise ValueError(f"cache: static: {type(base).__name__} has no static KV cache in transformers "
+                             f"(decode it with cache: dynamic)")
+        if compile and new_tokens is None:
+            raise ValueError("compile: a compiled step needs a static KV cache: give new_tokens")
+        self.cache = DynamicCache() if new_tokens is None else None  # a static one is sized at the prefill
+        self.mask: torch.Tensor | None = None  # (B, T) every position so far; static: (B, capacity), 1 = written
         self.next_position: torch.Tensor | None = None
+        self.filled = 0  # static: positions written
+        self._step = self._one_step
+        if compile:
+            options = compile if isinstance(compile, dict) else {
+                "mode": "reduce-overhead" if torch.cuda.is_available() else None}
+            self._step = torch.compile(self._one_step, **options)
 
     def _run(self, **inputs: torch.Tensor) -> torch.Tensor:
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # (peft)
-        cache_name, keep_name = _forward_names(type(base))
+        cache_name, keep_name = self.names
         if keep_name:
             inputs[keep_name] = 1
         out = self.model(**inputs, attention_mask=self.mask.long(), use_cache=True, **{cache_name: self.cache})
-        self.cache = out[cache_name] if cache_name in out else out["past_key_values"]
+        if self.new_tokens is None:
+            self.cache = out[cache_name] if cache_name in out else out["past_key_values"]
         return out.logits[:, -1]
 
     def prefill(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
         x = ids if embeds is None else embeds
-        self.mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
-        positions = positions_from_mask(self.mask)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        positions = positions_from_mask(mask)
         self.next_position = positions[:, -1] + 1
+        self.mask = mask
+        if self.new_tokens is not None:
+            from transformers import StaticCache
+
+            capacity = x.shape[1] + self.new_tokens
+            self.cache = StaticCache(config=self.base.config, max_cache_len=capacity)
+            self.mask = torch.cat([mask, mask.new_zeros(mask.shape[0], self.new_tokens)], 1).long()
+            self.filled = x.shape[1]
+            torch._dynamo.mark_static_address(self.mask)
+            torch._dynamo.mark_static_address(self.next_position)
         inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
         return self._run(**inputs, position_ids=positions)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.max_length is not None and int(self.next_position.max()) >= self.max_length:
+        # positions count real tokens: a static cache no longer than the model's positions needs no check
+        may_pass = self.new_tokens is None or self.max_length is None or self.mask.shape[1] > self.max_length
+        if self.max_length is not None and may_pass and int(self.next_position.max()) >= self.max_length:
             raise ValueError(f"generation reached the language model's {self.max_length} positions: "
                              f"lower max_new_tokens or shorten the prompt")
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        if self.new_tokens is None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        else:
+            if self.filled >= self.mask.shape[1]:
+                raise ValueError(f"a static cache of {self.mask.shape[1]} positions is full: open the session "
+                                 "with more new_tokens")
+            self.mask[:, self.filled] = 1  # in place: a compiled step keeps its inputs' addresses
+            self.filled += 1
+        return self._step(ids.contiguous())
+
+    def _one_step(self, ids: torch.Tensor) -> torch.Tensor:
         logits = self._run(input_ids=ids[:, None], position_ids=self.next_position[:, None])
-        self.next_position = self.next_position + 1
+        if self.new_tokens is None:
+            self.next_position = self.next_position + 1
+        else:
+            self.next_position.add_(1)
         return logits
 
     def reorder(self, index: torch.Tensor) -> None:
-        self.cache.reorder_cache(index)
-        self.mask = self.mask.index_select(0, index)
-        self.next_position = self.next_position.index_select(0, index)
+        if self.new_tokens is None:
+            self.cache.reorder_cache(index)
+            self.mask = self.mask.index_select(0, index)
+            self.next_position = self.next_position.index_select(0, index)
+            return
+        for layer in self.cache.layers:  # in place, so the tensors keep their addresses
+            for name in ("keys", "values"):
+                kept = getattr(layer, name, None)
+                if isinstance(kept, torch.Tensor):
+                    kept.copy_(kept.index_select(0, index))
+        self.mask.copy_(self.mask.index_select(0, index))
+        self.next_position.copy_(self.next_position.index_select(0, index))
 
 
 class HFLanguageModel(nn.Module):
@@ -119,14 +174,15 @@ class HFLanguageModel(nn.Module):
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         positions = positions_from_mask(mask)
-        if int(positions.max()) >= self.max_length:
+        if x.shape[1] > self.max_length and int(positions.max()) >= self.max_length:  # no wait when it fits
             raise ValueError(f"a sequence of {int(positions.max()) + 1} positions is longer than the language "
                              f"model's {self.max_length}")
         inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
         return self.model(**inputs, attention_mask=mask.long(), position_ids=positions, use_cache=False).logits
 
-    def session(self) -> HFSession:
-        return HFSession(self.model, self.max_length)
+    def session(self, *, new_tokens: int | None = None, compile: bool | dict = False) -> HFSession:
+        """A decoding session (see `HFSession` for the static cache and compiled steps)."""
+        return HFSession(self.model, self.max_length, new_tokens=new_tokens, compile=compile)
 
 
 def _with_lora(model: Any, lora: dict[str, Any]) -> Any:

@@ -56,6 +56,8 @@ class MultimodalLM(nn.Module):
         return spans
 
     def _check(self, mask: torch.Tensor) -> None:
+        if mask.shape[1] <= self.max_length:  # known without looking at the data (nor waiting for it)
+            return
         longest = int(mask.sum(1).max())
         if longest > self.max_length:
             raise ValueError(f"a sequence of {longest} positions (media spans and text) is longer than the "
@@ -70,19 +72,21 @@ class MultimodalLM(nn.Module):
         logits = self.lm(None, emask, embeds=embeds)  # (B, T, V)
         return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
 
-    def start(self, out: Any, repeat: int = 1) -> MultimodalSession:
+    def start(self, out: Any, repeat: int = 1, **options: Any) -> MultimodalSession:
+        """A decoding session over `out`'s media, each row repeated `repeat` times; `options`: the language
+        model's `session` keywords (`GenerationSettings.session_options`: a static cache, compiled steps)."""
         spans = self.spans(out)
         if repeat > 1:
             spans = {m: (t.repeat_interleave(repeat, 0), k.repeat_interleave(repeat, 0)) for m, (t, k) in spans.items()}
-        return MultimodalSession(self, spans)
+        return MultimodalSession(self, spans, **options)
 
 
 class MultimodalSession:
     """Decoding with a `MultimodalLM`: the prefill splices the media into the prompt, then text steps."""
 
-    def __init__(self, model: MultimodalLM, spans: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, model: MultimodalLM, spans: dict[str, tuple[torch.Tensor, torch.Tensor]], **options: Any):
         self.model, self.spans = model, spans
-        self.inner = model.lm.session()
+        self.inner = model.lm.session(**options)
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask

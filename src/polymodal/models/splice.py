@@ -3,6 +3,8 @@ per media item, which becomes that example's projected modality tokens, behind t
 
 Placeholder ids are negative, so they can never be a vocabulary id: modality m is `-(1 + MEDIA.index(m))`.
 A decoder that reads media by cross-attention instead splices nothing: its placeholders simply vanish.
+Every vector is put in place by one scatter (no loop over tokens, no wait on the data under
+`torch.compile`).
 """
 
 from __future__ import annotations
@@ -25,80 +27,50 @@ def splice(ids: torch.Tensor, mask: torch.Tensor, embed: Callable[[torch.Tensor]
     """Input vectors for token ids whose placeholders become media spans.
 
     Args:
-        ids: (B, L) token ids, placeholders negative.
+        ids: (B, L) token ids, placeholders negative; each modality placed at most once per row (a
+            prompt template places it once).
         mask: (B, L) bool, True on real ids (placeholders included).
         embed: ids → (…, W) input embeddings.
-        spans: modality → ((B, N, W) vectors, (B, N) bool mask): what each placeholder of that modality
+        spans: modality → ((B, S, W) vectors, (B, S) bool mask): what each placeholder of that modality
             becomes (its real vectors only). None or a missing modality: the placeholder becomes nothing.
         left: pad the results on the left (prompts to generate from) instead of on the right.
 
     Returns:
         embeds: (B, T, W); mask: (B, T) bool; last: (B, L) long, for each id the index in T of the last
         vector it became (a vanished placeholder: the one before it), i.e. where the prediction of the
-        next id is read.
+        next id is read. T is the longest row; under `torch.compile` it is L + Σ (S − 1), known when
+        tracing (no data-dependent shape, no wait on the data), and the rows are padded to it.
     """
-    batch, length = ids.shape
-    vectors = embed(ids.clamp(min=0))  # (B, L, W); placeholder rows are replaced below
-    if not spans and torch.compiler.is_compiling():  # no data-dependent shapes, no wait on the data
-        return _compact_in_place(vectors, mask & (ids >= 0), left)
-    if not bool((ids < 0).any()):
-        return vectors, mask, torch.arange(length, device=ids.device).expand(batch, -1)
-    if not spans:  # every placeholder vanishes (an encoder-decoder): what a training step runs, vectorised
-        return _compact(vectors, mask & (ids >= 0), left)
-    rows, lasts = [], []
-    for b in range(batch):
-        pieces, last, count = [], [], 0
-        for t in range(length):  # (short prompts; placeholders are few)
-            if not bool(mask[b, t]):
-                last.append(max(count - 1, 0))
-                continue
-            token = int(ids[b, t])
-            if token >= 0:
-                pieces.append(vectors[b, t: t + 1])
-                count += 1
-            elif spans is not None and MEDIA[-token - 1] in spans:
-                tokens, real = spans[MEDIA[-token - 1]]
-                span = tokens[b][real[b]]  # (N_b, W)
-                pieces.append(span)
-                count += span.shape[0]
-            last.append(max(count - 1, 0))
-        rows.append(torch.cat(pieces) if pieces else vectors.new_zeros(0, vectors.shape[-1]))
-        lasts.append(last)
-    total = max(r.shape[0] for r in rows)
-    embeds = vectors.new_zeros(batch, total, vectors.shape[-1])
-    out_mask = torch.zeros(batch, total, dtype=torch.bool, device=ids.device)
-    last = torch.tensor(lasts, dtype=torch.long, device=ids.device)  # (B, L)
-    for b, row in enumerate(rows):
-        start = total - row.shape[0] if left else 0
-        embeds[b, start: start + row.shape[0]] = row
-        out_mask[b, start: start + row.shape[0]] = True
-        last[b] += start
-    return embeds, out_mask, last
-
-
-def _compact_in_place(vectors: torch.Tensor, keep: torch.Tensor,
-                      left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_compact` at the input's length L (what `torch.compile` traces without a graph break): the same
-    vectors, mask and read positions for every kept id, the rows padded to L rather than to the longest."""
-    batch, length, width = vectors.shape
-    count = keep.long().cumsum(1)  # (B, L) vectors kept up to and including each id
-    shift = (length - count[:, -1:]) if left else torch.zeros_like(count[:, -1:])  # (B, 1)
-    slot = torch.where(keep, count - 1 + shift, length)  # where each vector goes; dropped ones to slot L
-    embeds = vectors.new_zeros(batch, length + 1, width).scatter(1, slot[..., None].expand(-1, -1, width), vectors)
-    out_mask = torch.zeros(batch, length + 1, dtype=torch.bool, device=keep.device).scatter(1, slot, keep)
-    return embeds[:, :length], out_mask[:, :length], (count - 1).clamp(min=0) + shift
-
-
-def _compact(vectors: torch.Tensor, keep: torch.Tensor, left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`splice` when nothing is inserted: the (B, L, W) vectors where `keep` (B, L) is True, moved together
-    in order and padded on the right (or the left); the same three results."""
-    count = keep.long().cumsum(1)  # (B, L) vectors kept up to and including each id
-    total = int(count[:, -1].max()) if count.numel() else 0
-    shift = (total - count[:, -1])[:, None] if left else torch.zeros_like(count[:, -1:])  # (B, 1)
-    slot = count - 1 + shift  # where each kept vector goes
-    rows, cols = keep.nonzero(as_tuple=True)
-    embeds = vectors.new_zeros(vectors.shape[0], total, vectors.shape[-1])
-    embeds[rows, slot[rows, cols]] = vectors[rows, cols]
-    out_mask = torch.zeros(vectors.shape[0], total, dtype=torch.bool, device=keep.device)
-    out_mask[rows, slot[rows, cols]] = True
-    return embeds, out_mask, (count - 1).clamp(min=0) + shift
+    spans = spans or {}
+    vectors = embed(ids.clamp(min=0))  # (B, L, W); placeholder rows are replaced by their spans
+    kept = mask & (ids >= 0)
+    size = kept.long()  # (B, L) vectors each id becomes
+    placed = {}
+    for modality, (tokens, real) in spans.items():
+        at = mask & (ids == media_id(modality))  # (B, L)
+        placed[modality] = at
+        size = size + at.long() * real.long().sum(1, keepdim=True)
+    end = size.cumsum(1)  # (B, L) vectors up to and including each id's
+    bound = ids.shape[1] + sum(tokens.shape[1] - 1 for tokens, _ in spans.values())
+    shift = bound - end[:, -1:] if left else torch.zeros_like(end[:, -1:])  # (B, 1)
+    start = end - size + shift  # (B, L) where each id's first vector goes
+    sources, slots, keeps = [vectors], [torch.where(kept, start, bound)], [kept]  # dropped ones go to slot `bound`
+    for modality, (tokens, real) in spans.items():
+        at = placed[modality]
+        present = at.any(1, keepdim=True)  # (B, 1)
+        first = (start * at).sum(1, keepdim=True)  # (B, 1) the placeholder's slot (one per row)
+        keep = real & present
+        sources.append(tokens.to(vectors.dtype))
+        slots.append(torch.where(keep, first + real.long().cumsum(1) - 1, bound))
+        keeps.append(keep)
+    source, slot, keep = torch.cat(sources, 1), torch.cat(slots, 1), torch.cat(keeps, 1)
+    batch, width = source.shape[0], source.shape[-1]
+    embeds = source.new_zeros(batch, bound + 1, width).scatter(1, slot[..., None].expand(-1, -1, width), source)
+    out_mask = torch.zeros(batch, bound + 1, dtype=torch.bool, device=ids.device).scatter(1, slot, keep)
+    embeds, out_mask, last = embeds[:, :bound], out_mask[:, :bound], (end - 1).clamp(min=0) + shift
+    if torch.compiler.is_compiling():
+        return embeds, out_mask, last
+    total = int(end[:, -1].max()) if end.numel() else 0  # the longest row: eager results are trimmed to it
+    if left:
+        return embeds[:, bound - total:], out_mask[:, bound - total:], last - (bound - total)
+    return embeds[:, :total], out_mask[:, :total], last

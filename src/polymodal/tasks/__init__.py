@@ -11,6 +11,7 @@ from .itm import ITMData, ITMTask
 from .masked_media import MaskedMediaData, MaskedMediaTask
 from .masked_text import MaskedLanguageTask, MaskedTextData
 from .matching import MatchingData, MatchingTask
+from .reconstruction import ReconstructionData, ReconstructionTask
 from .vqa import VQAData, VQATask
 
 TASKS: dict[str, type[Task]] = {
@@ -25,9 +26,10 @@ TASKS: dict[str, type[Task]] = {
     "itm": ITMTask,
     "mlm": MaskedLanguageTask,
     "masked_modelling": MaskedMediaTask,
+    "reconstruction": ReconstructionTask,
 }
 
-__all__ = ["Task", "TaskData", "TASKS", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
+__all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTask", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
            "GenerativeVQAData", "GenerativeVQATask",
            "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",

@@ -73,6 +73,11 @@ class Task(nn.Module):
         torch's global generator, which checkpoints save, so a resumed run masks as an unbroken one."""
         return inputs, target
 
+    def frozen_target(self, target: Any) -> Any:
+        """The target with what frozen models compute from it (distillation: its teacher's vectors). The
+        trainer calls this before the model's forward, so a compiled step never traces a frozen model."""
+        return target
+
     def forward(self, out: ModelOutput, target: Any) -> dict[str, torch.Tensor]:
         """Returns at least {"loss": scalar}."""
         raise NotImplementedError

@@ -122,9 +122,13 @@ class DistillationTask(Task):
             return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
         return F.mse_loss(student, F.normalize(teacher, dim=-1) if self.in_space else teacher)
 
-    def forward(self, out: ModelOutput, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def frozen_target(self, target: dict[str, Any]) -> dict[str, Any]:
+        return {"vectors": self.teacher[0](target["batch"], target["keys"])}
+
+    def forward(self, out: ModelOutput, target: dict[str, Any]) -> dict[str, torch.Tensor]:
         student = self._student(out).float()
-        return {"loss": self._loss(student, self.teacher[0](target["batch"], target["keys"]))}
+        teacher = target["vectors"] if "vectors" in target else self.frozen_target(target)["vectors"]
+        return {"loss": self._loss(student, teacher)}
 
     def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
                       target: dict[str, Any]) -> list[dict[str, Any]]:

@@ -56,10 +56,12 @@ class TextTargetData(TaskData):
         self.tokenizer, self.max_length, self.max_prompt_length = tokenizer, max_length, max_prompt_length
         self.prompt = self.default_prompt if prompt is None else str(prompt)
         self._pieces = [p for p in re.split(r"(<[a-z]+>)", self.prompt) if p]
-        for piece in self._pieces:
+        for i, piece in enumerate(self._pieces):
             if piece.startswith("<") and piece.endswith(">") and piece[1:-1] not in MEDIA:
                 raise ValueError(f"prompt: unknown placeholder {piece}; media placeholders are "
                                  + ", ".join(f"<{m}>" for m in MEDIA))
+            if piece.startswith("<") and piece in self._pieces[:i]:
+                raise ValueError(f"prompt: {piece} appears twice in {self.prompt!r}; each modality is placed once")
         try:
             self.prompt_fields = tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(self.prompt) if f))
         except ValueError as error:
@@ -136,6 +138,8 @@ class TextGenerationTask(Task):
         num_beams: beams at prediction (1: greedy).
         max_new_tokens: the most tokens a prediction generates; default the data side's `max_length`.
         length_penalty: beam search's length penalty.
+        cache: "dynamic" or "static": the KV cache at prediction (`GenerationSettings.cache`).
+        compiled: each decoding step through `torch.compile` (CUDA graphs on a GPU); needs cache: static.
         label_smoothing: cross-entropy label smoothing.
         weight: multi-task loss weight.
     """
@@ -145,15 +149,15 @@ class TextGenerationTask(Task):
     needs = ("decoder",)
 
     def __init__(self, data: TextTargetData, *, decoder: Decoder, memory: str = "modalities", num_beams: int = 1,
-                 max_new_tokens: int | None = None, length_penalty: float = 1.0, label_smoothing: float = 0.0,
-                 weight: float = 1.0):
+                 max_new_tokens: int | None = None, length_penalty: float = 1.0, cache: str = "dynamic",
+                 compiled: bool = False, label_smoothing: float = 0.0, weight: float = 1.0):
         super().__init__(data, weight=weight)
         self.decoder = Borrowed(decoder)
         self.needs_fusion = memory in ("fused", "pooled")
         self.label_smoothing = label_smoothing
         self.generation = GenerationSettings(max_new_tokens=max_new_tokens or data.max_length - 1,
                                              num_beams=num_beams, length_penalty=length_penalty,
-                                             stop_ids=(data.tokenizer.sep_id,))
+                                             stop_ids=(data.tokenizer.sep_id,), cache=cache, compiled=compiled)
 
     def forward(self, out: ModelOutput, target: dict[str, Any]) -> dict[str, torch.Tensor]:
         ids, mask, loss_mask = target["ids"], target["mask"], target["loss_mask"]
@@ -191,5 +195,5 @@ class TextGenerationTask(Task):
         settings = settings or self.generation
         if tokenizer.sep_id not in settings.stop_ids:
             settings = replace(settings, stop_ids=(*settings.stop_ids, tokenizer.sep_id))
-        return generate(lambda repeat: self.decoder.module.start(out, repeat), ids.to(device), mask.to(device),
-                        settings)
+        return generate(lambda repeat, **options: self.decoder.module.start(out, repeat, **options),
+                        ids.to(device), mask.to(device), settings)
