@@ -434,7 +434,7 @@ MUTANTS = [
            'loss_mask[i, len(row) - len(t["answer"]): len(row)] = True', "loss_mask[i, 1: len(row)] = True",
            "the prompt's tokens are targets too", ("tests/tasks/test_generative.py",)),
     Mutant("splice_left_offset_lost", "models/splice.py",
-           "        last[b] += start\n", "",
+           "(end - 1).clamp(min=0) + shift", "(end - 1).clamp(min=0)",
            "left-padded sequences read their predictions at the unpadded positions",
            ("tests/models/test_multimodal_lm.py",)),
     Mutant("bleu_three_for_four", "metrics.py",
