@@ -15,7 +15,7 @@ from polymodal.config import load_config
 from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_generation import synthesize_generation
 from polymodal.errors import PolymodalError
-from polymodal.modalities.image.tokenizer import psnr
+from polymodal.metrics import psnr
 from polymodal.training.trainer import train
 
 CONFIG = Path(__file__).parents[2] / "src" / "polymodal" / "configs" / "tokenizer-image.yaml"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.modalities.image.tokenizer import PixelDecoder, QuantizedImageEncoder, make_quantizer, psnr
-from polymodal.tasks.reconstruction import code_usage, ssim
+from polymodal.metrics import code_usage, psnr, ssim
+from polymodal.modalities.image.tokenizer import PixelDecoder, QuantizedImageEncoder, make_quantizer
 
 
 def tiny(levels=(5, 4), **options) -> QuantizedImageEncoder:

@@ -626,11 +626,11 @@ MUTANTS = [
            "training images show the held-out colour-shape pairs: composition is memory",
            ("tests/data/test_shapes_generation.py",)),
     # --- image tokenizer metrics (tasks/reconstruction.py) ---
-    Mutant("ssim_luminance_only", "tasks/reconstruction.py",
+    Mutant("ssim_luminance_only", "metrics.py",
            "value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))",
            "value = (2 * mx * my + c1) / (mx**2 + my**2 + c1)",
            "SSIM ignores contrast and structure", ("tests/modalities/test_image_tokenizer.py",)),
-    Mutant("perplexity_of_the_counts", "tasks/reconstruction.py",
+    Mutant("perplexity_of_the_counts", "metrics.py",
            "entropy = -(p[p > 0] * p[p > 0].log()).sum()", "entropy = (p > 0).float().sum().log()",
            "the perplexity is the number of codes used, whatever their frequencies",
            ("tests/modalities/test_image_tokenizer.py",)),

@@ -5,7 +5,6 @@ the share of codes used over the evaluated images, and the perplexity of their d
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -13,40 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.output import ModelOutput
-from ..modalities.image.tokenizer import PixelDecoder, QuantizedImageEncoder, psnr
+from ..metrics import code_usage, psnr, ssim
+from ..modalities.image.tokenizer import PixelDecoder, QuantizedImageEncoder
 from .base import Borrowed, Task, TaskData
 
 LOSSES = ("l1", "l2")
 Batch = dict[str, dict[str, torch.Tensor]]
-
-
-def ssim(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0, window: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
-    """(B,) structural similarity (Wang et al. 2004) of images (B, C, H, W) in [0, peak]: local means,
-    variances and covariance under a Gaussian window (11 × 11, σ 1.5, no padding), C1 = (0.01·peak)², C2 =
-    (0.03·peak)², averaged over pixels and channels."""
-    x, y = prediction.double(), target.double()  # variances as differences of means: float64 keeps them
-    channels = x.shape[1]
-    size = min(window, x.shape[-1], x.shape[-2])
-    offsets = torch.arange(size, dtype=torch.float64, device=x.device) - (size - 1) / 2
-    g = torch.exp(-offsets**2 / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(channels, 1, size, size)
-    blur = lambda t: F.conv2d(t, kernel, groups=channels)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
-    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return value.flatten(1).mean(1).float()
-
-
-def code_usage(codes: list[torch.Tensor], num_codes: int) -> dict[str, float]:
-    """`codebook_usage`: the share of the `num_codes` codes that occur in `codes`; `perplexity`: exp of the
-    entropy of their frequencies (num_codes when all are equally frequent, 1 when one code is all)."""
-    counts = torch.bincount(torch.cat([c.flatten() for c in codes]).long(), minlength=num_codes).float()
-    p = counts / counts.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"codebook_usage": float((counts > 0).sum()) / num_codes, "perplexity": float(math.exp(entropy))}
 
 
 class ReconstructionData(TaskData):

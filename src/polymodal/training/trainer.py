@@ -348,10 +348,13 @@ class Trainer:
                 target = batch["target"][name] if len(members) > 1 else batch["target"]
                 batches[name] = {"inputs": batch["inputs"], "target": target, "group": "+".join(members)}
         self.data_wait += time.perf_counter() - started
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-        with autocast:  # a teacher runs here, outside the (compiled) model's forward
+        with self._autocast():  # a teacher runs here, outside the (compiled) model's forward
             return {n: {**batches[n], "target": task.frozen_target(batches[n]["target"])}
                     for n, task in self.model.tasks.items() if n in batches}
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast when `train.precision` is bf16, else a context that changes nothing."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {"inputs": to_device(batch["inputs"], self.device), "target": to_device(batch["target"], self.device)}
@@ -384,9 +387,8 @@ class Trainer:
         for micro in range(tc.accumulate):
             batches = self._next_batches(names)
             sync = micro == tc.accumulate - 1 or per_task
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
             with self._gradient_sync(sync):
-                with autocast:
+                with self._autocast():
                     outputs = net(batches)
                     losses = {n: o["loss"] for n, o in outputs.items()}
                     if per_task:

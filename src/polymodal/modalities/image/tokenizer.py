@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..base import EncoderOutput
@@ -148,9 +147,3 @@ class PixelDecoder(nn.Module):
         if n != self.grid[0] * self.grid[1]:
             raise ValueError(f"expected {self.grid[0] * self.grid[1]} tokens (a {self.grid} grid), got {n}")
         return self.net(tokens.transpose(1, 2).reshape(batch, width, *self.grid))
-
-
-def psnr(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """(B,) peak signal-to-noise ratio in dB of images in [0, peak]: 10·log10(peak² / MSE) per image."""
-    mse = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
-    return 10 * torch.log10(peak**2 / mse.clamp(min=1e-10))
