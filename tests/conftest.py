@@ -24,6 +24,29 @@ def shapes_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tokenizer_run(tmp_path_factory, shapes_data) -> Path:
+    """A trained image tokenizer (the shipped recipe, two steps on the tiny benchmark): what a config
+    that draws images (`model.encoders.image.path`) reads as its stage 1."""
+    from polymodal.config import load_config
+    from polymodal.training.trainer import train
+
+    run = tmp_path_factory.mktemp("tokenizer") / "run"
+    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-image.yaml"
+    train(load_config(config, [f"data.{s}={shapes_data / f'{s}.jsonl'}" for s in ("train", "val", "test")]
+                      + ["train.max_steps=2", "train.batch_size=8", "train.val_every=0", "data.num_workers=0"]),
+          run, log=lambda _: None)
+    return run
+
+
+def stage_one(config_path: Path, tokenizer_run: Path) -> list[str]:
+    """Overrides pointing a shipped config's trained tokenizers (`path:` of a `type: tokenizer` encoder)
+    at `tokenizer_run`."""
+    raw = yaml.safe_load(Path(config_path).read_text())
+    return [f"model.encoders.{name}.path={tokenizer_run}" for name, spec in raw["model"]["encoders"].items()
+            if isinstance(spec, dict) and spec.get("type") == "tokenizer" and "path" in spec]
+
+
 def tiny_config(data: Path, kind: str = "vqa", **train) -> dict:
     """A tiny config dict: `vqa` (joint transformer) or `clip` (dual encoder)."""
     if kind == "vqa":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +18,7 @@ from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
 from .tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
 from .tasks.generative import TextGenerationTask
+from .tasks.media_generation import MediaGenerationTask
 from .tasks.reconstruction import ReconstructionTask
 from .runfolder import model_folder
 from .system import System
@@ -181,6 +183,33 @@ class LoadedModel:
         except ValueError as error:
             raise PolymodalError(str(error)) from None
         return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts)
+
+    @torch.no_grad()
+    def generate_image(self, prompt: str | Sequence[str], n: int = 4, *, guidance: float | None = None, seed: int = 0,
+                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                       task: str | None = None) -> list[Image.Image] | list[list[Image.Image]]:
+        """`n` images drawn for `prompt` (a list of PIL images), or for each of several prompts (a list of
+        lists): classifier-free guidance of scale `guidance` (default: the task's; 1.0: off), sampling with
+        `temperature` / `top_k` / `top_p` (default: the task's) from `seed`, so the same call draws the same
+        images."""
+        name = self._task_of(MediaGenerationTask, task)
+        head = self.system.model.tasks[name]
+        single = isinstance(prompt, str)
+        texts = [prompt] if single else list(prompt)
+        if n < 1 or not texts:
+            raise PolymodalError(f"n: expected at least one image for at least one prompt, got n={n}, {len(texts)} prompts")
+        changes = {k: v for k, v in {"temperature": temperature, "top_k": top_k, "top_p": top_p}.items()
+                   if v is not None}
+        try:
+            settings = replace(head.settings, **changes)
+            codes = head.draw([head.data.prompt_ids(t) for t in texts], samples=n, guidance=guidance, seed=seed,
+                              settings=settings)
+        except ValueError as error:
+            raise PolymodalError(str(error)) from None
+        pixels = head.to_media(codes).numpy()  # (len(texts) · n, S, S, 3)
+        images = [Image.fromarray(p) for p in pixels]
+        groups = [images[i * n: (i + 1) * n] for i in range(len(texts))]
+        return groups[0] if single else groups
 
     def _caption_kind(self) -> type:
         """Captioning when the model has it, else any generative task."""

@@ -119,11 +119,41 @@ def _eval(args: argparse.Namespace) -> int:
         raise PolymodalError(f"{where}: no record carries the fields any task of this model needs: {fields}")
     if args.nn_baseline:
         results.update(_nn_baselines(model, read_manifest(args.nn_baseline), records))
+    if args.drawings:
+        _plot_drawings(model, records, Path(args.drawings))
     if args.json:
         print(json.dumps(results))
     else:
         print(format_results(results, f"evaluation on {where}"))
     return 0
+
+
+def _plot_drawings(model, records: list | dict, path: Path) -> None:
+    """`--drawings`: per GenEval category, the first record's prompt and its drawings (as evaluation
+    draws them: the task's samples, guidance and seed), framed by the shapes detector's verdict."""
+    from .data.shapes_detector import detect, satisfies
+    from .evaluation.harness import task_records
+    from .report import plot_drawings
+    from .tasks.media_generation import MediaGenerationTask
+
+    names = [n for n, t in model.system.model.tasks.items() if isinstance(t, MediaGenerationTask)]
+    if not names:
+        raise PolymodalError("--drawings: this model has no drawing task (text_to_image)")
+    head = model.system.model.tasks[names[0]]
+    usable = task_records(model.system, names[0], records.get(names[0], []) if isinstance(records, dict) else records)
+    first = {}
+    for record in usable:
+        if "spec" in record:
+            first.setdefault(record["category"], record)
+    if not first:
+        raise PolymodalError("--drawings: no record has a GenEval-style `spec` (polymodal synth --generation)")
+    chosen = list(first.values())
+    groups = model.generate_image([head.data.prompt_text(r) for r in chosen], n=head.samples, seed=head.seed,
+                                  task=names[0])
+    plot_drawings([{"prompt": head.data.prompt_text(r), "category": r["category"], "images": images,
+                    "passed": [satisfies(r["spec"], detect(im)) for im in images]}
+                   for r, images in zip(chosen, groups)], path)
+    print(f"drawings written to {path}", file=sys.stderr)
 
 
 def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
@@ -184,6 +214,13 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
+    elif "MediaGenerationTask" in kinds:
+        if args.prompt is None:
+            raise PolymodalError("this model draws images: give --prompt TEXT (and --save OUT.png)")
+        images = model.generate_image(args.prompt, n=args.n, guidance=args.guidance, seed=args.seed,
+                                      temperature=args.temperature if args.temperature != 1.0 else None,
+                                      top_p=args.top_p if args.top_p != 1.0 else None)
+        result["images"] = _save_images(images, args.save)
     elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
                     "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
@@ -208,6 +245,20 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{key}: {value}")
     return 0
+
+
+def _save_images(images: list, save: str | None) -> list[str]:
+    """Write drawn images to `save` (one: that path; several: PATH-0.png, PATH-1.png, ...), return the paths."""
+    if not save:
+        raise PolymodalError("--save OUT.png: where to write the drawn image(s)")
+    path = Path(save)
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise PolymodalError(f"--save {save}: expected an image file name (.png, .jpg or .webp)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths = [path] if len(images) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(images))]
+    for image, target in zip(images, paths):
+        image.save(target)
+    return [str(p) for p in paths]
 
 
 def _ablate(args: argparse.Namespace) -> int:
@@ -328,6 +379,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    ev.add_argument("--drawings", metavar="PNG", help="a drawing model (text_to_image): also a grid of drawings, one "
+                    "prompt per GenEval category, framed green where the shapes detector passes them")
     ev.add_argument("--nn-baseline", metavar="TRAIN_MANIFEST",
                     help="also score the nearest-neighbour caption baseline: each record gets the caption of the "
                          "training record whose media is most similar (generative tasks)")
@@ -350,6 +403,10 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--temperature", type=float, default=1.0, help="with --sample")
     pr.add_argument("--seed", type=int, default=0, help="with --sample")
     pr.add_argument("--max-new-tokens", type=int, metavar="N")
+    pr.add_argument("--save", metavar="OUT.png", help="a text-to-image model: where to write the drawing(s)")
+    pr.add_argument("-n", type=int, default=1, help="a text-to-image model: how many images to draw")
+    pr.add_argument("--guidance", type=float, help="a text-to-image model: classifier-free guidance scale "
+                    "(default: the task's; 1 turns it off)")
     pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")

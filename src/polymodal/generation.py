@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -137,6 +137,55 @@ def generate(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tens
             break
         logits = session.step(token)
     return _cut(torch.stack(out, dim=1), settings.stop_ids)
+
+
+def guided(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on logits: `uncond + s · (cond − uncond)` (s = 1: the conditional ones)."""
+    return unconditional + scale * (conditional - unconditional)
+
+
+@torch.no_grad()
+def generate_codes(start: Callable[..., Decoding], rows: Sequence[Sequence[int]], pad_id: int, media: Any,
+                   settings: GenerationSettings, *, device: torch.device | str = "cpu", guidance: float = 1.0,
+                   unconditional: Sequence[int] | None = None) -> torch.Tensor:
+    """A tokenizer's codes for each prompt, constrained to its span: exactly `media.length` of them, each
+    drawn among the modality's `media.count` codes only (the end marker is implied).
+
+    Args:
+        start: opens a decoding session (as `generate`'s).
+        rows: each prompt's ids, ending with the modality's begin marker.
+        pad_id: the id that left-pads them.
+        media: the modality's ids in the vocabulary (`MediaVocabulary`: first, count, length).
+        settings: greedy (`sample=False`) or sampling with temperature / top-k / top-p and a seed; the cache.
+        guidance: classifier-free guidance's scale; unless 1, each prompt's row is paired with an
+            `unconditional` row (the same sequence without its prompt) in the same batch, and each code is
+            drawn from `guided` logits; both rows are then fed the drawn code.
+        unconditional: the prompt-less row, e.g. `[start, begin]`.
+
+    Returns:
+        (B, N) codes (0 ≤ code < media.count).
+    """
+    pairs = guidance != 1.0
+    if pairs and unconditional is None:
+        raise ValueError("guidance needs the unconditional row (the sequence without its prompt)")
+    all_rows = [*rows, *([unconditional] * len(rows) if pairs else [])]
+    ids, mask = left_pad(all_rows, pad_id)
+    options = {} if settings.cache == "dynamic" else {"new_tokens": media.length, "compile": settings.compiled}
+    session = start(1, **options)
+    logits = session.prefill(ids.to(device), mask.to(device))
+    generator = torch.Generator(device=logits.device).manual_seed(settings.seed) if settings.sample else None
+    out = []
+    for t in range(media.length):
+        scores = logits[:, media.first: media.first + media.count].float()  # only this modality's codes
+        if pairs:
+            conditional, free = scores.chunk(2)
+            scores = guided(conditional, free, guidance)
+        code = _sample(scores, settings, generator) if settings.sample else scores.argmax(-1)
+        out.append(code)
+        if t + 1 < media.length:
+            token = code + media.first
+            logits = session.step(torch.cat([token, token]) if pairs else token)
+    return torch.stack(out, 1)
 
 
 def _sample(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator) -> torch.Tensor:

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .runfolder import METRICS  # noqa: E402
@@ -172,6 +173,29 @@ def plot_retrieval_examples(examples: list[dict[str, Any]], path: Path) -> None:
             ax.text(0.02, 0.02, f"{hit['score']:.2f}", transform=ax.transAxes, fontsize=7,
                     color="green" if hit["match"] else "red", backgroundcolor="white")
         row[0].set_title(f"“{ex['query']}”", fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_drawings(examples: list[dict[str, Any]], path: Path) -> None:
+    """Text to image: a row per prompt (one per GenEval category, say), its category and prompt on the
+    left, then its drawings, each framed green when the shapes detector passes it and red when not.
+    Each example: {"prompt", "category", "images": [PIL or (S, S, 3) array, ...], "passed": [bool, ...]}."""
+    k = max(len(ex["images"]) for ex in examples)
+    fig, axes = plt.subplots(len(examples), k + 1, figsize=(1.6 * (k + 1.6), 1.7 * len(examples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.6] + [1] * k})
+    for row, ex in zip(axes, examples):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].axis("off")
+        row[0].text(0.0, 0.5, f"{ex['category']}\n“{_wrap(ex['prompt'], 24)}”", fontsize=8, va="center")
+        for ax, image, ok in zip(row[1:], ex["images"], ex["passed"]):
+            ax.imshow(np.asarray(image), interpolation="nearest")
+            for side in ax.spines.values():
+                side.set_color("green" if ok else "red")
+                side.set_linewidth(2.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -60,6 +60,12 @@ def model_folder(path: str | Path) -> Path:
     raise PolymodalError(f"{path}: not a run or model folder (no {MODEL_DIR}/{WEIGHTS} or {WEIGHTS})")
 
 
+def media_tokenizer_dir(modality: str) -> str:
+    """The folder, inside a model folder, of the trained tokenizer its `modality` encoder was read from (a
+    copy, so the run loads wherever it goes)."""
+    return f"tokenizer-{modality}"
+
+
 def save_artifacts(folder: Path, tokenizer: Saveable | None, vocab: dict[str, list[str]],
                    teachers: dict[str, int]) -> None:
     """Write what a model needs besides its weights: the tokenizer, each task's vocabulary, teacher widths."""

@@ -10,6 +10,8 @@ Names, one per concept:
 
 from __future__ import annotations
 
+import shutil
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from torch import nn
 from .data.processor import Processor
 from .models.output import ModelOutput
 from .modalities.text.tokenizer import TextTokenizer
-from .runfolder import save_artifacts
+from .runfolder import media_tokenizer_dir, save_artifacts
 from .tasks import Task
 
 Batch = dict[str, Any]  # {"inputs": modality → tensors, "target": ..., "group": name of the batch it shares}
@@ -81,3 +83,7 @@ class System:
     def save_artifacts(self, folder: Path) -> None:
         """Write the tokenizer, vocabularies and teacher widths that `build.load_system` reads back."""
         save_artifacts(folder, self.tokenizer, self.vocab, self.teachers)
+        for name, encoder in self.model.backbone.encoders.items():  # a trained tokenizer: a copy of its run
+            source = getattr(encoder, "source", None)
+            if source is not None and Path(source).resolve() != (folder / media_tokenizer_dir(name)).resolve():
+                shutil.copytree(source, folder / media_tokenizer_dir(name), dirs_exist_ok=True)

@@ -11,7 +11,7 @@ from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_generation import (CATEGORIES, HELD_OUT_PAIRS, HELD_OUT_RELATIONS, is_unseen,
                                               make_prompt, relation_holds, synthesize_generation)
 from polymodal.errors import ConfigError
-from polymodal.evaluation.shapes_detector import detect, satisfies
+from polymodal.data.shapes_detector import detect, satisfies
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,15 @@ MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {
                "fusion-late-scores": {"fusion": {"type": "late", "combine": "scores"}},
                "fusion-cross-positional": {"fusion": {"type": "cross", "depth": 1, "pooling": "positional"}},
                "dual_encoder": {"type": "dual_encoder"}, "joint_transformer": {"type": "joint_transformer"}}
-COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS]
+# a task whose model is a language model alone (the fusion unused): once, not under every fusion
+LM_ONLY = {"text_to_image"}
+COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS if t not in LM_ONLY or m == "fusion-late"]
+
+
+def drawing(tokenizer_run) -> dict:
+    """What text to image builds on: a trained image tokenizer (its width, 64) and a decoder-only LM."""
+    return {"width": 64, "encoders": {"image": {"type": "tokenizer", "path": str(tokenizer_run)}},
+            "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}}
 
 
 def build(data, model_kind, task_type, encoders=None, **model):
@@ -42,14 +50,15 @@ def build(data, model_kind, task_type, encoders=None, **model):
 
 
 @pytest.mark.parametrize("model_kind, task_type", COMBINATIONS)
-def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
+def test_forward_loss_and_gradients(shapes_data, model_kind, task_type, request):
     if model_kind == "fusion-gated_cross_attention" and task_type == "classification":
         pytest.skip("gated cross-attention reads into the text stream, which an image-only task does not give")
     torch.manual_seed(0)
     needs_space = task_type in ("contrastive", "itm") and model_kind != "dual_encoder"
     generative = "decoder" in TASKS[task_type].needs
-    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}),
-                   **({"decoder": DECODER} if generative else {}))
+    extras = drawing(request.getfixturevalue("tokenizer_run")) if task_type in LM_ONLY else \
+        {"decoder": DECODER} if generative else {}
+    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}), **extras)
     with torch.no_grad():  # gated cross-attention starts with its gates shut: open them, or nothing flows
         for name, p in system.model.named_parameters():
             if name.endswith("gate"):
@@ -67,6 +76,8 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type):
         unused += ["backbone.logit_scale", "backbone.projections"]
     if generative:  # the decoder reads the image's tokens (memory: modalities): no fusion, no text encoder
         unused += ["backbone.fusion", "backbone.encoders.text"]
+    if task_type in LM_ONLY:  # the tokenizer is frozen: its codes are the targets
+        unused += ["backbone.encoders.image"]
     if task_type in ("mlm", "masked_modelling", "reconstruction"):  # one encoder's own tokens: no fusion, not
         unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]  # the other
     if task_type == "distill":  # the text encoder's own vector, mapped into the teacher's width

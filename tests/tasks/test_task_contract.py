@@ -25,12 +25,12 @@ TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenize
                                                                "channels": [8, 8, 8, 16]}}}
 
 
-def build(data, task_type, **options):
+def build(data, task_type, model=None, **options):
     decoder = {"decoder": DECODER} if "decoder" in TASKS[task_type].needs else {}
     config = from_dict({
         "model": {"fusion": {"type": "late"}, "embed_dim": 16, "width": 32,
                   "encoders": TASK_ENCODERS.get(task_type, TINY_ENCODERS),
-                  "tokenizer": {"vocab_size": 200}, **decoder},
+                  "tokenizer": {"vocab_size": 200}, **decoder, **(model or {})},
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {}), **options}},
         "data": {}, "train": {},
     }, data)
@@ -38,8 +38,11 @@ def build(data, task_type, **options):
 
 
 @pytest.mark.parametrize("task_type", sorted(TASKS))
-def test_the_data_side_holds_no_parameters_and_travels_to_workers_alone(shapes_data, task_type):
-    system = build(shapes_data, task_type)
+def test_the_data_side_holds_no_parameters_and_travels_to_workers_alone(shapes_data, task_type, request):
+    # text to image draws with a trained image tokenizer's codes and a decoder-only LM
+    model = {"width": 64, "encoders": {"image": {"type": "tokenizer", "path": str(request.getfixturevalue("tokenizer_run"))}},
+             "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}} if task_type == "text_to_image" else None
+    system = build(shapes_data, task_type, model)
     task = system.model.tasks["t"]
     assert isinstance(task.data, task.data_class) and issubclass(task.data_class, TaskData)
     assert not isinstance(task.data, nn.Module)

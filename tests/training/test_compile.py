@@ -19,6 +19,7 @@ from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.tasks import TASKS
 from polymodal.training.trainer import Trainer, train
+from tests.conftest import stage_one
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 AV = ("shapes-av", "shapes-video", "audio-", "caption-video", "caption-audio")
@@ -34,11 +35,13 @@ def av_data(tmp_path_factory):
     return out / "av"
 
 
-def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str) -> Trainer:
+def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str, tokenizer: Path | None = None) -> Trainer:
     data = av_data if name.startswith(AV) else shapes_data
     overrides = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
                  f"data.test={data / 'test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
                  "train.init_from=null", "data.num_workers=0", *sets]
+    if tokenizer is not None:
+        overrides += stage_one(CONFIGS / name, tokenizer)
     if load_config(CONFIGS / name).model.get("decoder", {}).get("type") == "hf":  # the user's LM: a tiny one
         texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
         overrides.append(f"model.decoder.path={save_tiny_lm(out.parent / 'lm', 'gpt2', texts)}")
@@ -52,10 +55,10 @@ def test_every_task_type_and_decoder_is_traced():
 
 
 @pytest.mark.parametrize("name, sets", STEPS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
-def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, tmp_path):
+def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, tokenizer_run, tmp_path):
     """What `train.compile` compiles, over every shipped config: the model's forward over a step's batches
     (media spliced into an HF causal LM, a distillation teacher's vectors computed before it)."""
-    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets)
+    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets, tokenizer=tokenizer_run)
     assert graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks))) == []
 
 

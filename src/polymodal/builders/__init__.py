@@ -19,7 +19,8 @@ from ..errors import ConfigError
 from ..fusion import FUSIONS
 from ..models import Backbone
 from ..modalities.text.tokenizer import TextTokenizer
-from ..runfolder import CONFIG, TEACHERS_FILE, VOCAB_FILE, WEIGHTS, load_weights, model_folder, read_json
+from ..runfolder import (CONFIG, TEACHERS_FILE, VOCAB_FILE, WEIGHTS, load_weights, media_tokenizer_dir, model_folder,
+                         read_json)
 from ..system import MultitaskModel, System
 from .decoder import build_decoder
 from .encoders import build_encoder
@@ -53,6 +54,9 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
     width = _width(spec)
     encoders, processors = {}, {}
     for name, encoder_spec in sorted(spec["encoders"].items()):
+        copy = artifacts / media_tokenizer_dir(name) if artifacts is not None else None
+        if isinstance(encoder_spec, dict) and encoder_spec.get("path") and copy is not None and copy.is_dir():
+            encoder_spec = {**encoder_spec, "path": str(copy)}  # the trained tokenizer the run saved
         encoders[name], processors[name] = build_encoder(name, encoder_spec, width, tokenizer,
                                                          config.data.augment if augment is None else augment)
     backbone, decoder_tokenizer = build_backbone(spec, encoders, width, tokenizer)
@@ -108,8 +112,10 @@ def build_backbone(spec: dict[str, Any], encoders: dict[str, nn.Module], width: 
     fusion = build_fusion(spec.get("fusion"), sorted(encoders), width)
     decoder_tokenizer = tokenizer
     if spec.get("decoder") is not None:
+        codes = {m: (e.num_codes, e.num_tokens) for m, e in encoders.items() if getattr(e, "frozen", False)
+                 and hasattr(e, "decode_codes")}  # trained tokenizers: the decoder reads and writes their codes
         settings["decoder"], settings["memory"], decoder_tokenizer = build_decoder(
-            spec["decoder"], width, sorted(encoders), tokenizer)
+            spec["decoder"], width, sorted(encoders), tokenizer, codes)
         if settings["memory"] == "fused" and not fusion.gives_tokens:
             raise ConfigError(f"model.decoder.memory: 'fused' needs a fusion that gives a token sequence; "
                               f"{spec['fusion']['type']!r} gives one vector per example (use memory: modalities)")

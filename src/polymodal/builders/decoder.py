@@ -22,14 +22,16 @@ ARCHITECTURES = ("encoder_decoder", "decoder_only")
 OWN_KEYS = ("type", "memory", "architecture", "projector")  # read here, not by the decoder's constructor
 
 
-def build_decoder(spec: Any, width: int, modalities: list[str],
-                  tokenizer: TextTokenizer | None) -> tuple[nn.Module, str, TextTokenizer]:
+def build_decoder(spec: Any, width: int, modalities: list[str], tokenizer: TextTokenizer | None,
+                  codes: dict[str, tuple[int, int]] | None = None) -> tuple[nn.Module, str, TextTokenizer]:
     """The decoder, what its memory is (`Backbone.memory`), and the tokenizer of the text it writes.
 
     `type: transformer` is ours, cross-attending to a memory of width `width` (`architecture:
     encoder_decoder`, docs/concepts.md#math-decoder-cross-attention) or reading projected media in its input sequence
     (`decoder_only`);
     `type: hf` is a local Hugging Face causal LM (`path`), always decoder-only, with its own tokenizer.
+    `codes`: the discrete modalities (trained tokenizers' encoders) → (number of codes, codes per item): a
+    decoder-only model's vocabulary grows by them and their begin/end markers, so it reads and writes them.
     """
     if not isinstance(spec, dict):
         raise ConfigError(f"{WHERE}: expected a mapping with a type ({', '.join(DECODERS)}), got {spec!r}")
@@ -46,14 +48,17 @@ def build_decoder(spec: Any, width: int, modalities: list[str],
     if architecture == "encoder_decoder" and projector != "mlp":
         raise ConfigError(f"{WHERE}.projector: only a decoder-only model projects media into its sequence")
     settings = {k: v for k, v in spec.items() if k not in OWN_KEYS}
+    codes = codes if architecture == "decoder_only" else {}
+    extra = sum(count + 2 for count, _ in (codes or {}).values())
     with config_errors(WHERE):
         if kind == "hf":
-            lm = HFLanguageModel(**bind(HFLanguageModel, settings, WHERE, elsewhere=OWN_KEYS))
+            lm = HFLanguageModel(**bind(HFLanguageModel, settings, WHERE, provided=("extra_tokens",),
+                                        elsewhere=OWN_KEYS), extra_tokens=extra)
             tokenizer = TextTokenizer.from_hf(lm.path)
         else:
             context = width if architecture == "encoder_decoder" else None
             lm = TextDecoder(**bind(TextDecoder, settings, WHERE, provided=("vocab_size", "context_dim"),
-                                    elsewhere=OWN_KEYS), vocab_size=tokenizer.vocab_size, context_dim=context)
+                                    elsewhere=OWN_KEYS), vocab_size=tokenizer.vocab_size + extra, context_dim=context)
             if architecture == "encoder_decoder":
                 return lm, memory, tokenizer
-        return MultimodalLM(lm, modalities, width, projector_type=projector), memory, tokenizer
+        return MultimodalLM(lm, modalities, width, projector_type=projector, codes=codes), memory, tokenizer

@@ -14,6 +14,7 @@ from ..modalities.base import HoldsEncoders
 from ..modalities.registry import MODALITIES, PROCESSORS, Modality, make_processor, with_defaults
 from ..modalities.text.tokenizer import TextTokenizer
 from .errors import config_errors
+from .trained_tokenizer import trained_tokenizer
 
 
 def modality(name: str, where: str) -> Modality:
@@ -45,6 +46,8 @@ def build_encoder(name: str, spec: Any, width: int, tokenizer: TextTokenizer | N
     """The encoder `model.encoders.<name>` describes (output width `width`) and its processor."""
     where = f"model.encoders.{name}"
     cls, kind = encoder_class(name, spec or {}, where), modality(name, where)
+    if getattr(cls, "loads_run", False) and spec.get("path") is not None:  # a trained tokenizer, frozen
+        return trained_tokenizer(name, spec, width, where)
     spec = {k: v for k, v in (spec or {}).items() if k != "type"}
     options = {key: spec.pop(key, default) for key, default in kind.processor_options.items()}
     nested = cls.nested_encoders() if issubclass(cls, HoldsEncoders) else {}

@@ -1,5 +1,5 @@
 """GenEval-style prompt sets for the built-in shapes: prompts to draw from, each with the image that
-matches it and the rule a detector checks (`evaluation/shapes_detector.py`).
+matches it and the rule a detector checks (`data/shapes_detector.py`).
 
 Seven categories, as GenEval's six plus sizes: a single object ("a circle"), two objects ("a circle and a
 square"), counting ("three triangles"), colours ("a blue square"), position ("a circle to the left of a

@@ -139,9 +139,12 @@ class HFLanguageModel(nn.Module):
         lora: None, or LoRA settings {r, alpha, dropout, targets}: only the adapters train, the LM's own
             weights stay as loaded. `targets`: module-name patterns (default: peft's choice for the
             architecture, e.g. GPT-2's c_attn, Llama's q_proj and v_proj).
+        extra_tokens: ids added after the LM's vocabulary (a tokenizer's codes and media markers that the
+            model reads and writes): its input and output embeddings grow by this many rows, the new ones
+            drawn like the LM's own, and with LoRA they train beside the adapters.
     """
 
-    def __init__(self, path: str | Path, lora: dict[str, Any] | None = None):
+    def __init__(self, path: str | Path, lora: dict[str, Any] | None = None, extra_tokens: int = 0):
         super().__init__()
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
@@ -156,12 +159,15 @@ class HFLanguageModel(nn.Module):
         except (OSError, ValueError) as error:
             raise ValueError(f"path: cannot load a causal LM from {self.path}: {error}") from None
         config = model.config
+        self.text_vocab_size = int(config.vocab_size)
+        if extra_tokens:
+            model.resize_token_embeddings(self.text_vocab_size + extra_tokens, mean_resizing=False)
         self.width = int(config.hidden_size)
-        self.vocab_size = int(config.vocab_size)
+        self.vocab_size = self.text_vocab_size + extra_tokens
         self.max_length = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
                               or 1 << 30)
         if lora is not None:
-            model = _with_lora(model, lora)
+            model = _with_lora(model, lora, grow=extra_tokens > 0)
         self.model = model
 
     def input_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
@@ -185,8 +191,9 @@ class HFLanguageModel(nn.Module):
         return HFSession(self.model, self.max_length, new_tokens=new_tokens, compile=compile)
 
 
-def _with_lora(model: Any, lora: dict[str, Any]) -> Any:
-    """`model` with LoRA adapters on the chosen linear layers (peft); everything else frozen."""
+def _with_lora(model: Any, lora: dict[str, Any], grow: bool = False) -> Any:
+    """`model` with LoRA adapters on the chosen linear layers (peft); everything else frozen but, when
+    its vocabulary grew (`grow`), its embeddings and output layer (the new ids have nothing to adapt)."""
     from peft import LoraConfig, get_peft_model
 
     unknown = set(lora) - {"r", "alpha", "dropout", "targets"}
@@ -197,7 +204,15 @@ def _with_lora(model: Any, lora: dict[str, Any]) -> Any:
         config = LoraConfig(r=r, lora_alpha=float(lora.get("alpha", 2 * r)), lora_dropout=float(lora.get("dropout", 0.0)),
                             target_modules=lora.get("targets"), task_type="CAUSAL_LM",
                             # GPT-2's Conv1D layers store (in, out) weights
-                            fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
+                            fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
+                            modules_to_save=_embedding_names(model) if grow else None,
+                            **({"ensure_weight_tying": True} if grow and model.config.tie_word_embeddings else {}))
         return get_peft_model(model, config)
     except ValueError as error:
         raise ValueError(f"lora: {error}") from None
+
+
+def _embedding_names(model: Any) -> list[str]:
+    """The module names of `model`'s input embedding and output layer (peft trains them in full)."""
+    wanted = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    return [name.rsplit(".", 1)[-1] for name, module in model.named_modules() if id(module) in wanted]

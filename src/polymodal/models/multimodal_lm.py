@@ -3,12 +3,42 @@ into the language model's width and take their place in its input sequence, behi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from .splice import splice
+
+
+@dataclass(frozen=True)
+class MediaVocabulary:
+    """The ids a discrete modality (a tokenizer's codes) takes in a language model's vocabulary: a begin
+    and an end marker, then `count` codes from `first` (Chameleon's and Emu3's layout: the text
+    vocabulary first, then each tokenizer's)."""
+
+    begin: int
+    end: int
+    first: int
+    count: int
+    length: int  # the codes of one item (a tokenizer's grid, in raster order)
+
+    def ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, N) codes → (B, N + 2) ids: the begin marker, the codes' ids, the end marker."""
+        edge = codes.new_full((codes.shape[0], 1), self.begin)
+        return torch.cat([edge, codes + self.first, edge + (self.end - self.begin)], 1)
+
+
+def media_vocabularies(text_vocab_size: int, codes: dict[str, tuple[int, int]]) -> dict[str, MediaVocabulary]:
+    """Modality → its ids after a text vocabulary of `text_vocab_size`, from modality → (number of codes,
+    codes per item), in modality-name order."""
+    out, base = {}, text_vocab_size
+    for name in sorted(codes):
+        count, length = codes[name]
+        out[name] = MediaVocabulary(begin=base, end=base + 1, first=base + 2, count=count, length=length)
+        base += count + 2
+    return out
 
 
 def projector(kind: str, width: int, lm_width: int) -> nn.Module:
@@ -21,12 +51,14 @@ def projector(kind: str, width: int, lm_width: int) -> nn.Module:
 
 
 class MultimodalLM(nn.Module):
-    """A causal language model reading media in its input sequence.
+    """A causal language model reading media in its input sequence, and writing discrete media.
 
     A prompt's media placeholders (`splice.media_id`) become the example's projected modality tokens,
-    each span behind its modality's learned marker vector (docs/concepts.md#math-input). Training reads the logits at
-    the
-    text positions; generation prefills the spliced prompt and then decodes text tokens.
+    each span behind its modality's learned marker vector (docs/concepts.md#math-input). A discrete
+    modality (a trained tokenizer's codes, `codes`) is read and written as ids of the language model's
+    own vocabulary instead: `[begin] code ids [end]` (`MediaVocabulary`), the same embeddings whether the
+    model reads the image or draws it (docs/concepts.md#tokenizers). Training reads the logits at the
+    text positions; generation prefills the spliced prompt and then decodes tokens.
 
     Args:
         lm: the language model (`HFLanguageModel`, or anything with `input_embeddings`, `forward(ids, mask,
@@ -34,21 +66,33 @@ class MultimodalLM(nn.Module):
         modalities: the modalities it reads.
         width: D, the modality encoders' width.
         projector: "linear" or "mlp".
+        codes: discrete modality → (its tokenizer's number of codes, codes per item); the language model's
+            vocabulary holds them after its text ids (`vocab_size` = text ids + Σ (codes + 2)).
     """
 
     reads_memory = False  # it reads `ModelOutput.modalities`, not a cross-attention memory
 
-    def __init__(self, lm: nn.Module, modalities: list[str], width: int, *, projector_type: str = "mlp"):
+    def __init__(self, lm: nn.Module, modalities: list[str], width: int, *, projector_type: str = "mlp",
+                 codes: dict[str, tuple[int, int]] | None = None):
         super().__init__()
         self.lm = lm
         self.vocab_size, self.max_length = lm.vocab_size, lm.max_length
-        self.projectors = nn.ModuleDict({m: projector(projector_type, width, lm.width) for m in sorted(modalities)})
-        self.markers = nn.ParameterDict({m: nn.Parameter(torch.randn(lm.width) * 0.02) for m in sorted(modalities)})
+        extra = sum(count + 2 for count, _ in (codes or {}).values())
+        self.text_vocab_size = lm.vocab_size - extra
+        self.media = media_vocabularies(self.text_vocab_size, codes or {})
+        projected = sorted(m for m in modalities if m not in self.media)
+        self.projectors = nn.ModuleDict({m: projector(projector_type, width, lm.width) for m in projected})
+        self.markers = nn.ParameterDict({m: nn.Parameter(torch.randn(lm.width) * 0.02) for m in projected})
 
     def spans(self, out: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Modality → (B, 1 + N, lm width) its marker and projected tokens, with their mask."""
+        """Modality → (B, 1 + N, lm width) its marker and projected tokens, with their mask; a discrete
+        modality's (B, N + 2) `[begin] codes [end]` embeddings."""
         spans = {}
         for name, enc in out.modalities.items():
+            if name in self.media:
+                ids = self.media[name].ids(enc.codes)
+                spans[name] = (self.lm.input_embeddings(ids), torch.ones_like(ids, dtype=torch.bool))
+                continue
             tokens = self.projectors[name](enc.tokens)  # (B, N, W)
             marker = self.markers[name].to(tokens.dtype).expand(tokens.shape[0], 1, -1)
             real = torch.ones(tokens.shape[0], 1, dtype=torch.bool, device=tokens.device)

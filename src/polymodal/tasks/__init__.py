@@ -10,6 +10,7 @@ from .distillation import DistillationData, DistillationTask
 from .itm import ITMData, ITMTask
 from .masked_media import MaskedMediaData, MaskedMediaTask
 from .masked_text import MaskedLanguageTask, MaskedTextData
+from .media_generation import MediaGenerationTask, MediaTargetData
 from .matching import MatchingData, MatchingTask
 from .reconstruction import ReconstructionData, ReconstructionTask
 from .vqa import VQAData, VQATask
@@ -27,10 +28,12 @@ TASKS: dict[str, type[Task]] = {
     "mlm": MaskedLanguageTask,
     "masked_modelling": MaskedMediaTask,
     "reconstruction": ReconstructionTask,
+    "text_to_image": MediaGenerationTask,
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTask", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
            "GenerativeVQAData", "GenerativeVQATask",
            "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",
-           "MaskedTextData", "MaskedLanguageTask", "MaskedMediaData", "MaskedMediaTask"]
+           "MaskedTextData", "MaskedLanguageTask", "MaskedMediaData", "MaskedMediaTask",
+           "MediaGenerationTask", "MediaTargetData"]

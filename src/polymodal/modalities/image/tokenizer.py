@@ -75,6 +75,7 @@ class QuantizedImageEncoder(nn.Module):
     """
 
     standalone = True  # a tokenizer of its own, never a video encoder's frame encoder
+    loads_run = True  # `path: RUN` in its config: a trained tokenizer, frozen (builders.trained_tokenizer)
 
     def __init__(self, *, out_dim: int, image_size: int = 64, downsample: int = 8,
                  channels: list[int] | tuple[int, ...] = (64, 128, 128, 256), quantizer: dict[str, Any] | None = None):
@@ -98,6 +99,27 @@ class QuantizedImageEncoder(nn.Module):
         layers += [ResBlock(widths[-1]), nn.GroupNorm(8, widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], self.latent_dim, 1)]
         self.net = nn.Sequential(*layers)
         self.proj = nn.Linear(self.latent_dim, out_dim)
+        self.pixel_decoder: PixelDecoder | None = None  # a trained tokenizer's own (`freeze_with_decoder`)
+        self.frozen = False
+
+    def freeze_with_decoder(self, decoder: PixelDecoder) -> None:
+        """Become a trained tokenizer that a language model writes and reads through: its pixel decoder
+        kept beside it (saved with the model), every weight frozen, always in eval mode (a VQ codebook's
+        EMA never moves)."""
+        self.pixel_decoder = decoder
+        self.requires_grad_(False)
+        self.frozen = True
+        self.train(False)
+
+    def train(self, mode: bool = True) -> QuantizedImageEncoder:
+        return super().train(mode and not self.frozen)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, N) codes → (B, 3, S, S) images in [0, 1], through the trained tokenizer's pixel decoder."""
+        if self.pixel_decoder is None:
+            raise ValueError("this image tokenizer has no pixel decoder: load a trained one (path: RUN)")
+        with torch.autocast(codes.device.type, enabled=False):
+            return ((self.pixel_decoder(self.embed_codes(codes)).float() + 1) / 2).clamp(0, 1)
 
     def latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) → (B, N, latent_dim) before quantisation, in raster order."""
@@ -122,7 +144,8 @@ class QuantizedImageEncoder(nn.Module):
         return self.proj(vectors)
 
     def forward(self, pixels: torch.Tensor) -> EncoderOutput:
-        quantised, codes, aux = self.quantize(self.latents(pixels))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            quantised, codes, aux = self.quantize(self.latents(pixels))
         tokens = self.proj(quantised)  # (B, N, D)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(1), codes=codes, aux_loss=aux)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..data.shapes import COLORS, SIZES
-from ..data.shapes_generation import CATEGORIES, relation_holds
+from .shapes import COLORS, SIZES
+from .shapes_generation import CATEGORIES, relation_holds
 
 MARGIN = 0.1  # a relation holds when the centres are this far apart along its axis (fraction of the width)
 _SMALL_LARGE = (SIZES["small"] + SIZES["large"]) / 2  # widths below this are small

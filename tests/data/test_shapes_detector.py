@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polymodal.data.shapes import make_scene, render
-from polymodal.evaluation.shapes_detector import Detection, detect, geneval_score, satisfies
+from polymodal.data.shapes_detector import Detection, detect, geneval_score, satisfies
 
 
 @pytest.mark.parametrize("image_size", [64, 96])
