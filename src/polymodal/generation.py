@@ -158,9 +158,10 @@ def generate_codes(start: Callable[..., Decoding], rows: Sequence[Sequence[int]]
         media: the modality's ids in the vocabulary (`MediaVocabulary`: first, count, length).
         settings: greedy (`sample=False`) or sampling with temperature / top-k / top-p and a seed; the cache.
         guidance: classifier-free guidance's scale; unless 1, each prompt's row is paired with an
-            `unconditional` row (the same sequence without its prompt) in the same batch, and each code is
+            `unconditional` row (the same sequence with no prompt) in the same batch, and each code is
             drawn from `guided` logits; both rows are then fed the drawn code.
-        unconditional: the prompt-less row, e.g. `[start, begin]`.
+        unconditional: the prompt-less row, e.g. `[start, begin]`, or the prompt's places all pads
+            (`MediaTargetData.row([])`).
 
     Returns:
         (B, N) codes (0 ≤ code < media.count).
