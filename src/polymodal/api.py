@@ -187,11 +187,11 @@ class LoadedModel:
     @torch.no_grad()
     def generate_image(self, prompt: str | Sequence[str], n: int = 4, *, guidance: float | None = None, seed: int = 0,
                        temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                       task: str | None = None) -> list[Image.Image] | list[list[Image.Image]]:
+                       steps: int | None = None, task: str | None = None) -> list[Image.Image] | list[list[Image.Image]]:
         """`n` images drawn for `prompt` (a list of PIL images), or for each of several prompts (a list of
         lists): classifier-free guidance of scale `guidance` (default: the task's; 1.0: off), sampling with
         `temperature` / `top_k` / `top_p` (default: the task's) from `seed`, so the same call draws the same
-        images."""
+        images; `steps`: the passes of a parallel decoder (`decoding: parallel`; default the task's)."""
         name = self._task_of(MediaGenerationTask, task)
         head = self.system.model.tasks[name]
         single = isinstance(prompt, str)
@@ -200,10 +200,13 @@ class LoadedModel:
             raise PolymodalError(f"n: expected at least one image for at least one prompt, got n={n}, {len(texts)} prompts")
         changes = {k: v for k, v in {"temperature": temperature, "top_k": top_k, "top_p": top_p}.items()
                    if v is not None}
+        if steps is not None and (head.decoding != "parallel" or not 1 <= steps <= head.data.media.length):
+            raise PolymodalError(f"steps: {steps} is for a parallel decoder (decoding: parallel), 1 to its "
+                                 f"{head.data.media.length} codes; task {name!r} decodes {head.decoding}")
         try:
             settings = replace(head.settings, **changes)
             codes = head.draw([head.data.prompt_ids(t) for t in texts], samples=n, guidance=guidance, seed=seed,
-                              settings=settings)
+                              settings=settings, steps=steps)
         except ValueError as error:
             raise PolymodalError(str(error)) from None
         pixels = head.to_media(codes).numpy()  # (len(texts) · n, S, S, 3)

@@ -219,7 +219,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("this model draws images: give --prompt TEXT (and --save OUT.png)")
         images = model.generate_image(args.prompt, n=args.n, guidance=args.guidance, seed=args.seed,
                                       temperature=args.temperature if args.temperature != 1.0 else None,
-                                      top_p=args.top_p if args.top_p != 1.0 else None)
+                                      top_p=args.top_p if args.top_p != 1.0 else None, steps=args.steps)
         result["images"] = _save_images(images, args.save)
     elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
@@ -407,6 +407,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("-n", type=int, default=1, help="a text-to-image model: how many images to draw")
     pr.add_argument("--guidance", type=float, help="a text-to-image model: classifier-free guidance scale "
                     "(default: the task's; 1 turns it off)")
+    pr.add_argument("--steps", type=int, help="a text-to-image model with decoding: parallel: its passes "
+                    "(default: the task's)")
     pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")

@@ -104,6 +104,8 @@ class TrainConfig:
         freeze: parameter-name prefixes kept fixed, e.g. `[encoders.image]`.
         modality_dropout: modality → the chance that a training example lacks it, e.g. `{audio: 0.3}`
             (never a modality the task requires, never all of an example's inputs).
+        cfg_dropout: classifier-free guidance's share of training examples whose prompt is dropped, for
+            every generation task that does not set its own `cfg_dropout` (e.g. `text_to_image`: 0.1).
         progress: show a progress bar while training.
         task_sampling: which tasks train at a step: `all` (every task; tasks on the same records and
             inputs share one batch and one model pass), `round_robin`, `proportional` (one task a step,
@@ -147,6 +149,7 @@ class TrainConfig:
     init_from: str | None = None  # a run folder or model folder whose matching weights start this run
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. encoders.image
     modality_dropout: dict[str, float] = field(default_factory=dict)  # modality → chance a training example lacks it
+    cfg_dropout: float | None = None  # generation tasks' prompt dropout (classifier-free guidance) unless they set one
     progress: bool = True
     # multi-task learning (training/multitask.py, training/weighting.py)
     task_sampling: str = "all"  # all | round_robin | proportional | temperature: which tasks train at a step

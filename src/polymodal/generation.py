@@ -14,6 +14,7 @@ beam can beat the worst of K finished ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -189,8 +190,89 @@ def generate_codes(start: Callable[..., Decoding], rows: Sequence[Sequence[int]]
     return torch.stack(out, 1)
 
 
-def _sample(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator) -> torch.Tensor:
-    """One token per row from softmax(logits / T), keeping the top-k and then the top-p nucleus."""
+def masked_after(step: int, steps: int, length: int) -> int:
+    """MaskGIT's cosine schedule: of `length` codes, how many are still hidden after `step` of `steps`
+    parallel passes, ⌊length · cos(π/2 · step/steps)⌋ (all of them before the first, none after the last)."""
+    return int(math.floor(length * math.cos(math.pi / 2 * step / steps) + 1e-9))
+
+
+def training_mask(u: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(B, N) which codes a masked-token model is trained to restore: in row b, the ⌈cos(π/2 · u_b) · N⌉
+    (at least one) codes of lowest `scores` (MaskGIT: the share hidden follows the cosine schedule for a
+    uniform u in [0, 1), so every stage of decoding is trained).
+
+    Args:
+        u: (B,) uniform draws in [0, 1].
+        scores: (B, N) uniform draws: which codes (the lowest ones) are hidden.
+    """
+    length = scores.shape[1]
+    count = torch.ceil(torch.cos(math.pi / 2 * u) * length - 1e-6).clamp(min=1, max=length)  # (B,)
+    rank = scores.argsort(1).argsort(1)  # (B, N) each code's rank among its row's scores
+    return rank < count[:, None]
+
+
+@torch.no_grad()
+def generate_codes_parallel(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                            rows: Sequence[Sequence[int]], pad_id: int, mask_id: int, media: Any,
+                            settings: GenerationSettings, *, steps: int = 8, device: torch.device | str = "cpu",
+                            guidance: float = 1.0, unconditional: Sequence[int] | None = None,
+                            reveal_noise: float = 1.0) -> torch.Tensor:
+    """A tokenizer's codes for each prompt by MaskGIT's parallel decoding: every code starts hidden (the
+    mask token); each of `steps` passes reads the whole sequence, draws a code for every hidden place, and
+    keeps the most confident ones, leaving `masked_after(step)` hidden for the next pass.
+
+    Args:
+        forward: (ids, mask) → (B, L, V) logits at each position, attention both ways
+            (`MultimodalLM.position_logits`).
+        rows: each prompt's ids, ending with the modality's begin marker (its codes and end marker follow).
+        pad_id: the id that left-pads them; mask_id: the id of a hidden code.
+        media: the modality's ids in the vocabulary (`MediaVocabulary`).
+        settings: greedy (`sample=False`) or sampling with temperature / top-k / top-p and a seed.
+        steps: passes (1: all codes at once; `media.length`: one code a pass).
+        guidance: classifier-free guidance's scale; unless 1, each row is paired with the `unconditional`
+            one holding the same codes, and codes are drawn from `guided` logits.
+        reveal_noise: Gumbel noise on the confidences, scaled by the share of passes left (MaskGIT's
+            annealed choice temperature: more varied early, greedy by confidence at the end; 0: none).
+
+    Returns:
+        (B, N) codes (0 ≤ code < media.count).
+    """
+    pairs = guidance != 1.0
+    if pairs and unconditional is None:
+        raise ValueError("guidance needs the unconditional row (the sequence without its prompt)")
+    n, length = len(rows), media.length
+    tail = [mask_id] * length + [media.end]
+    ids, mask = left_pad([[*r, *tail] for r in [*rows, *([unconditional] * n if pairs else [])]], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    first = ids.shape[1] - length - 1  # the codes' columns (rows are left-padded: all end together)
+    codes = torch.zeros(n, length, dtype=torch.long, device=device)
+    hidden = torch.ones(n, length, dtype=torch.bool, device=device)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    for step in range(steps):
+        canvas = torch.where(hidden, mask_id, codes + media.first)
+        ids[:, first: first + length] = canvas.repeat(2, 1) if pairs else canvas
+        logits = forward(ids, mask)[:, first: first + length, media.first: media.first + media.count].float()
+        if pairs:
+            conditional, free = logits.chunk(2)
+            logits = guided(conditional, free, guidance)
+        flat = logits.flatten(0, 1)  # (n · N, count)
+        drawn = _sample(flat, settings, generator) if settings.sample else flat.argmax(-1)
+        filtered = _filtered(flat, settings) if settings.sample else flat
+        confidence = filtered.log_softmax(-1).gather(1, drawn[:, None]).view(n, length)
+        if reveal_noise > 0 and settings.sample:
+            uniform = torch.rand(confidence.shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
+            confidence = confidence - reveal_noise * (1 - (step + 1) / steps) * torch.log(-torch.log(uniform))
+        confidence = confidence.masked_fill(~hidden, float("inf"))  # revealed codes stay
+        keep_hidden = min(masked_after(step + 1, steps, length), int(hidden.sum(1).min()) - 1)
+        rank = confidence.argsort(1).argsort(1)
+        reveal = hidden & (rank >= max(keep_hidden, 0))
+        codes = torch.where(reveal, drawn.view(n, length), codes)
+        hidden = hidden & ~reveal
+    return codes
+
+
+def _filtered(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """The logits `_sample` draws from: divided by the temperature, outside the top-k / top-p at -inf."""
     logits = logits / settings.temperature
     if settings.top_k:
         kth = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
@@ -201,7 +283,12 @@ def _sample(logits: torch.Tensor, settings: GenerationSettings, generator: torch
         # drop a token when the tokens ranked above it already hold top_p; the best one always stays
         drop = probs.cumsum(-1) - probs >= settings.top_p
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+    return logits
+
+
+def _sample(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from softmax(logits / T), keeping the top-k and then the top-p nucleus."""
+    return torch.multinomial(_filtered(logits, settings).softmax(-1), 1, generator=generator)[:, 0]
 
 
 def _cut(tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[list[int]]:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from polymodal.data.shapes_generation import synthesize_generation
 from polymodal.data.manifest import read_manifest
-from polymodal.generation import GenerationSettings, generate_codes, guided
+from polymodal.generation import (GenerationSettings, generate_codes, generate_codes_parallel, guided, masked_after,
+                                  training_mask)
 from polymodal.modalities.base import EncoderOutput
 from polymodal.modalities.text.tokenizer import TextTokenizer
 from polymodal.models.decoder import TextDecoder
@@ -199,3 +200,129 @@ def test_a_hugging_face_lm_grows_its_vocabulary_by_the_codes(tmp_path, lora):
     logits[0, -1, media.first:].sum().backward()
     grads = [p.grad for n, p in lm.named_parameters() if p.requires_grad and "wte" in n]
     assert grads and any(g is not None and g[media.first:].abs().sum() > 0 for g in grads)  # the new rows learn
+    with pytest.raises(ValueError, match="attends only backwards"):  # no masked-token decoding through it
+        MediaGenerationTask(MediaTargetData(tokenizer=tokenizer), decoder=lm, encoder=None, decoding="parallel")
+
+
+# ---- MaskGIT-style parallel decoding (`decoding: parallel`) ----
+
+class MaskingTokenizer(FakeTokenizer):
+    mask_id = 2
+
+
+def parallel_task(guidance: float = 3.0, **options) -> MediaGenerationTask:
+    return MediaGenerationTask(MediaTargetData(tokenizer=MaskingTokenizer(), max_prompt_length=3), decoder=tiny_lm(),
+                               encoder=None, cfg_dropout=0.1, guidance=guidance,
+                               **{"decoding": "parallel", **options}).eval()
+
+
+def test_the_cosine_schedule_by_hand():
+    # ⌊64 · cos(π/2 · k/8)⌋: 64·0.9808 = 62.8, 64·0.9239 = 59.1, 64·0.8315 = 53.2, 64·0.7071 = 45.3, ...
+    assert [masked_after(k, 8, 64) for k in range(9)] == [64, 62, 59, 53, 45, 35, 24, 12, 0]
+    assert [masked_after(k, 1, 4) for k in range(2)] == [4, 0]  # one pass draws everything
+    assert [masked_after(k, 4, 4) for k in range(5)] == [4, 3, 2, 1, 0]  # 3.70, 2.83, 1.53
+
+
+def test_training_hides_the_cosine_share_of_codes_lowest_scores_first():
+    scores = torch.tensor([[0.5, 0.1, 0.9, 0.3]] * 4)
+    u = torch.tensor([0.0, 0.5, 2 / 3, 0.999])  # cos: 1 → 4 codes; 0.707 → ⌈2.83⌉ = 3; 0.5 → 2; 0.0016 → at least 1
+    assert training_mask(u, scores).tolist() == [[True] * 4, [True, True, False, True], [False, True, False, True],
+                                                 [False, True, False, False]]
+
+
+def test_the_parallel_loss_is_the_hidden_codes_cross_entropy_read_both_ways(monkeypatch):
+    head = parallel_task()
+    media, mask_id = head.data.media, 2
+    batch = head.data.collate_targets([{"prompt": [5, 6]}, {"prompt": [7]}])
+    codes = torch.tensor([[3, 0, 7, 1], [2, 2, 5, 6]])
+    out = ModelOutput(modalities={"image": EncoderOutput(torch.zeros(2, 4, 16), torch.ones(2, 4, dtype=torch.bool),
+                                                         torch.zeros(2, 16), codes=codes)}, pooled=None)
+    draws = {(2,): torch.tensor([2 / 3, 0.999]), (2, 4): torch.tensor([[0.5, 0.1, 0.9, 0.3], [0.2, 0.8, 0.6, 0.4]])}
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kw: draws[tuple(shape)])
+    loss = head(out, batch)["loss"]
+    # oracle: row 0 hides codes 1 and 3 (2 of 4), row 1 hides code 0 (its lowest score), read with no causal mask
+    hidden = [[1, 3], [0]]
+    total, count = 0.0, 0
+    for prompt, row, places in (([5, 6, 0], codes[0], hidden[0]), ([7, 0, 0], codes[1], hidden[1])):
+        seen = [c + media.first if j not in places else mask_id for j, c in enumerate(row.tolist())]
+        seq = torch.tensor([[1, *prompt, media.begin, *seen, media.end]])
+        logits = head.decoder.module.lm(seq, causal=False)[0, 5:9, media.first: media.first + media.count]
+        total = total + F.cross_entropy(logits[places], row[places], reduction="sum")
+        count += len(places)
+    torch.testing.assert_close(loss, total / count)
+    causal = head.decoder.module.lm(seq)[0, 5:9, media.first: media.first + media.count]
+    assert not torch.allclose(causal[places], logits[places])  # so the oracle tells the two apart
+
+
+def test_parallel_decoding_reveals_the_most_confident_codes_on_schedule():
+    media = media_vocabularies(TEXT, {"image": (CODES, GRID)})["image"]
+    seen = []
+
+    def forward(ids, mask):  # code j's place prefers code (j + 1) % CODES, surer the later the place
+        seen.append(ids.clone())
+        logits = torch.zeros(*ids.shape, TEXT + CODES + 2)
+        for j in range(GRID):
+            logits[:, ids.shape[1] - GRID - 1 + j, media.first + (j + 1) % CODES] = 1.0 + j
+        return logits
+
+    settings = GenerationSettings(max_new_tokens=GRID)
+    codes = generate_codes_parallel(forward, [[1, 5, media.begin], [1, media.begin]], 0, 2, media, settings,
+                                    steps=2)
+    assert codes.tolist() == [[1, 2, 3, 4]] * 2
+    assert len(seen) == 2  # one pass per step
+    first, second = seen
+    assert first.tolist() == [[1, 5, media.begin, 2, 2, 2, 2, media.end], [0, 1, media.begin, 2, 2, 2, 2, media.end]]
+    # ⌊4 · cos(π/4)⌋ = 2 stay hidden after the first pass: the two least sure places, 0 and 1
+    assert second[:, 3:7].tolist() == [[2, 2, media.first + 3, media.first + 4]] * 2
+
+
+def test_parallel_decoding_is_the_step_by_step_oracle_with_guidance():
+    lm = tiny_lm(3)
+    media = lm.media["image"]
+    empty = ModelOutput(modalities={}, pooled=None)
+    prompts, free = [[1, 5, 6, 7, media.begin], [1, 9, 0, 0, media.begin]], [1, 0, 0, 0, media.begin]
+    settings = GenerationSettings(max_new_tokens=GRID)
+    codes = generate_codes_parallel(lambda i, m: lm.position_logits(empty, i, m), prompts, 0, 2, media, settings,
+                                    steps=GRID, guidance=3.0, unconditional=free)
+    for i, prompt in enumerate(prompts):  # one code a pass: the surest of the guided greedy draws
+        canvas = [2] * GRID
+        for _ in range(GRID):
+            c, u = (lm.lm(torch.tensor([[*row, *canvas, media.end]]), causal=False)[0, 5:9, media.first: media.first + media.count]
+                    for row in (prompt, free))
+            scores = (u + 3.0 * (c - u)).log_softmax(-1)
+            best, where = scores.max(-1)
+            best[[j for j in range(GRID) if canvas[j] != 2]] = float("-inf")
+            j = int(best.argmax())
+            canvas[j] = media.first + int(where[j])
+        assert codes[i].tolist() == [c - media.first for c in canvas]
+    plain = generate_codes_parallel(lambda i, m: lm.position_logits(empty, i, m), prompts, 0, 2, media, settings,
+                                    steps=GRID)
+    assert not torch.equal(plain, codes)  # guidance changes these draws
+
+
+def test_parallel_training_learns_codes_from_the_prompt():
+    head = parallel_task(steps=2).train()
+    optimiser = torch.optim.Adam(head.decoder.module.parameters(), lr=3e-3)
+    batch = head.data.collate_targets([{"prompt": [5]}, {"prompt": [7]}] * 4)
+    codes = torch.tensor([[1, 1, 6, 6], [3, 4, 3, 4]] * 4)
+    out = ModelOutput(modalities={"image": EncoderOutput(torch.zeros(8, 4, 16), torch.ones(8, 4, dtype=torch.bool),
+                                                         torch.zeros(8, 16), codes=codes)}, pooled=None)
+    torch.manual_seed(0)
+    for _ in range(150):
+        loss = head(out, batch)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    head.eval()
+    drawn = head.draw([[5], [7]], guidance=1.0, settings=GenerationSettings(max_new_tokens=GRID))
+    assert drawn.tolist() == [[1, 1, 6, 6], [3, 4, 3, 4]]
+
+
+def test_parallel_decoding_needs_our_decoder_and_a_mask_token():
+    with pytest.raises(ValueError, match="decoding: expected one of autoregressive, parallel"):
+        parallel_task(decoding="diffusion")
+    with pytest.raises(ValueError, match="mask token"):
+        MediaGenerationTask(MediaTargetData(tokenizer=FakeTokenizer()), decoder=tiny_lm(), encoder=None,
+                            decoding="parallel")
+    with pytest.raises(ValueError, match="steps: expected 1 to 4"):
+        parallel_task(steps=5)

@@ -22,8 +22,9 @@ from ..modalities.text.tokenizer import TextTokenizer
 from ..runfolder import (CONFIG, TEACHERS_FILE, VOCAB_FILE, WEIGHTS, load_weights, media_tokenizer_dir, model_folder,
                          read_json)
 from ..system import MultitaskModel, System
+from ..tasks import TASKS
 from .decoder import build_decoder
-from .encoders import build_encoder
+from .encoders import build_encoder, keywords
 from .errors import config_errors
 from .migrate import migrate
 from .tasks import TaskContext, build_task
@@ -64,7 +65,13 @@ def build_system(config: Config, records: list[dict[str, Any]] | None = None, ar
                           read_json(artifacts / VOCAB_FILE) if artifacts is not None else {},
                           read_json(artifacts / TEACHERS_FILE) if artifacts is not None else {})
     tasks, vocab, teachers = {}, {}, {}
+    share = config.train.cfg_dropout
+    if share is not None and not 0 <= share < 1:
+        raise ConfigError(f"train.cfg_dropout: expected a share in [0, 1) (0.1 is usual), got {share}")
     for name, task_spec in config.tasks.items():
+        cls = TASKS.get(task_spec.get("type")) if isinstance(task_spec, dict) else None
+        if share is not None and cls is not None and "cfg_dropout" in keywords(cls):
+            task_spec = {"cfg_dropout": share, **task_spec}  # the task's own value wins
         tasks[name], words, teacher_dim = build_task(name, task_spec, context)
         if words is not None:
             vocab[name] = words

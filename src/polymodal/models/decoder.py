@@ -59,6 +59,7 @@ class TextDecoder(nn.Module):
             raise ValueError(f"init_std: expected a positive number, got {init_std}")
         init_weights_(self, std=init_std)
 
+    attends_both_ways = True  # `forward(causal=False)` is allowed (parallel decoding of media codes)
     reads_memory = True  # a model with this decoder gives it `ModelOutput.memory` to cross-attend to
 
     @property
@@ -84,8 +85,9 @@ class TextDecoder(nn.Module):
     def forward(self, ids: torch.Tensor | None, mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: list[BlockCache] | None = None) -> torch.Tensor:
-        """Next-token logits at every position.
+                cache: list[BlockCache] | None = None, causal: bool = True) -> torch.Tensor:
+        """Next-token logits at every position (with `causal=False`: each position's logits over the whole
+        sequence, as a masked-token model reads them; MaskGIT-style parallel decoding).
 
         Args:
             ids: (B, N) token ids, or None when `embeds` gives the inputs.
@@ -95,6 +97,7 @@ class TextDecoder(nn.Module):
             context_mask: (B, M) bool, True for real memory tokens.
             position_ids: (B, N) positions; by default counted over the real tokens of `mask`.
             cache: `stack.new_cache()` when decoding step by step; `ids` then holds the new positions.
+            causal: each position sees only those before it (a language model); False: all of them.
 
         Returns:
             (B, N, V) logits.
@@ -109,7 +112,7 @@ class TextDecoder(nn.Module):
             raise ValueError(f"position {int(position_ids.max())} is past the decoder's max_length="
                              f"{self.max_length}: shorten the prompt or max_new_tokens, or raise max_length") from None
         x = self.drop(x + self.positions.at(position_ids, below=self.max_length))  # checked just above
-        x = self.stack(x, mask, context=context, context_mask=context_mask, causal=True, cache=cache)
+        x = self.stack(x, mask, context=context, context_mask=context_mask, causal=causal, cache=cache)
         return self.logits(x)
 
     def input_embeddings(self, ids: torch.Tensor) -> torch.Tensor:

@@ -116,6 +116,18 @@ class MultimodalLM(nn.Module):
         logits = self.lm(None, emask, embeds=embeds)  # (B, T, V)
         return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
 
+    def position_logits(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, V): at each position of the right-padded ids, the logits of the id that belongs there, read
+        with attention both ways (a masked-token model: MaskGIT-style parallel decoding of media codes);
+        needs a language model that allows it (`attends_both_ways`: Polymodal's own decoder)."""
+        if not getattr(self.lm, "attends_both_ways", False):
+            raise ValueError("parallel decoding needs a decoder that can attend both ways: Polymodal's own "
+                             "(model.decoder: {type: transformer}); a Hugging Face causal LM attends only backwards")
+        embeds, emask, last = splice(ids, mask, self.lm.input_embeddings, self.spans(out))
+        self._check(emask)
+        logits = self.lm(None, emask, embeds=embeds, causal=False)  # (B, T, V)
+        return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
+
     def start(self, out: Any, repeat: int = 1, **options: Any) -> MultimodalSession:
         """A decoding session over `out`'s media, each row repeated `repeat` times; `options`: the language
         model's `session` keywords (`GenerationSettings.session_options`: a static cache, compiled steps)."""

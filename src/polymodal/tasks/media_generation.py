@@ -6,7 +6,9 @@ classifier-free guidance: the prompt is dropped for `cfg_dropout` of the trainin
 model also predicts codes unconditionally, and at sampling `uncond + s·(cond − uncond)` with s = `guidance`.
 
 Sampling is constrained: inside the span only the modality's codes, exactly its tokenizer's grid of them,
-then the end marker. On the built-in shapes (`polymodal synth --generation`) the drawings are scored
+then the end marker. With `decoding: parallel` the model is a masked-token one instead (MaskGIT): it reads
+the sequence both ways, learns to restore a cosine-drawn share of hidden codes, and draws all the codes in
+`steps` passes, keeping the surest each time (`generation.generate_codes_parallel`). On the built-in shapes (`polymodal synth --generation`) the drawings are scored
 GenEval's way by the exact shapes detector, beside what no model should be judged without: the same with
 guidance off, random codes, the nearest training image to the prompt (retrieval), and the tokenizer's own
 ceiling (decoded real images).
@@ -26,12 +28,13 @@ from PIL import Image
 from torch import nn
 
 from ..data.shapes_detector import detect, geneval_score, satisfies
-from ..generation import GenerationSettings, generate_codes
+from ..generation import GenerationSettings, generate_codes, generate_codes_parallel, training_mask
 from ..models.multimodal_lm import MediaVocabulary, MultimodalLM
 from ..models.output import ModelOutput
 from .base import Borrowed, Task, TaskData
 
 VARIANTS = ("unguided", "random", "ceiling")  # what evaluation draws besides the guided samples
+DECODINGS = ("autoregressive", "parallel")
 
 
 class MediaTargetData(TaskData):
@@ -182,6 +185,9 @@ class MediaGenerationTask(Task):
         samples: drawings per prompt at evaluation (GenEval draws 4).
         temperature, top_k, top_p: the sampling filters (`GenerationSettings`).
         cache, compiled: the KV cache at sampling (`GenerationSettings`).
+        decoding: "autoregressive" (next-token prediction, one code at a time) or "parallel" (masked codes
+            restored, all drawn in `steps` passes; Polymodal's own decoder only).
+        steps: parallel decoding's passes (default 8, or the grid's codes if fewer).
         baselines: evaluation also draws with guidance off, random codes and decodes the real media's codes.
         seed: the sampling generator's seed.
         weight: multi-task loss weight.
@@ -195,7 +201,7 @@ class MediaGenerationTask(Task):
     def __init__(self, data: MediaTargetData, *, decoder: nn.Module, encoder: nn.Module, cfg_dropout: float = 0.1,
                  guidance: float = 3.0, samples: int = 4, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, cache: str = "dynamic", compiled: bool = False, baselines: bool = True,
-                 seed: int = 0, weight: float = 1.0):
+                 decoding: str = "autoregressive", steps: int | None = None, seed: int = 0, weight: float = 1.0):
         super().__init__(data, weight=weight)
         modality = data.modality
         if not isinstance(decoder, MultimodalLM) or modality not in decoder.media:
@@ -208,6 +214,20 @@ class MediaGenerationTask(Task):
                              "(0.1 is usual), or sample with guidance: 1.0")
         if samples < 1:
             raise ValueError(f"samples: expected at least 1, got {samples}")
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+        length = decoder.media[modality].length
+        steps = min(8, length) if steps is None else steps
+        if decoding == "parallel":
+            if not getattr(decoder.lm, "attends_both_ways", False):
+                raise ValueError("decoding: parallel needs a decoder that attends both ways, Polymodal's own "
+                                 "(model.decoder: {type: transformer}); a Hugging Face causal LM attends only "
+                                 "backwards: use decoding: autoregressive")
+            if getattr(data.tokenizer, "mask_id", None) is None:
+                raise ValueError("decoding: parallel hides codes behind the text tokenizer's mask token, and this "
+                                 "tokenizer has none ([MASK] / <mask>)")
+            if not 1 <= steps <= length:
+                raise ValueError(f"steps: expected 1 to {length} (the codes of one item), got {steps}")
         self.decoder, self.encoder = Borrowed(decoder), Borrowed(encoder)
         data.media = decoder.media[modality]
         longest = 1 + data.max_prompt_length + data.media.length + 2
@@ -217,6 +237,7 @@ class MediaGenerationTask(Task):
                              f"{decoder.max_length}: raise model.decoder.max_length")
         self.cfg_dropout, self.guidance, self.samples, self.baselines, self.seed = (
             float(cfg_dropout), float(guidance), int(samples), bool(baselines), int(seed))
+        self.decoding, self.steps = decoding, int(steps)
         self.settings = GenerationSettings(max_new_tokens=data.media.length, sample=True, temperature=temperature,
                                            top_k=top_k, top_p=top_p, seed=seed, cache=cache, compiled=compiled)
 
@@ -229,14 +250,24 @@ class MediaGenerationTask(Task):
             drop = torch.rand(ids.shape[0], 1, device=ids.device) < self.cfg_dropout
             ids = ids.masked_fill(drop & target["prompt_mask"], self.data.tokenizer.pad_id)
         text_only = replace(out, modalities={k: v for k, v in out.modalities.items() if k != self.data.modality})
+        if self.decoding == "parallel":  # MaskGIT: hide a cosine-drawn share of the codes, predict them
+            slots = target["slots"]
+            hide = slots.clone()
+            hide[slots] = training_mask(torch.rand(ids.shape[0], device=ids.device),
+                                        torch.rand(ids.shape[0], media.length, device=ids.device)).flatten()
+            logits = lm.position_logits(text_only, ids.masked_fill(hide, self.data.tokenizer.mask_id), mask)
+            codes_logits = logits[hide][:, media.first: media.first + media.count]  # (hidden, count)
+            return {"loss": F.cross_entropy(codes_logits.float(), ids[hide] - media.first)}
         logits = lm.next_logits(text_only, ids, mask)  # (B, L, V)
         labels = ids[:, 1:].masked_fill(~target["loss_mask"][:, 1:], -100)
         return {"loss": F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=-100)}
 
     @torch.no_grad()
     def draw(self, prompts: list[list[int]], *, samples: int = 1, guidance: float | None = None,
-             seed: int | None = None, settings: GenerationSettings | None = None) -> torch.Tensor:
-        """(B · samples, N) codes drawn for prompt ids (each prompt's samples together)."""
+             seed: int | None = None, settings: GenerationSettings | None = None,
+             steps: int | None = None) -> torch.Tensor:
+        """(B · samples, N) codes drawn for prompt ids (each prompt's samples together); `steps`: parallel
+        decoding's passes (default the task's)."""
         lm, data = self.decoder.module, self.data
         settings = settings or self.settings
         if seed is not None:
@@ -244,10 +275,15 @@ class MediaGenerationTask(Task):
         rows = [data.row(p) for p in prompts for _ in range(samples)]
         empty = ModelOutput(modalities={}, pooled=None)
         device = next(lm.parameters()).device
+        guidance = self.guidance if guidance is None else guidance
+        if self.decoding == "parallel":
+            return generate_codes_parallel(
+                lambda ids, mask: lm.position_logits(empty, ids, mask), rows, data.tokenizer.pad_id,
+                data.tokenizer.mask_id, data.media, settings, steps=self.steps if steps is None else steps,
+                device=device, guidance=guidance, unconditional=data.row([]))
         return generate_codes(lambda repeat, **options: lm.start(empty, repeat, **options), rows,
                               data.tokenizer.pad_id, data.media, settings, device=device,
-                              guidance=self.guidance if guidance is None else guidance,
-                              unconditional=data.row([]))
+                              guidance=guidance, unconditional=data.row([]))
 
     def to_media(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, N) codes → (B, S, S, 3) uint8 images, through the tokenizer's pixel decoder."""
