@@ -131,3 +131,22 @@ def test_a_parallel_decoder_trains_and_draws_in_a_few_passes(runs, tmp_path):
         model.generate_image("a red circle", steps=99)
     with pytest.raises(PolymodalError, match="decodes autoregressive"):
         load(root / "draw").generate_image("a red circle", steps=2)
+
+
+def test_any_to_any_one_model_draws_and_captions_with_the_same_codes(runs, tmp_path):
+    root, data = runs
+    sets = [*_sets(data), f"model.encoders.image.path={root / 'tokenizer'}", "model.decoder.width=64",
+            "model.decoder.depth=2", "model.decoder.num_heads=4", "train.max_steps=160", "train.batch_size=16",
+            "train.log_every=1", "tasks.draw.samples=1"]  # one task a step (round robin): log every step
+    train(load_config(CONFIGS / "any-to-any.yaml", sets), tmp_path / "a2a", log=lambda _: None)
+    lines = [json.loads(line) for line in (tmp_path / "a2a" / "metrics.jsonl").read_text().splitlines()]
+    for task in ("draw", "caption"):  # each task's own loss falls (the mean of its first and last ten steps)
+        losses = [line[f"loss/{task}"] for line in lines if f"loss/{task}" in line]
+        assert len(losses) == 80 and sum(losses[-10:]) < sum(losses[:10]) - 10.0, (task, losses)
+    model = load(tmp_path / "a2a")
+    lm = model.system.model.backbone.decoder
+    assert model.system.model.tasks["draw"].decoder.module is lm and model.system.model.tasks["caption"].decoder.module is lm
+    record = read_manifest(data / "test.jsonl")[0]
+    caption = model.caption(record["image"], task="caption")
+    assert isinstance(caption, str) and caption.split()  # words from the image's codes
+    assert model.generate_image("a red circle", n=1, task="draw")[0].size == (64, 64)

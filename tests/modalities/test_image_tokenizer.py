@@ -67,6 +67,32 @@ def test_bad_settings_are_named():
         make_quantizer({"type": "fsq", "codebook_size": 8})
 
 
+def test_a_local_tokenizer_codes_each_cell_from_its_neighbourhood_alone():
+    def encoder(**options):
+        torch.manual_seed(0)
+        return QuantizedImageEncoder(out_dim=6, image_size=64, downsample=8, channels=[8, 8, 8, 16],
+                                     quantizer={"type": "fsq", "levels": [8, 5, 5, 5]}, **options).eval()
+
+    flat = torch.full((1, 3, 64, 64), 0.3)
+    spot = flat.clone()
+    spot[:, :, :8, :8] = 0.9  # an object in the top-left cell, beyond the receptive field of the last one
+    local, pooled = encoder(norm="channel", padding="replicate"), encoder()
+    with torch.no_grad():
+        latents = local.latents(flat)[0]
+        torch.testing.assert_close(latents, latents[:1].expand_as(latents))  # one vector, border cells too
+        assert len(set(local(flat).codes[0].tolist())) == 1  # a flat image is a single code
+        torch.testing.assert_close(local.latents(spot)[0, -1], latents[-1])  # the far cell is unchanged
+        assert not torch.allclose(local.latents(spot)[0, 0], latents[0])  # the object's cell is not
+        # GroupNorm and zero padding: the border differs, and the far cell moves with the image's statistics
+        plain = pooled.latents(flat)[0]
+        assert not torch.allclose(plain[0], plain[27])
+        assert not torch.allclose(pooled.latents(spot)[0, -1], plain[-1])
+    with pytest.raises(ValueError, match="norm: expected one of group, channel"):
+        encoder(norm="batch")
+    with pytest.raises(ValueError, match="padding: expected one of zeros, replicate"):
+        encoder(padding="reflect")
+
+
 def test_psnr_ssim_and_code_usage_by_hand():
     a = torch.full((1, 3, 16, 16), 0.5)
     assert float(psnr(a + 0.1, a)) == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 → 10·log10(1 / 0.01)

@@ -69,7 +69,7 @@ class ReconstructionTask(Task):
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
         self.encoder, self.loss_type = Borrowed(encoder), loss
-        self.decoder = PixelDecoder(width, encoder.grid, encoder.channels)
+        self.decoder = PixelDecoder(width, encoder.grid, encoder.channels, encoder.norm, encoder.padding)
         data.num_codes = encoder.num_codes
 
     def corrupt(self, inputs: Batch, target: Any) -> tuple[Batch, torch.Tensor]:

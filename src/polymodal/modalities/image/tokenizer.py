@@ -18,16 +18,41 @@ from torch import nn
 
 from ..base import EncoderOutput
 
+
 QUANTIZERS = ("fsq", "vq")
+NORMS = ("group", "channel")
+PADDINGS = ("zeros", "replicate")
+
+
+class ChannelNorm(nn.Module):
+    """Layer norm over the channels at each pixel of (B, C, H, W): what a pixel's features become depends on
+    that pixel alone (GroupNorm pools statistics over the whole image)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """"group": GroupNorm of 8 groups (VQGAN's); "channel": `ChannelNorm`."""
+    return nn.GroupNorm(8, channels) if kind == "group" else ChannelNorm(channels)
+
+
+def conv3(c_in: int, c_out: int, padding: str) -> nn.Conv2d:
+    """A 3×3 convolution keeping the size; `padding`: "zeros" or "replicate" (the border repeated)."""
+    return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=padding)
 
 
 class ResBlock(nn.Module):
-    """GroupNorm, SiLU, 3×3 convolution, twice, with a residual (VQGAN's block)."""
+    """Norm, SiLU, 3×3 convolution, twice, with a residual (VQGAN's block)."""
 
-    def __init__(self, channels: int, groups: int = 8):
+    def __init__(self, channels: int, norm: str = "group", padding: str = "zeros"):
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+        self.body = nn.Sequential(norm_layer(norm, channels), nn.SiLU(), conv3(channels, channels, padding),
+                                  norm_layer(norm, channels), nn.SiLU(), conv3(channels, channels, padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -72,14 +97,24 @@ class QuantizedImageEncoder(nn.Module):
         downsample: f, 4 or 8 (log2 f stride-2 stages).
         channels: the widths of the stem and of each stage (1 + log2 f of them, or one for all).
         quantizer: {type: fsq, levels: [8, 5, 5, 5]} (1,000 codes) or {type: vq, codebook_size: 1024, ...}.
+        norm: "group" (GroupNorm, VQGAN's: each code also depends on the whole image's statistics) or
+            "channel" (per-pixel layer norm: a code depends on its neighbourhood only, so a flat background
+            is one code wherever it is, which a language model then writes far more easily).
+        padding: "zeros" or "replicate" (the border repeated: edge cells of a flat image code like inner ones).
     """
 
     standalone = True  # a tokenizer of its own, never a video encoder's frame encoder
     loads_run = True  # `path: RUN` in its config: a trained tokenizer, frozen (builders.trained_tokenizer)
 
     def __init__(self, *, out_dim: int, image_size: int = 64, downsample: int = 8,
-                 channels: list[int] | tuple[int, ...] = (64, 128, 128, 256), quantizer: dict[str, Any] | None = None):
+                 channels: list[int] | tuple[int, ...] = (64, 128, 128, 256), quantizer: dict[str, Any] | None = None,
+                 norm: str = "group", padding: str = "zeros"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding: expected one of {', '.join(PADDINGS)}, got {padding!r}")
+        self.norm, self.padding = norm, padding
         if downsample not in (2, 4, 8, 16):
             raise ValueError(f"downsample: expected 2, 4, 8 or 16, got {downsample}")
         if image_size % downsample:
@@ -93,10 +128,12 @@ class QuantizedImageEncoder(nn.Module):
         self.num_tokens = self.grid[0] * self.grid[1]
         self.channels = widths
         self.quantizer, self.latent_dim, self.num_codes = make_quantizer(quantizer or {"type": "fsq"})
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
+        layers: list[nn.Module] = [conv3(3, widths[0], padding)]
         for i in range(stages):
-            layers += [ResBlock(widths[i]), nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1)]
-        layers += [ResBlock(widths[-1]), nn.GroupNorm(8, widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], self.latent_dim, 1)]
+            layers += [ResBlock(widths[i], norm, padding),
+                       nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1, padding_mode=padding)]
+        layers += [ResBlock(widths[-1], norm, padding), norm_layer(norm, widths[-1]), nn.SiLU(),
+                   nn.Conv2d(widths[-1], self.latent_dim, 1)]
         self.net = nn.Sequential(*layers)
         self.proj = nn.Linear(self.latent_dim, out_dim)
         self.pixel_decoder: PixelDecoder | None = None  # a trained tokenizer's own (`freeze_with_decoder`)
@@ -154,15 +191,16 @@ class QuantizedImageEncoder(nn.Module):
 class PixelDecoder(nn.Module):
     """A grid of token vectors (B, N, D) → an image (B, 3, S, S): the mirror of `QuantizedImageEncoder`."""
 
-    def __init__(self, width: int, grid: tuple[int, int], channels: list[int]):
+    def __init__(self, width: int, grid: tuple[int, int], channels: list[int], norm: str = "group",
+                 padding: str = "zeros"):
         super().__init__()
         self.grid = grid
         widths = list(reversed(channels))
-        layers: list[nn.Module] = [nn.Conv2d(width, widths[0], 1), ResBlock(widths[0])]
+        layers: list[nn.Module] = [nn.Conv2d(width, widths[0], 1), ResBlock(widths[0], norm, padding)]
         for i in range(len(widths) - 1):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
-                       ResBlock(widths[i + 1])]
-        layers += [nn.GroupNorm(8, widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), conv3(widths[i], widths[i + 1], padding),
+                       ResBlock(widths[i + 1], norm, padding)]
+        layers += [norm_layer(norm, widths[-1]), nn.SiLU(), conv3(widths[-1], 3, padding)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
