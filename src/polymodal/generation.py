@@ -256,9 +256,13 @@ def generate_codes_parallel(forward: Callable[[torch.Tensor, torch.Tensor], torc
             conditional, free = logits.chunk(2)
             logits = guided(conditional, free, guidance)
         flat = logits.flatten(0, 1)  # (n · N, count)
-        drawn = _sample(flat, settings, generator) if settings.sample else flat.argmax(-1)
         filtered = _filtered(flat, settings) if settings.sample else flat
-        confidence = filtered.log_softmax(-1).gather(1, drawn[:, None]).view(n, length)
+        log_probs = filtered.log_softmax(-1)
+        if settings.sample:
+            drawn = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
+        else:
+            drawn = flat.argmax(-1)
+        confidence = log_probs.gather(1, drawn[:, None]).view(n, length)
         if reveal_noise > 0 and settings.sample:
             uniform = torch.rand(confidence.shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
             confidence = confidence - reveal_noise * (1 - (step + 1) / steps) * torch.log(-torch.log(uniform))
