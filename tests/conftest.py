@@ -39,11 +39,44 @@ def tokenizer_run(tmp_path_factory, shapes_data) -> Path:
     return run
 
 
-def stage_one(config_path: Path, tokenizer_run: Path) -> list[str]:
-    """Overrides pointing a shipped config's trained tokenizers (`path:` of a `type: tokenizer` encoder)
-    at `tokenizer_run`."""
+@pytest.fixture(scope="session")
+def sound_data(tmp_path_factory) -> Path:
+    """A small set of prompted sounds (`synth --generation`'s): sound-{train,val,test}.jsonl, 24 / 8 / 8."""
+    from polymodal.data.sound_generation import synthesize_sound_generation
+
+    out = tmp_path_factory.mktemp("sounds")
+    synthesize_sound_generation(out, n_train=24, n_val=8, n_test=8, n_heldout=0, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def audio_tokenizer_run(tmp_path_factory, sound_data) -> Path:
+    """A trained sound tokenizer (the shipped recipe, two steps): what a config that makes sounds
+    (`model.encoders.audio.path`) reads as its stage 1."""
+    from polymodal.config import load_config
+    from polymodal.training.trainer import train
+
+    run = tmp_path_factory.mktemp("audio-tokenizer") / "run"
+    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-audio.yaml"
+    train(load_config(config, [f"data.{s}={sound_data / f'sound-{s}.jsonl'}" for s in ("train", "val", "test")]
+                      + ["train.max_steps=2", "train.batch_size=8", "train.val_every=0", "data.num_workers=0"]),
+          run, log=lambda _: None)
+    return run
+
+
+def uses_sounds(config_path: Path) -> bool:
+    """Whether a shipped config trains on the prompted sounds (a sound tokenizer or text to sound)."""
     raw = yaml.safe_load(Path(config_path).read_text())
-    return [f"model.encoders.{name}.path={tokenizer_run}" for name, spec in raw["model"]["encoders"].items()
+    return (raw["model"]["encoders"].get("audio") or {}).get("type") == "tokenizer"
+
+
+def stage_one(config_path: Path, tokenizer_run: Path | dict[str, Path]) -> list[str]:
+    """Overrides pointing a shipped config's trained tokenizers (`path:` of a `type: tokenizer` encoder)
+    at `tokenizer_run` (one run for all, or one per modality: {"image": RUN, "audio": RUN})."""
+    raw = yaml.safe_load(Path(config_path).read_text())
+    runs = tokenizer_run if isinstance(tokenizer_run, dict) else None
+    return [f"model.encoders.{name}.path={runs[name] if runs else tokenizer_run}"
+            for name, spec in raw["model"]["encoders"].items()
             if isinstance(spec, dict) and spec.get("type") == "tokenizer" and "path" in spec]
 
 

@@ -107,34 +107,46 @@ class LoadedModel:
         return draw_explanation(self.system, inputs, title, Path(path))
 
     def _tokenizer(self) -> tuple[Any, Any]:
-        """The image tokenizer's encoder and its reconstruction head."""
+        """The tokenizer's encoder (an image's or a sound's) and its reconstruction head."""
         name = self._task_of(ReconstructionTask, None)
         head = self.system.model.tasks[name]
         return head.encoder.module, head
 
     @torch.no_grad()
-    def encode_tokens(self, image: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """An image tokenizer's codes: (N,) long for one image (N = the grid's cells, in raster order), (B, N)
-        for a list."""
-        single = isinstance(image, (str, Path, Image.Image))
-        out = self._encode(fuse=False, image=[image] if single else list(image)).modalities["image"]
+    def encode_tokens(self, image: ImageLike | Sequence[ImageLike] | None = None, *,
+                      audio: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
+        """A tokenizer's codes for `image` (an image tokenizer: the grid's cells in raster order) or `audio`
+        (a sound tokenizer: in time order): (N,) long for one item, (B, N) for a list."""
+        encoder, _ = self._tokenizer()
+        modality, given = ("audio", audio) if audio is not None else ("image", image)
+        if given is None or modality != encoder.modality:
+            raise PolymodalError(f"this is an {encoder.modality} "
+                                 f"tokenizer: give {encoder.modality}=")
+        single = isinstance(given, (str, Path, Image.Image))
+        out = self._encode(fuse=False, **{modality: [given] if single else list(given)}).modalities[modality]
         return out.codes[0].cpu() if single else out.codes.cpu()
 
     @torch.no_grad()
     def decode_tokens(self, codes: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]) -> Any:
-        """The image(s) an image tokenizer's codes stand for: one PIL image for (N,) codes, a list for (B, N)."""
+        """What a tokenizer's codes stand for: for (N,) codes one PIL image (an image tokenizer) or one
+        float32 waveform array in [-1, 1] at the tokenizer's `sample_rate` (a sound tokenizer, through its
+        vocoder); for (B, N) a list."""
         encoder, head = self._tokenizer()
         codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
         single = codes.dim() == 1
         codes = codes[None] if single else codes
         if codes.dim() != 2 or codes.shape[1] != encoder.num_tokens:
-            raise PolymodalError(f"codes: expected {encoder.num_tokens} codes per image (a {encoder.grid} grid), "
+            item = "image" if encoder.modality == "image" else "sound"
+            raise PolymodalError(f"codes: expected {encoder.num_tokens} codes per {item} (a {encoder.grid} grid), "
                                  f"got shape {tuple(codes.shape)}")
         if int(codes.min()) < 0 or int(codes.max()) >= encoder.num_codes:
             raise PolymodalError(f"codes: expected values from 0 to {encoder.num_codes - 1}")
-        pixels = head.decode(encoder.embed_codes(codes))  # (B, 3, S, S) in [0, 1]
-        images = [Image.fromarray((p.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")) for p in pixels]
-        return images[0] if single else images
+        media = encoder.media_from(head.decoder(encoder.embed_codes(codes)))  # images in [0, 1] or waveforms
+        if encoder.modality == "audio":
+            items = list(media.cpu().numpy())
+        else:
+            items = [Image.fromarray((p.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")) for p in media]
+        return items[0] if single else items
 
     @torch.no_grad()
     def classify(self, image: ImageLike | None = None, task: str | None = None, top_k: int = 1, *,
@@ -192,12 +204,44 @@ class LoadedModel:
         lists): classifier-free guidance of scale `guidance` (default: the task's; 1.0: off), sampling with
         `temperature` / `top_k` / `top_p` (default: the task's) from `seed`, so the same call draws the same
         images; `steps`: the passes of a parallel decoder (`decoding: parallel`; default the task's)."""
-        name = self._task_of(MediaGenerationTask, task)
+        groups = self._draw("image", prompt, n, guidance=guidance, seed=seed, temperature=temperature,
+                            top_k=top_k, top_p=top_p, steps=steps, task=task)
+        images = [[Image.fromarray(p) for p in group.numpy()] for group in groups]
+        return images[0] if isinstance(prompt, str) else images
+
+    @torch.no_grad()
+    def generate_audio(self, prompt: str | Sequence[str], n: int = 1, *, guidance: float | None = None,
+                       seed: int = 0, temperature: float | None = None, top_k: int | None = None,
+                       top_p: float | None = None, steps: int | None = None,
+                       task: str | None = None) -> tuple[Any, int]:
+        """Sounds made for `prompt`: (waveforms, sample rate), the waveforms a float32 array (n, samples) in
+        [-1, 1], or (prompts, n, samples) for a list of prompts; the settings as `generate_image`'s."""
+        groups = self._draw("audio", prompt, n, guidance=guidance, seed=seed, temperature=temperature,
+                            top_k=top_k, top_p=top_p, steps=steps, task=task)
+        waves = torch.stack(groups).numpy()
+        rate = self.system.model.tasks[self._drawing_task("audio", task)].encoder.module.sample_rate
+        return (waves[0] if isinstance(prompt, str) else waves), rate
+
+    def _drawing_task(self, modality: str, name: str | None) -> str:
+        """The generation task (named `name`, else the first) that makes `modality`."""
+        names = [n for n, t in self.system.model.tasks.items()
+                 if isinstance(t, MediaGenerationTask) and t.data.modality == modality]
+        if name is None and names:
+            return names[0]
+        if name in names:
+            return name
+        what = {"image": "text_to_image", "audio": "text_to_audio"}[modality]
+        raise PolymodalError(f"this model has no {what} task{f' named {name!r}' if name else ''}; its tasks: {self.tasks}")
+
+    def _draw(self, modality: str, prompt: str | Sequence[str], n: int, *, guidance: float | None, seed: int,
+              temperature: float | None, top_k: int | None, top_p: float | None, steps: int | None,
+              task: str | None) -> list[torch.Tensor]:
+        """Per prompt, `n` media of `modality` drawn by its generation task (each the task's `to_media`)."""
+        name = self._drawing_task(modality, task)
         head = self.system.model.tasks[name]
-        single = isinstance(prompt, str)
-        texts = [prompt] if single else list(prompt)
+        texts = [prompt] if isinstance(prompt, str) else list(prompt)
         if n < 1 or not texts:
-            raise PolymodalError(f"n: expected at least one image for at least one prompt, got n={n}, {len(texts)} prompts")
+            raise PolymodalError(f"n: expected at least one item for at least one prompt, got n={n}, {len(texts)} prompts")
         changes = {k: v for k, v in {"temperature": temperature, "top_k": top_k, "top_p": top_p}.items()
                    if v is not None}
         if steps is not None and (head.decoding != "parallel" or not 1 <= steps <= head.data.media.length):
@@ -209,10 +253,8 @@ class LoadedModel:
                               settings=settings, steps=steps)
         except ValueError as error:
             raise PolymodalError(str(error)) from None
-        pixels = head.to_media(codes).numpy()  # (len(texts) · n, S, S, 3)
-        images = [Image.fromarray(p) for p in pixels]
-        groups = [images[i * n: (i + 1) * n] for i in range(len(texts))]
-        return groups[0] if single else groups
+        media = head.to_media(codes)  # (len(texts) · n, ...)
+        return [media[i * n: (i + 1) * n] for i in range(len(texts))]
 
     def _caption_kind(self) -> type:
         """Captioning when the model has it, else any generative task."""

@@ -12,6 +12,7 @@ from .errors import ConfigError, PolymodalError
 
 
 SYNTH_MODALITIES = ("image", "video", "audio", "text")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what --save writes a made sound as
 
 
 def _tiny_lm(args: argparse.Namespace) -> int:
@@ -48,7 +49,10 @@ def _synth(args: argparse.Namespace) -> int:
     if args.generation:
         from .data.shapes_generation import synthesize_generation
 
+        from .data.sound_generation import synthesize_sound_generation
+
         synthesize_generation(Path(args.out) / "generation", n_train=args.n_generation, seed=args.seed)
+        synthesize_sound_generation(Path(args.out) / "generation", n_train=args.n_generation_sounds, seed=args.seed)
     return 0
 
 
@@ -129,31 +133,61 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot_drawings(model, records: list | dict, path: Path) -> None:
-    """`--drawings`: per GenEval category, the first record's prompt and its drawings (as evaluation
-    draws them: the task's samples, guidance and seed), framed by the shapes detector's verdict."""
-    from .data.shapes_detector import detect, satisfies
+    """`--drawings`: what the model's generation task makes, as evaluation makes it (the task's samples,
+    guidance and seed), judged. Images: per GenEval category, the first record's prompt and its drawings,
+    framed by the shapes detector's verdict. Sounds: per distinct prompt (up to eight), the spectrograms of
+    its sounds framed by the sound judge's verdict, and each sound as a WAV beside the picture."""
     from .evaluation.harness import task_records
-    from .report import plot_drawings
     from .tasks.media_generation import MediaGenerationTask
 
     names = [n for n, t in model.system.model.tasks.items() if isinstance(t, MediaGenerationTask)]
     if not names:
-        raise PolymodalError("--drawings: this model has no drawing task (text_to_image)")
+        raise PolymodalError("--drawings: this model has no generation task (text_to_image, text_to_audio)")
     head = model.system.model.tasks[names[0]]
     usable = task_records(model.system, names[0], records.get(names[0], []) if isinstance(records, dict) else records)
-    first = {}
+    key = (lambda r: r["category"]) if head.data.modality == "image" else head.data.prompt_text
+    first: dict[str, dict] = {}
     for record in usable:
-        if "spec" in record:
-            first.setdefault(record["category"], record)
+        if "spec" in record and len(first) < 8:
+            first.setdefault(key(record), record)
     if not first:
-        raise PolymodalError("--drawings: no record has a GenEval-style `spec` (polymodal synth --generation)")
+        raise PolymodalError("--drawings: no record has a `spec` to judge it by (polymodal synth --generation)")
     chosen = list(first.values())
-    groups = model.generate_image([head.data.prompt_text(r) for r in chosen], n=head.samples, seed=head.seed,
-                                  task=names[0])
-    plot_drawings([{"prompt": head.data.prompt_text(r), "category": r["category"], "images": images,
-                    "passed": [satisfies(r["spec"], detect(im)) for im in images]}
-                   for r, images in zip(chosen, groups)], path)
+    prompts = [head.data.prompt_text(r) for r in chosen]
+    if head.data.modality == "audio":
+        _plot_sounds(model, head, names[0], chosen, prompts, path)
+    else:
+        from .data.shapes_detector import detect, satisfies
+        from .report import plot_drawings
+
+        groups = model.generate_image(prompts, n=head.samples, seed=head.seed, task=names[0])
+        plot_drawings([{"prompt": p, "category": r["category"], "images": images,
+                        "passed": [satisfies(r["spec"], detect(im)) for im in images]}
+                       for r, p, images in zip(chosen, prompts, groups)], path)
     print(f"drawings written to {path}", file=sys.stderr)
+
+
+def _plot_sounds(model, head, name: str, chosen: list[dict], prompts: list[str], path: Path) -> None:
+    """`--drawings` for a sound model: the spectrogram grid at `path` and PATH-STEM-<row>-<sample>.wav."""
+    import torch
+
+    from .data.media import write_audio
+    from .data.sound_judge import ATTRIBUTES, trained_judge
+    from .report import plot_sounds
+
+    waves, rate = model.generate_audio(prompts, n=head.samples, seed=head.seed, task=name)
+    encoder, judge = head.encoder.module, trained_judge()
+    rows = []
+    for row, (record, group) in enumerate(zip(chosen, waves)):
+        heard = judge.judge(group)
+        for k, wave in enumerate(group):
+            write_audio(path.with_name(f"{path.stem}-{row}-{k}.wav"), wave, rate)
+        mels = encoder.mel(torch.as_tensor(group).to(encoder.mel.window.device)).cpu().numpy()
+        rows.append({"prompt": head.data.prompt_text(record), "mels": list(mels),
+                     "heard": [f"{h['count']} {h['pitch']} {h['voice']}" for h in heard],
+                     "passed": [all(h[a] == record["spec"][a] for a in ATTRIBUTES) for h in heard]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_sounds(rows, path)
 
 
 def _eval_records(model, args: argparse.Namespace) -> tuple[list | dict, str]:
@@ -214,13 +248,19 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
-    elif "MediaGenerationTask" in kinds:
+    elif kinds & {"MediaGenerationTask", "TextToAudioTask"}:
+        sound = "MediaGenerationTask" not in kinds or Path(args.save or "").suffix.lower() in AUDIO_SUFFIXES
         if args.prompt is None:
-            raise PolymodalError("this model draws images: give --prompt TEXT (and --save OUT.png)")
-        images = model.generate_image(args.prompt, n=args.n, guidance=args.guidance, seed=args.seed,
-                                      temperature=args.temperature if args.temperature != 1.0 else None,
-                                      top_p=args.top_p if args.top_p != 1.0 else None, steps=args.steps)
-        result["images"] = _save_images(images, args.save)
+            raise PolymodalError(f"this model makes {'sounds' if sound else 'images'}: give --prompt TEXT (and "
+                                 f"--save {'OUT.wav' if sound else 'OUT.png'})")
+        options = dict(n=args.n, guidance=args.guidance, seed=args.seed, steps=args.steps,
+                       temperature=args.temperature if args.temperature != 1.0 else None,
+                       top_p=args.top_p if args.top_p != 1.0 else None)
+        if sound:
+            waves, rate = model.generate_audio(args.prompt, **options)
+            result["sounds"] = _save_sounds(waves, rate, args.save)
+        else:
+            result["images"] = _save_images(model.generate_image(args.prompt, **options), args.save)
     elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
                     "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
@@ -258,6 +298,21 @@ def _save_images(images: list, save: str | None) -> list[str]:
     paths = [path] if len(images) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(images))]
     for image, target in zip(images, paths):
         image.save(target)
+    return [str(p) for p in paths]
+
+
+def _save_sounds(waves, rate: int, save: str | None) -> list[str]:
+    """Write made sounds ((n, samples) at `rate` Hz) to `save` (one: that path; several: PATH-0.wav, ...)."""
+    from .data.media import write_audio
+
+    if not save:
+        raise PolymodalError("--save OUT.wav: where to write the sound(s)")
+    path = Path(save)
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise PolymodalError(f"--save {save}: expected a sound file name ({', '.join(AUDIO_SUFFIXES)})")
+    paths = [path] if len(waves) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(waves))]
+    for wave, target in zip(waves, paths):
+        write_audio(target, wave, rate)
     return [str(p) for p in paths]
 
 
@@ -313,6 +368,8 @@ def parser() -> argparse.ArgumentParser:
                        help="also GenEval-style prompts with the images that match them (OUT/generation/*.jsonl: "
                             "train, val, test and a held-out split of unseen colour-shape pairs and relations)")
     synth.add_argument("--n-generation", type=int, default=6000, help="training prompts of --generation")
+    synth.add_argument("--n-generation-sounds", type=int, default=2000,
+                       help="training sounds of --generation (OUT/generation/sound-*.jsonl)")
     synth.set_defaults(func=_synth)
 
     sentences = sub.add_parser("sentences", help="write a corpus of real English sentences (WordNet 3.0's "
@@ -379,8 +436,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")
     ev.add_argument("--on-error", choices=("fail", "skip"), default="fail")
-    ev.add_argument("--drawings", metavar="PNG", help="a drawing model (text_to_image): also a grid of drawings, one "
-                    "prompt per GenEval category, framed green where the shapes detector passes them")
+    ev.add_argument("--drawings", metavar="PNG", help="a generation model: also a grid of what it makes, framed "
+                    "green where the judge passes it: text_to_image, one prompt per GenEval category (the shapes "
+                    "detector); text_to_audio, spectrograms of up to eight prompts (the sound judge), each sound "
+                    "also written as PNG-STEM-<row>-<sample>.wav")
     ev.add_argument("--nn-baseline", metavar="TRAIN_MANIFEST",
                     help="also score the nearest-neighbour caption baseline: each record gets the caption of the "
                          "training record whose media is most similar (generative tasks)")
@@ -403,11 +462,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--temperature", type=float, default=1.0, help="with --sample")
     pr.add_argument("--seed", type=int, default=0, help="with --sample")
     pr.add_argument("--max-new-tokens", type=int, metavar="N")
-    pr.add_argument("--save", metavar="OUT.png", help="a text-to-image model: where to write the drawing(s)")
-    pr.add_argument("-n", type=int, default=1, help="a text-to-image model: how many images to draw")
-    pr.add_argument("--guidance", type=float, help="a text-to-image model: classifier-free guidance scale "
-                    "(default: the task's; 1 turns it off)")
-    pr.add_argument("--steps", type=int, help="a text-to-image model with decoding: parallel: its passes "
+    pr.add_argument("--save", metavar="OUT.png|OUT.wav", help="a text-to-image or text-to-sound model: where to "
+                    "write the drawing(s) or sound(s)")
+    pr.add_argument("-n", type=int, default=1, help="a text-to-image or text-to-sound model: how many to make")
+    pr.add_argument("--guidance", type=float, help="a text-to-image or text-to-sound model: classifier-free "
+                    "guidance scale (default: the task's; 1 turns it off)")
+    pr.add_argument("--steps", type=int, help="a generation task with decoding: parallel: its passes "
                     "(default: the task's)")
     pr.add_argument("--explain", metavar="OUT.png", help="also save a picture of where the answer attended")
     pr.add_argument("--json", action="store_true")

@@ -201,6 +201,31 @@ def plot_drawings(examples: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_sounds(examples: list[dict[str, Any]], path: Path) -> None:
+    """Text to sound: a row per prompt, the prompt on the left, then the log-mel spectrogram of each sound
+    made for it (time across, pitch up), framed green when the sound judge hears what was asked and red when
+    not, with what it heard. Each example: {"prompt", "mels": [(M, T) array, ...], "heard": [str, ...],
+    "passed": [bool, ...]}."""
+    k = max(len(ex["mels"]) for ex in examples)
+    fig, axes = plt.subplots(len(examples), k + 1, figsize=(1.9 * (k + 1.4), 1.8 * len(examples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.6] + [1] * k})
+    for row, ex in zip(axes, examples):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].axis("off")
+        row[0].text(0.0, 0.5, f"“{_wrap(ex['prompt'], 24)}”", fontsize=8, va="center")
+        for ax, mel, heard, ok in zip(row[1:], ex["mels"], ex["heard"], ex["passed"]):
+            ax.imshow(np.asarray(mel), origin="lower", aspect="auto", cmap="magma")
+            ax.set_title(heard, fontsize=6, color="green" if ok else "red")
+            for side in ax.spines.values():
+                side.set_color("green" if ok else "red")
+                side.set_linewidth(2.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def results_table(results: dict[str, dict[str, dict[str, float]]],
                   baselines: dict[str, dict[str, float]] | None = None) -> list[str]:
     """Markdown rows: run | task | metric | value | majority baseline (where one applies)."""

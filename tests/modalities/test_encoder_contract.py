@@ -14,6 +14,7 @@ from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTe
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
 from polymodal.modalities.image.tokenizer import QuantizedImageEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
+from polymodal.modalities.audio.tokenizer import QuantizedAudioEncoder
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
 from polymodal.modalities.video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
 
@@ -139,6 +140,11 @@ CASES = {
     "tokenizer": Case(  # an image tokenizer's encoder: FSQ codes on a 4 × 4 grid
         lambda: QuantizedImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, downsample=4, channels=[8, 8, 16]),
         _image_inputs,
+    ),
+    "audio-tokenizer": Case(  # a sound tokenizer's encoder: 64 log-mel frames → 16 FSQ codes
+        lambda: QuantizedAudioEncoder(out_dim=OUT_DIM, sample_rate=RATE, duration=0.504, n_fft=256, hop_length=64,
+                                      n_mels=16, channels=[8, 8, 16], vocoder_iterations=2),
+        lambda: (torch.randn(B, 4032) * 0.1,),
     ),
     # pretrained models from local folders (tiny random ones here), projected to OUT_DIM
     "hf-bert": Case(lambda: HFTextEncoder(path=str(hf_folders.bert()), out_dim=OUT_DIM), _text_inputs),

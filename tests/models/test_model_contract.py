@@ -28,17 +28,19 @@ MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {
                "fusion-cross-positional": {"fusion": {"type": "cross", "depth": 1, "pooling": "positional"}},
                "dual_encoder": {"type": "dual_encoder"}, "joint_transformer": {"type": "joint_transformer"}}
 # a task whose model is a language model alone (the fusion unused): once, not under every fusion
-LM_ONLY = {"text_to_image"}
+LM_ONLY = {"text_to_image": ("image", "tokenizer_run", "shapes_data", "train.jsonl"),
+           "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data", "sound-train.jsonl")}
 COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS if t not in LM_ONLY or m == "fusion-late"]
 
 
-def drawing(tokenizer_run) -> dict:
-    """What text to image builds on: a trained image tokenizer (its width, 64) and a decoder-only LM."""
-    return {"width": 64, "encoders": {"image": {"type": "tokenizer", "path": str(tokenizer_run)}},
+def drawing(tokenizer_run, modality: str = "image") -> dict:
+    """What text to image (sound) builds on: a trained image (sound) tokenizer (its width, 64) and a
+    decoder-only LM."""
+    return {"width": 64, "encoders": {modality: {"type": "tokenizer", "path": str(tokenizer_run)}},
             "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}}
 
 
-def build(data, model_kind, task_type, encoders=None, **model):
+def build(data, model_kind, task_type, encoders=None, manifest="train.jsonl", **model):
     encoders = encoders or TASK_ENCODERS.get(task_type, TINY_ENCODERS)
     config = from_dict({
         "model": {**MODEL_KINDS[model_kind], "width": 32, "encoders": encoders, "tokenizer": {"vocab_size": 200},
@@ -46,7 +48,7 @@ def build(data, model_kind, task_type, encoders=None, **model):
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {})}},
         "data": {}, "train": {},
     }, data)
-    return build_system(config, read_manifest(data / "train.jsonl"))
+    return build_system(config, read_manifest(data / manifest))
 
 
 @pytest.mark.parametrize("model_kind, task_type", COMBINATIONS)
@@ -56,15 +58,18 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type, request)
     torch.manual_seed(0)
     needs_space = task_type in ("contrastive", "itm") and model_kind != "dual_encoder"
     generative = "decoder" in TASKS[task_type].needs
-    extras = drawing(request.getfixturevalue("tokenizer_run")) if task_type in LM_ONLY else \
-        {"decoder": DECODER} if generative else {}
-    system = build(shapes_data, model_kind, task_type, **({"embed_dim": 16} if needs_space else {}), **extras)
+    data, manifest, extras = shapes_data, "train.jsonl", {"decoder": DECODER} if generative else {}
+    if task_type in LM_ONLY:
+        modality, run, data_fixture, manifest = LM_ONLY[task_type]
+        extras, data = drawing(request.getfixturevalue(run), modality), request.getfixturevalue(data_fixture)
+    system = build(data, model_kind, task_type, manifest=manifest, **({"embed_dim": 16} if needs_space else {}),
+                   **extras)
     with torch.no_grad():  # gated cross-attention starts with its gates shut: open them, or nothing flows
         for name, p in system.model.named_parameters():
             if name.endswith("gate"):
                 p.fill_(0.5)
     task = system.model.tasks["t"]
-    dataset = TaskDataset(read_manifest(shapes_data / "train.jsonl")[:8], task.data, system.processors)
+    dataset = TaskDataset(read_manifest(data / manifest)[:8], task.data, system.processors)
     batch = dataset.collate([dataset[i] for i in range(8)])
     out = system.model({"t": batch})["t"]
     assert torch.isfinite(out["loss"])
@@ -77,7 +82,7 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type, request)
     if generative:  # the decoder reads the image's tokens (memory: modalities): no fusion, no text encoder
         unused += ["backbone.fusion", "backbone.encoders.text"]
     if task_type in LM_ONLY:  # the tokenizer is frozen: its codes are the targets
-        unused += ["backbone.encoders.image"]
+        unused += [f"backbone.encoders.{LM_ONLY[task_type][0]}"]
     if task_type in ("mlm", "masked_modelling", "reconstruction"):  # one encoder's own tokens: no fusion, not
         unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]  # the other
     if task_type == "distill":  # the text encoder's own vector, mapped into the teacher's width

@@ -25,7 +25,12 @@ TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenize
                                                                "channels": [8, 8, 8, 16]}}}
 
 
-def build(data, task_type, model=None, **options):
+# generation tasks: the modality they make, the fixture of its trained tokenizer and of data to make it from
+MAKERS = {"text_to_image": ("image", "tokenizer_run", "shapes_data"),
+          "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data")}
+
+
+def build(data, task_type, model=None, manifest="train.jsonl", **options):
     decoder = {"decoder": DECODER} if "decoder" in TASKS[task_type].needs else {}
     config = from_dict({
         "model": {"fusion": {"type": "late"}, "embed_dim": 16, "width": 32,
@@ -34,20 +39,25 @@ def build(data, task_type, model=None, **options):
         "tasks": {"t": {"type": task_type, **TASK_EXTRAS.get(task_type, {}), **options}},
         "data": {}, "train": {},
     }, data)
-    return build_system(config, read_manifest(data / "train.jsonl"))
+    return build_system(config, read_manifest(data / manifest))
 
 
 @pytest.mark.parametrize("task_type", sorted(TASKS))
 def test_the_data_side_holds_no_parameters_and_travels_to_workers_alone(shapes_data, task_type, request):
-    # text to image draws with a trained image tokenizer's codes and a decoder-only LM
-    model = {"width": 64, "encoders": {"image": {"type": "tokenizer", "path": str(request.getfixturevalue("tokenizer_run"))}},
-             "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}} if task_type == "text_to_image" else None
-    system = build(shapes_data, task_type, model)
+    # text to image (sound) draws with a trained image (sound) tokenizer's codes and a decoder-only LM
+    model, data, manifest = None, shapes_data, "train.jsonl"
+    if task_type in MAKERS:
+        modality, run, data_fixture = MAKERS[task_type]
+        model = {"width": 64, "encoders": {modality: {"type": "tokenizer", "path": str(request.getfixturevalue(run))}},
+                 "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}}
+        data = request.getfixturevalue(data_fixture)
+        manifest = "sound-train.jsonl" if modality == "audio" else manifest
+    system = build(data, task_type, model, manifest=manifest)
     task = system.model.tasks["t"]
     assert isinstance(task.data, task.data_class) and issubclass(task.data_class, TaskData)
     assert not isinstance(task.data, nn.Module)
     assert not any(isinstance(v, (nn.Module, torch.Tensor)) for v in vars(task.data).values())
-    records = read_manifest(shapes_data / "train.jsonl")[:8]
+    records = read_manifest(data / manifest)[:8]
     copy = pickle.loads(pickle.dumps(task.data))  # what a DataLoader worker receives
     generator = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     assert [copy.example(records, i, generator()) for i in range(8)] == \

@@ -19,7 +19,7 @@ from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.tasks import TASKS
 from polymodal.training.trainer import Trainer, train
-from tests.conftest import stage_one
+from tests.conftest import stage_one, uses_sounds
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 AV = ("shapes-av", "shapes-video", "audio-", "caption-video", "caption-audio")
@@ -35,10 +35,13 @@ def av_data(tmp_path_factory):
     return out / "av"
 
 
-def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str, tokenizer: Path | None = None) -> Trainer:
+def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str,
+             tokenizer: dict[str, Path] | None = None, sound_data: Path | None = None) -> Trainer:
     data = av_data if name.startswith(AV) else shapes_data
-    overrides = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-                 f"data.test={data / 'test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
+    prefix = "sound-" if uses_sounds(CONFIGS / name) else ""
+    data = sound_data if prefix else data
+    overrides = [f"data.train={data / f'{prefix}train.jsonl'}", f"data.val={data / f'{prefix}val.jsonl'}",
+                 f"data.test={data / f'{prefix}test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
                  "train.init_from=null", "data.num_workers=0", *sets]
     if tokenizer is not None:
         overrides += stage_one(CONFIGS / name, tokenizer)
@@ -55,10 +58,12 @@ def test_every_task_type_and_decoder_is_traced():
 
 
 @pytest.mark.parametrize("name, sets", STEPS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
-def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, tokenizer_run, tmp_path):
+def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, sound_data, tokenizer_run,
+                                              audio_tokenizer_run, tmp_path):
     """What `train.compile` compiles, over every shipped config: the model's forward over a step's batches
     (media spliced into an HF causal LM, a distillation teacher's vectors computed before it)."""
-    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets, tokenizer=tokenizer_run)
+    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets, sound_data=sound_data,
+                       tokenizer={"image": tokenizer_run, "audio": audio_tokenizer_run})
     assert graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks))) == []
 
 

@@ -10,7 +10,7 @@ from .distillation import DistillationData, DistillationTask
 from .itm import ITMData, ITMTask
 from .masked_media import MaskedMediaData, MaskedMediaTask
 from .masked_text import MaskedLanguageTask, MaskedTextData
-from .media_generation import MediaGenerationTask, MediaTargetData
+from .media_generation import MediaGenerationTask, MediaTargetData, SoundTargetData, TextToAudioTask
 from .matching import MatchingData, MatchingTask
 from .reconstruction import ReconstructionData, ReconstructionTask
 from .vqa import VQAData, VQATask
@@ -29,6 +29,7 @@ TASKS: dict[str, type[Task]] = {
     "masked_modelling": MaskedMediaTask,
     "reconstruction": ReconstructionTask,
     "text_to_image": MediaGenerationTask,
+    "text_to_audio": TextToAudioTask,
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTask", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
@@ -36,4 +37,4 @@ __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTas
            "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",
            "MaskedTextData", "MaskedLanguageTask", "MaskedMediaData", "MaskedMediaTask",
-           "MediaGenerationTask", "MediaTargetData"]
+           "MediaGenerationTask", "MediaTargetData", "SoundTargetData", "TextToAudioTask"]

@@ -11,7 +11,9 @@ the sequence both ways, learns to restore a cosine-drawn share of hidden codes, 
 `steps` passes, keeping the surest each time (`generation.generate_codes_parallel`). On the built-in shapes (`polymodal synth --generation`) the drawings are scored
 GenEval's way by the exact shapes detector, beside what no model should be judged without: the same with
 guidance off, random codes, the nearest training image to the prompt (retrieval), and the tokenizer's own
-ceiling (decoded real images).
+ceiling (decoded real images). Sounds (`text_to_audio`, on `polymodal synth --generation`'s sounds) are
+judged the same way by a classifier trained on real sounds (`data/sound_judge.py`): voice, pitch and the
+number of beeps.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..data.media import read_audio
 from ..data.shapes_detector import detect, geneval_score, satisfies
+from ..data.sound_judge import sound_scores, trained_judge
 from ..generation import GenerationSettings, generate_codes, generate_codes_parallel, training_mask
 from ..models.multimodal_lm import MediaVocabulary, MultimodalLM
 from ..models.output import ModelOutput
 from .base import Borrowed, Task, TaskData
 
 VARIANTS = ("unguided", "random", "ceiling")  # what evaluation draws besides the guided samples
+DRAWN = {"image": "images", "audio": "sounds"}  # a prediction's key for the guided samples of each modality
 DECODINGS = ("autoregressive", "parallel")
 
 
@@ -61,6 +66,8 @@ class MediaTargetData(TaskData):
         if tokenizer.cls_id is None:
             raise ValueError("the decoder's tokenizer needs a start token ([CLS], <s>, ...)")
         self.modality = next(iter(self.inputs))
+        if self.modality not in DRAWN:
+            raise ValueError(f"inputs: a generation task draws {' or '.join(DRAWN)}, got {self.modality!r}")
         self.tokenizer, self.max_prompt_length = tokenizer, int(max_prompt_length)
         self.prompt = self.default_prompt if prompt is None else str(prompt)
         if re.search(r"<[a-z]+>", self.prompt):
@@ -128,32 +135,59 @@ class MediaTargetData(TaskData):
         return {"ids": ids, "mask": mask, "loss_mask": loss_mask, "slots": slots, "prompt_mask": prompt_mask,
                 "prompt": [t["prompt"] for t in targets]}
 
+    @property
+    def drawn(self) -> str:
+        """The prediction key of the guided samples: "images" or "sounds"."""
+        return DRAWN[self.modality]
+
     def metrics(self, predictions: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, float]:
-        """On GenEval-style records (a `spec` each: the built-in shapes), the share of drawings the shapes
-        detector passes, per category and overall (GenEval's mean over categories), for the guided
-        samples and for each baseline present: guidance off, random codes, the tokenizer's ceiling and
-        retrieval (the training image whose prompt shares the most words with the prompt)."""
+        """On records with a `spec` (the built-in benchmark's), scores for the guided samples and for each
+        baseline present: guidance off, random codes, the tokenizer's ceiling and retrieval (the training
+        media whose prompt shares the most words with the prompt). Images: the share of drawings the shapes
+        detector passes, per category and overall (GenEval's mean over categories). Sounds: the share
+        whose voice, pitch and count the sound judge hears as asked, each and all three."""
         if not predictions or not all("spec" in r for r in records):
             return {}
+        score = self._sound_scores if self.modality == "audio" else self._drawing_scores
         results: dict[str, float] = {}
-        for key in ("images", *VARIANTS):
-            if key not in predictions[0]:
-                continue
-            categories, passed = [], []
-            for p, record in zip(predictions, records):
-                for image in p[key]:
-                    categories.append(record["category"])
-                    passed.append(satisfies(record["spec"], detect(np.asarray(image))))
-            scores = geneval_score(categories, passed)
-            name = "geneval" if key == "images" else f"geneval_{key}"
-            results[name] = scores.pop("overall")
-            if key == "images":
-                results.update({f"geneval/{c}": v for c, v in scores.items()})
+        for key in (self.drawn, *VARIANTS):
+            if key in predictions[0]:
+                specs = [(r, item) for p, r in zip(predictions, records) for item in p[key]]
+                results.update(score(specs, "" if key == self.drawn else f"_{key}"))
         if self.retrieval:
             nearest = [self.nearest(self.prompt_text(r)) for r in records]
-            passed = [satisfies(r["spec"], detect(Image.open(path).convert("RGB"))) for r, path in zip(records, nearest)]
-            results["geneval_retrieval"] = geneval_score([r["category"] for r in records], passed)["overall"]
+            results.update(score([(r, self.read_media(path)) for r, path in zip(records, nearest)], "_retrieval"))
         return results
+
+    def read_media(self, path: str) -> Any:
+        """A training media file as the scores read it: an RGB image, a waveform at the judge's rate."""
+        if self.modality == "audio":
+            return read_audio(path, sample_rate=16000)[0]
+        return Image.open(path).convert("RGB")
+
+    @staticmethod
+    def _drawing_scores(items: list[tuple[dict[str, Any], Any]], suffix: str) -> dict[str, float]:
+        """GenEval's score ("geneval" + suffix) of (record, image) pairs, with its categories when guided."""
+        categories = [r["category"] for r, _ in items]
+        passed = [satisfies(r["spec"], detect(np.asarray(image))) for r, image in items]
+        scores = geneval_score(categories, passed)
+        out = {f"geneval{suffix}": scores.pop("overall")}
+        if not suffix:
+            out.update({f"geneval/{c}": v for c, v in scores.items()})
+        return out
+
+    @staticmethod
+    def _sound_scores(items: list[tuple[dict[str, Any], Any]], suffix: str) -> dict[str, float]:
+        """The judge's share of (record, waveform) pairs right in all three ("judge" + suffix), and in each
+        of voice, pitch and count when guided."""
+        waves = [np.asarray(wave, dtype=np.float32) for _, wave in items]
+        length = max(len(w) for w in waves)
+        heard = trained_judge().judge(np.stack([np.pad(w, (0, length - len(w))) for w in waves]))
+        scores = sound_scores([r["spec"] for r, _ in items], heard)
+        out = {f"judge{suffix}": scores.pop("all")}
+        if not suffix:
+            out.update({f"judge/{name}": v for name, v in scores.items()})
+        return out
 
     def nearest(self, text: str) -> str:
         """The media path of the training prompt sharing the most words with `text` (ties: the first)."""
@@ -286,17 +320,20 @@ class MediaGenerationTask(Task):
                               guidance=guidance, unconditional=data.row([]))
 
     def to_media(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, N) codes → (B, S, S, 3) uint8 images, through the tokenizer's pixel decoder."""
-        pixels = self.encoder.module.decode_codes(codes)  # (B, 3, S, S) in [0, 1]
-        return (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
+        """(B, N) codes → media on the CPU, through the tokenizer's decoder: (B, S, S, 3) uint8 images, or
+        (B, samples) float waveforms."""
+        decoded = self.encoder.module.decode_codes(codes)  # (B, 3, S, S) in [0, 1], or (B, samples)
+        if self.data.modality == "audio":
+            return decoded.float().cpu()
+        return (decoded.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
 
     def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
                       target: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per prompt: `samples` guided drawings ("images", (n, S, S, 3) uint8) and, with `baselines`, as
-        many with guidance off ("unguided") and from random codes ("random"), and the real media through
-        the tokenizer ("ceiling", (1, S, S, 3))."""
+        """Per prompt: `samples` guided drawings ("images", (n, S, S, 3) uint8; "sounds", (n, samples)) and,
+        with `baselines`, as many with guidance off ("unguided") and from random codes ("random"), and the
+        real media through the tokenizer ("ceiling", one)."""
         prompts, n, media = target["prompt"], self.samples, self.data.media
-        views = {"images": self.to_media(self.draw(prompts, samples=n))}
+        views = {self.data.drawn: self.to_media(self.draw(prompts, samples=n))}
         if self.baselines:
             views["unguided"] = self.to_media(self.draw(prompts, samples=n, guidance=1.0))
             generator = torch.Generator().manual_seed(self.seed)
@@ -304,9 +341,24 @@ class MediaGenerationTask(Task):
             views["random"] = self.to_media(random.to(next(self.decoder.module.parameters()).device))
             real = model.encode(inputs, fuse=False).modalities[self.data.modality].codes
             views["ceiling"] = self.to_media(real)
-        return [{key: images.view(len(prompts), -1, *images.shape[1:])[i] for key, images in views.items()}
+        return [{key: items.view(len(prompts), -1, *items.shape[1:])[i] for key, items in views.items()}
                 for i in range(len(prompts))]
 
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]]) -> list[Any]:
-        raise ValueError("a generation task draws from prompts: use load(RUN).generate_image(prompt) or "
-                         "polymodal predict RUN --prompt TEXT --save out.png")
+        kind, suffix = ("audio", "wav") if self.data.modality == "audio" else ("image", "png")
+        raise ValueError(f"a generation task draws from prompts: use load(RUN).generate_{kind}(prompt) or "
+                         f"polymodal predict RUN --prompt TEXT --save out.{suffix}")
+
+
+class SoundTargetData(MediaTargetData):
+    """`MediaTargetData` for sounds: records with a text prompt and the sound to make from it ({audio: audio})."""
+
+    inputs = {"audio": "audio"}
+
+
+class TextToAudioTask(MediaGenerationTask):
+    """Text → sound through a trained sound tokenizer's codes (`model.encoders.audio: {type: tokenizer,
+    path: RUN}`); as `MediaGenerationTask`, judged by the sound judge."""
+
+    data_class = SoundTargetData
+    data: SoundTargetData
