@@ -64,10 +64,40 @@ def audio_tokenizer_run(tmp_path_factory, sound_data) -> Path:
     return run
 
 
-def uses_sounds(config_path: Path) -> bool:
-    """Whether a shipped config trains on the prompted sounds (a sound tokenizer or text to sound)."""
+@pytest.fixture(scope="session")
+def clip_data(tmp_path_factory) -> Path:
+    """A small set of prompted clips (`synth --generation`'s): clip-{train,val,test}.jsonl, 24 / 8 / 8."""
+    from polymodal.data.video_generation import synthesize_video_generation
+
+    out = tmp_path_factory.mktemp("clips")
+    synthesize_video_generation(out, n_train=24, n_val=8, n_test=8, n_heldout=0, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def video_tokenizer_run(tmp_path_factory, clip_data) -> Path:
+    """A trained video tokenizer (the shipped recipe, two steps): what a config that makes clips reads."""
+    from polymodal.config import load_config
+    from polymodal.training.trainer import train
+
+    run = tmp_path_factory.mktemp("video-tokenizer") / "run"
+    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-video.yaml"
+    train(load_config(config, [f"data.{s}={clip_data / f'clip-{s}.jsonl'}" for s in ("train", "val", "test")]
+                      + ["train.max_steps=2", "train.batch_size=4", "train.val_every=0", "data.num_workers=0"]),
+          run, log=lambda _: None)
+    return run
+
+
+GENERATION_PREFIXES = {"audio": "sound-", "video": "clip-"}  # a tokenizer's modality → its prompted data's manifests
+
+
+def generation_prefix(config_path: Path) -> str:
+    """The manifests' prefix of the prompted data a shipped config trains on ("sound-", "clip-"), or "" for
+    the usual ones: configs with a sound or video tokenizer read the prompted sounds or clips."""
     raw = yaml.safe_load(Path(config_path).read_text())
-    return (raw["model"]["encoders"].get("audio") or {}).get("type") == "tokenizer"
+    encoders = raw["model"]["encoders"]
+    return next((prefix for modality, prefix in GENERATION_PREFIXES.items()
+                 if (encoders.get(modality) or {}).get("type") == "tokenizer"), "")
 
 
 def stage_one(config_path: Path, tokenizer_run: Path | dict[str, Path]) -> list[str]:

@@ -222,6 +222,17 @@ class LoadedModel:
         rate = self.system.model.tasks[self._drawing_task("audio", task)].encoder.module.sample_rate
         return (waves[0] if isinstance(prompt, str) else waves), rate
 
+    @torch.no_grad()
+    def generate_video(self, prompt: str | Sequence[str], n: int = 1, *, guidance: float | None = None,
+                       seed: int = 0, temperature: float | None = None, top_k: int | None = None,
+                       top_p: float | None = None, steps: int | None = None, task: str | None = None) -> Any:
+        """Clips made for `prompt`: a uint8 array (n, T, S, S, 3) of RGB frames, or (prompts, n, T, S, S, 3)
+        for a list of prompts; the settings as `generate_image`'s."""
+        groups = self._draw("video", prompt, n, guidance=guidance, seed=seed, temperature=temperature,
+                            top_k=top_k, top_p=top_p, steps=steps, task=task)
+        clips = torch.stack(groups).numpy()
+        return clips[0] if isinstance(prompt, str) else clips
+
     def _drawing_task(self, modality: str, name: str | None) -> str:
         """The generation task (named `name`, else the first) that makes `modality`."""
         names = [n for n, t in self.system.model.tasks.items()
@@ -230,7 +241,7 @@ class LoadedModel:
             return names[0]
         if name in names:
             return name
-        what = {"image": "text_to_image", "audio": "text_to_audio"}[modality]
+        what = {"image": "text_to_image", "audio": "text_to_audio", "video": "text_to_video"}[modality]
         raise PolymodalError(f"this model has no {what} task{f' named {name!r}' if name else ''}; its tasks: {self.tasks}")
 
     def _draw(self, modality: str, prompt: str | Sequence[str], n: int, *, guidance: float | None, seed: int,

@@ -12,7 +12,11 @@ from .errors import ConfigError, PolymodalError
 
 
 SYNTH_MODALITIES = ("image", "video", "audio", "text")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what --save writes a made sound as
+# what `predict --save` writes made media as, per kind, and the generation task classes that make each
+SAVE_SUFFIXES = {"images": (".png", ".jpg", ".jpeg", ".webp"), "sounds": (".wav", ".flac", ".ogg", ".mp3"),
+                 "clips": (".mp4", ".mkv")}
+MAKES = {"MediaGenerationTask": "images", "TextToAudioTask": "sounds", "TextToVideoTask": "clips"}
+CLIP_FPS = 4  # the built-in prompted clips' rate
 
 
 def _tiny_lm(args: argparse.Namespace) -> int:
@@ -50,9 +54,11 @@ def _synth(args: argparse.Namespace) -> int:
         from .data.shapes_generation import synthesize_generation
 
         from .data.sound_generation import synthesize_sound_generation
+        from .data.video_generation import synthesize_video_generation
 
         synthesize_generation(Path(args.out) / "generation", n_train=args.n_generation, seed=args.seed)
         synthesize_sound_generation(Path(args.out) / "generation", n_train=args.n_generation_sounds, seed=args.seed)
+        synthesize_video_generation(Path(args.out) / "generation", n_train=args.n_generation_clips, seed=args.seed)
     return 0
 
 
@@ -142,10 +148,11 @@ def _plot_drawings(model, records: list | dict, path: Path) -> None:
 
     names = [n for n, t in model.system.model.tasks.items() if isinstance(t, MediaGenerationTask)]
     if not names:
-        raise PolymodalError("--drawings: this model has no generation task (text_to_image, text_to_audio)")
+        raise PolymodalError("--drawings: this model has no generation task (text_to_image, text_to_audio, "
+                             "text_to_video)")
     head = model.system.model.tasks[names[0]]
     usable = task_records(model.system, names[0], records.get(names[0], []) if isinstance(records, dict) else records)
-    key = (lambda r: r["category"]) if head.data.modality == "image" else head.data.prompt_text
+    key = (lambda r: r["category"]) if head.data.modality == "image" else head.data.prompt_text  # a row each
     first: dict[str, dict] = {}
     for record in usable:
         if "spec" in record and len(first) < 8:
@@ -156,6 +163,16 @@ def _plot_drawings(model, records: list | dict, path: Path) -> None:
     prompts = [head.data.prompt_text(r) for r in chosen]
     if head.data.modality == "audio":
         _plot_sounds(model, head, names[0], chosen, prompts, path)
+    elif head.data.modality == "video":
+        import numpy as np
+
+        from .data.video_generation import judge_clip
+        from .report import plot_drawings
+
+        groups = model.generate_video(prompts, n=head.samples, seed=head.seed, task=names[0])
+        plot_drawings([{"prompt": p, "category": r["category"], "images": [np.concatenate(list(c), 1) for c in clips],
+                        "passed": [all(judge_clip(r["spec"], c).values()) for c in clips]}
+                       for r, p, clips in zip(chosen, prompts, groups)], path)
     else:
         from .data.shapes_detector import detect, satisfies
         from .report import plot_drawings
@@ -236,6 +253,7 @@ def _generative_tasks(system) -> list[str]:
 
 def _predict(args: argparse.Namespace) -> int:
     from .api import load
+    from .data.media import write_audio, write_video
 
     model = load(args.run, device=args.device)
     kinds = set(model.tasks.values())
@@ -248,19 +266,26 @@ def _predict(args: argparse.Namespace) -> int:
             raise PolymodalError("--text ranks images: give them with --image (repeat it)")
         result["ranking"] = [{"image": str(args.image[i]), "similarity": s}
                              for i, s in model.retrieve(args.text, args.image, k=len(args.image))]
-    elif kinds & {"MediaGenerationTask", "TextToAudioTask"}:
-        sound = "MediaGenerationTask" not in kinds or Path(args.save or "").suffix.lower() in AUDIO_SUFFIXES
+    elif kinds & set(MAKES):
+        made = [MAKES[k] for k in MAKES if k in kinds]
+        suffix = Path(args.save or "").suffix.lower()
+        wanted = next((m for m in made if suffix in SAVE_SUFFIXES[m]), made[0])
         if args.prompt is None:
-            raise PolymodalError(f"this model makes {'sounds' if sound else 'images'}: give --prompt TEXT (and "
-                                 f"--save {'OUT.wav' if sound else 'OUT.png'})")
+            raise PolymodalError(f"this model makes {' and '.join(made)}: give --prompt TEXT (and --save "
+                                 f"OUT{SAVE_SUFFIXES[wanted][0]})")
         options = dict(n=args.n, guidance=args.guidance, seed=args.seed, steps=args.steps,
                        temperature=args.temperature if args.temperature != 1.0 else None,
                        top_p=args.top_p if args.top_p != 1.0 else None)
-        if sound:
+        if wanted == "sounds":
             waves, rate = model.generate_audio(args.prompt, **options)
-            result["sounds"] = _save_sounds(waves, rate, args.save)
+            result["sounds"] = _save_media(list(waves), args.save, "sounds", lambda w, p: write_audio(p, w, rate))
+        elif wanted == "clips":
+            clips = model.generate_video(args.prompt, **options)
+            result["clips"] = _save_media(list(clips), args.save, "clips",
+                                          lambda c, p: write_video(p, c, fps=CLIP_FPS, lossless=True))
         else:
-            result["images"] = _save_images(model.generate_image(args.prompt, **options), args.save)
+            result["images"] = _save_media(model.generate_image(args.prompt, **options), args.save, "images",
+                                           lambda image, p: image.save(p))
     elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
                     "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
@@ -287,32 +312,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_images(images: list, save: str | None) -> list[str]:
-    """Write drawn images to `save` (one: that path; several: PATH-0.png, PATH-1.png, ...), return the paths."""
+def _save_media(items: list, save: str | None, kind: str, write) -> list[str]:
+    """Write made `kind` ("images", "sounds", "clips") to `save` (one: that path; several: PATH-0.EXT,
+    PATH-1.EXT, ...) with `write(item, path)`, and return the paths."""
+    suffixes = SAVE_SUFFIXES[kind]
     if not save:
-        raise PolymodalError("--save OUT.png: where to write the drawn image(s)")
+        raise PolymodalError(f"--save OUT{suffixes[0]}: where to write the {kind}")
     path = Path(save)
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise PolymodalError(f"--save {save}: expected an image file name (.png, .jpg or .webp)")
+    if path.suffix.lower() not in suffixes:
+        raise PolymodalError(f"--save {save}: expected a file name for {kind} ({', '.join(suffixes)})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    paths = [path] if len(images) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(images))]
-    for image, target in zip(images, paths):
-        image.save(target)
-    return [str(p) for p in paths]
-
-
-def _save_sounds(waves, rate: int, save: str | None) -> list[str]:
-    """Write made sounds ((n, samples) at `rate` Hz) to `save` (one: that path; several: PATH-0.wav, ...)."""
-    from .data.media import write_audio
-
-    if not save:
-        raise PolymodalError("--save OUT.wav: where to write the sound(s)")
-    path = Path(save)
-    if path.suffix.lower() not in AUDIO_SUFFIXES:
-        raise PolymodalError(f"--save {save}: expected a sound file name ({', '.join(AUDIO_SUFFIXES)})")
-    paths = [path] if len(waves) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(waves))]
-    for wave, target in zip(waves, paths):
-        write_audio(target, wave, rate)
+    paths = [path] if len(items) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(items))]
+    for item, target in zip(items, paths):
+        write(item, target)
     return [str(p) for p in paths]
 
 
@@ -366,10 +378,14 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--generation", action="store_true",
                        help="also GenEval-style prompts with the images that match them (OUT/generation/*.jsonl: "
-                            "train, val, test and a held-out split of unseen colour-shape pairs and relations)")
+                            "train, val, test and a held-out split of unseen colour-shape pairs and relations), "
+                            "prompted sounds (sound-*.jsonl) and prompted clips (clip-*.jsonl)")
     synth.add_argument("--n-generation", type=int, default=6000, help="training prompts of --generation")
     synth.add_argument("--n-generation-sounds", type=int, default=2000,
                        help="training sounds of --generation (OUT/generation/sound-*.jsonl)")
+    synth.add_argument("--n-generation-clips", type=int, default=2000,
+                       help="training clips of --generation (OUT/generation/clip-*.jsonl: \"a small red circle "
+                            "moving left\")")
     synth.set_defaults(func=_synth)
 
     sentences = sub.add_parser("sentences", help="write a corpus of real English sentences (WordNet 3.0's "
@@ -439,7 +455,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--drawings", metavar="PNG", help="a generation model: also a grid of what it makes, framed "
                     "green where the judge passes it: text_to_image, one prompt per GenEval category (the shapes "
                     "detector); text_to_audio, spectrograms of up to eight prompts (the sound judge), each sound "
-                    "also written as PNG-STEM-<row>-<sample>.wav")
+                    "also written as PNG-STEM-<row>-<sample>.wav; text_to_video, frame strips of up to eight "
+                    "prompts (the shapes detector on every frame)")
     ev.add_argument("--nn-baseline", metavar="TRAIN_MANIFEST",
                     help="also score the nearest-neighbour caption baseline: each record gets the caption of the "
                          "training record whose media is most similar (generative tasks)")

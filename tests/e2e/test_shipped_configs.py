@@ -11,7 +11,7 @@ from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.training.trainer import train
-from tests.conftest import stage_one, uses_sounds
+from tests.conftest import generation_prefix, stage_one
 
 CONFIGS = sorted((Path(__file__).parents[2] / "src" / "polymodal" / "configs").glob("*.yaml"))
 
@@ -52,25 +52,29 @@ def expected_metrics(task_type, task, records):
     if task_type == "text_to_audio":  # the prompted sounds carry a spec: the sound judge scores them
         return {"judge", "judge/voice", "judge/pitch", "judge/count", "judge_unguided", "judge_random",
                 "judge_ceiling", "judge_retrieval"}
+    if task_type == "text_to_video":  # so do the prompted clips: the shapes detector on every frame
+        return {"judge", "judge/object", "judge/direction", "judge_unguided", "judge_random", "judge_ceiling",
+                "judge_retrieval"}
     if task_type == "reconstruction":
         return {"psnr", "ssim", "codebook_usage", "perplexity"}
     return {"accuracy"}
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, sound_data, tokenizer_run,
-                                             audio_tokenizer_run, tmp_path):
+def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, sound_data, clip_data, tokenizer_run,
+                                             audio_tokenizer_run, video_tokenizer_run, tmp_path):
     data = av_data if config_path.name.startswith(("shapes-av", "shapes-video", "audio-", "caption-video",
                                                    "caption-audio")) else shapes_data
-    prefix = "sound-" if uses_sounds(config_path) else ""
-    data = sound_data if prefix else data
+    prefix = generation_prefix(config_path)
+    data = {"sound-": sound_data, "clip-": clip_data}.get(prefix, data)
     overrides = [f"data.train={data / f'{prefix}train.jsonl'}", f"data.val={data / f'{prefix}val.jsonl'}",
                  f"data.test={data / f'{prefix}test.jsonl'}", "train.max_steps=2", "train.batch_size=8",
                  "train.warmup_steps=1", "train.val_every=0"]
     if load_config(config_path).model.get("decoder", {}).get("type") == "hf":  # the user's LM folder: a tiny one
         texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
         overrides.append(f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}")
-    overrides += stage_one(config_path, {"image": tokenizer_run, "audio": audio_tokenizer_run})  # what a drawing model reads
+    overrides += stage_one(config_path, {"image": tokenizer_run, "audio": audio_tokenizer_run,
+                                         "video": video_tokenizer_run})  # what a generation model reads
     if load_config(config_path).train.init_from:  # stage 2 of a recipe: its stage 1 is trained elsewhere
         overrides.append("train.init_from=null")
     config = load_config(config_path, overrides)

@@ -111,7 +111,7 @@ def test_a_reloaded_run_makes_the_same_sounds_and_evaluation_reports_the_baselin
     rows = len({r["text"] for r in read_manifest(data / "sound-test.jsonl")[:40]})
     assert (tmp_path / "grid.png").stat().st_size > 10_000 and len(list(tmp_path.glob("grid-*.wav"))) == 2 * min(rows, 8)
     assert main(["predict", str(root / "sound"), "--prompt", "a bell", "--save", str(tmp_path / "x.png")]) != 0
-    assert "x.png: expected a sound file name (.wav" in capsys.readouterr().err
+    assert "x.png: expected a file name for sounds (.wav" in capsys.readouterr().err
     with pytest.raises(PolymodalError, match="this model has no text_to_image task"):
         model.generate_image("a circle")
 

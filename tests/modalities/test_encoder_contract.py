@@ -12,7 +12,7 @@ from graphs import graph_breaks
 from polymodal.modalities.base import EncoderOutput, HoldsEncoders, MasksTokens
 from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
-from polymodal.modalities.image.tokenizer import QuantizedImageEncoder
+from polymodal.modalities.image.tokenizer import QuantizedImageEncoder, QuantizedVideoEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from polymodal.modalities.audio.tokenizer import QuantizedAudioEncoder
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
@@ -140,6 +140,11 @@ CASES = {
     "tokenizer": Case(  # an image tokenizer's encoder: FSQ codes on a 4 × 4 grid
         lambda: QuantizedImageEncoder(out_dim=OUT_DIM, image_size=IMAGE, downsample=4, channels=[8, 8, 16]),
         _image_inputs,
+    ),
+    "video-tokenizer": Case(  # a video tokenizer's encoder: each of 4 frames' FSQ codes on a 4 × 4 grid
+        lambda: QuantizedVideoEncoder(out_dim=OUT_DIM, image_size=IMAGE, num_frames=FRAMES, downsample=4,
+                                      channels=[8, 8, 16]),
+        _video_inputs,
     ),
     "audio-tokenizer": Case(  # a sound tokenizer's encoder: 64 log-mel frames → 16 FSQ codes
         lambda: QuantizedAudioEncoder(out_dim=OUT_DIM, sample_rate=RATE, duration=0.504, n_fft=256, hop_length=64,

@@ -29,7 +29,8 @@ MODEL_KINDS = {**{f"fusion-{f}": {"fusion": {"type": f, **FUSION_EXTRAS.get(f, {
                "dual_encoder": {"type": "dual_encoder"}, "joint_transformer": {"type": "joint_transformer"}}
 # a task whose model is a language model alone (the fusion unused): once, not under every fusion
 LM_ONLY = {"text_to_image": ("image", "tokenizer_run", "shapes_data", "train.jsonl"),
-           "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data", "sound-train.jsonl")}
+           "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data", "sound-train.jsonl"),
+           "text_to_video": ("video", "video_tokenizer_run", "clip_data", "clip-train.jsonl")}
 COMBINATIONS = [(m, t) for m in MODEL_KINDS for t in TASKS if t not in LM_ONLY or m == "fusion-late"]
 
 
@@ -37,7 +38,7 @@ def drawing(tokenizer_run, modality: str = "image") -> dict:
     """What text to image (sound) builds on: a trained image (sound) tokenizer (its width, 64) and a
     decoder-only LM."""
     return {"width": 64, "encoders": {modality: {"type": "tokenizer", "path": str(tokenizer_run)}},
-            "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}}
+            "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 288}}
 
 
 def build(data, model_kind, task_type, encoders=None, manifest="train.jsonl", **model):

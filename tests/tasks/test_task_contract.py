@@ -26,8 +26,9 @@ TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenize
 
 
 # generation tasks: the modality they make, the fixture of its trained tokenizer and of data to make it from
-MAKERS = {"text_to_image": ("image", "tokenizer_run", "shapes_data"),
-          "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data")}
+MAKERS = {"text_to_image": ("image", "tokenizer_run", "shapes_data", "train.jsonl"),
+          "text_to_audio": ("audio", "audio_tokenizer_run", "sound_data", "sound-train.jsonl"),
+          "text_to_video": ("video", "video_tokenizer_run", "clip_data", "clip-train.jsonl")}
 
 
 def build(data, task_type, model=None, manifest="train.jsonl", **options):
@@ -47,11 +48,10 @@ def test_the_data_side_holds_no_parameters_and_travels_to_workers_alone(shapes_d
     # text to image (sound) draws with a trained image (sound) tokenizer's codes and a decoder-only LM
     model, data, manifest = None, shapes_data, "train.jsonl"
     if task_type in MAKERS:
-        modality, run, data_fixture = MAKERS[task_type]
+        modality, run, data_fixture, manifest = MAKERS[task_type]
         model = {"width": 64, "encoders": {modality: {"type": "tokenizer", "path": str(request.getfixturevalue(run))}},
-                 "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 96}}
+                 "decoder": {**DECODER, "architecture": "decoder_only", "max_length": 288}}
         data = request.getfixturevalue(data_fixture)
-        manifest = "sound-train.jsonl" if modality == "audio" else manifest
     system = build(data, task_type, model, manifest=manifest)
     task = system.model.tasks["t"]
     assert isinstance(task.data, task.data_class) and issubclass(task.data_class, TaskData)

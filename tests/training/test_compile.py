@@ -19,7 +19,7 @@ from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.tasks import TASKS
 from polymodal.training.trainer import Trainer, train
-from tests.conftest import stage_one, uses_sounds
+from tests.conftest import generation_prefix, stage_one
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 AV = ("shapes-av", "shapes-video", "audio-", "caption-video", "caption-audio")
@@ -36,10 +36,10 @@ def av_data(tmp_path_factory):
 
 
 def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str,
-             tokenizer: dict[str, Path] | None = None, sound_data: Path | None = None) -> Trainer:
+             tokenizer: dict[str, Path] | None = None, generated: dict[str, Path] | None = None) -> Trainer:
     data = av_data if name.startswith(AV) else shapes_data
-    prefix = "sound-" if uses_sounds(CONFIGS / name) else ""
-    data = sound_data if prefix else data
+    prefix = generation_prefix(CONFIGS / name)
+    data = (generated or {}).get(prefix, data)  # the prompted sounds or clips
     overrides = [f"data.train={data / f'{prefix}train.jsonl'}", f"data.val={data / f'{prefix}val.jsonl'}",
                  f"data.test={data / f'{prefix}test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
                  "train.init_from=null", "data.num_workers=0", *sets]
@@ -58,12 +58,13 @@ def test_every_task_type_and_decoder_is_traced():
 
 
 @pytest.mark.parametrize("name, sets", STEPS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
-def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, sound_data, tokenizer_run,
-                                              audio_tokenizer_run, tmp_path):
+def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, sound_data, clip_data, tokenizer_run,
+                                              audio_tokenizer_run, video_tokenizer_run, tmp_path):
     """What `train.compile` compiles, over every shipped config: the model's forward over a step's batches
     (media spliced into an HF causal LM, a distillation teacher's vectors computed before it)."""
-    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets, sound_data=sound_data,
-                       tokenizer={"image": tokenizer_run, "audio": audio_tokenizer_run})
+    trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets,
+                       generated={"sound-": sound_data, "clip-": clip_data},
+                       tokenizer={"image": tokenizer_run, "audio": audio_tokenizer_run, "video": video_tokenizer_run})
     assert graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks))) == []
 
 

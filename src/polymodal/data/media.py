@@ -196,6 +196,7 @@ def write_video(
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
     codec: str | None = None,
+    lossless: bool = False,
 ) -> Path:
     """Write RGB frames (and optionally a mono or stereo audio track) to a video file.
 
@@ -210,6 +211,7 @@ def write_video(
         audio: float waveform in [-1, 1], (S,) or (channels, S).
         sample_rate: of `audio`.
         codec: override the video codec.
+        lossless: .mp4 / .mkv only: H.264 in RGB without loss (`libx264rgb`, qp 0), every pixel kept.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -217,6 +219,10 @@ def write_video(
         raise ValueError(f"{path}: unknown video suffix; known: {', '.join(VIDEO_FORMATS)}")
     video_codec, pixel_format, audio_codec = VIDEO_FORMATS[suffix]
     video_codec = codec or video_codec
+    if lossless:
+        if suffix not in (".mp4", ".mkv"):
+            raise ValueError(f"{path}: lossless video is written as .mp4 or .mkv (H.264 in RGB), not {suffix}")
+        video_codec, pixel_format = "libx264rgb", "rgb24"
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames: expected (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -244,6 +250,8 @@ def write_video(
 
 
 def _video_options(codec: str) -> dict[str, str]:
+    if codec == "libx264rgb":  # only ever lossless here
+        return {"qp": "0", "preset": "veryfast"}
     if codec == "libx264":
         return {"crf": "20", "preset": "veryfast"}
     if codec in ("libvpx", "libvpx-vp9"):

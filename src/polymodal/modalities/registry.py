@@ -17,7 +17,7 @@ from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from .audio.processor import AudioProcessor
 from .audio.tokenizer import QuantizedAudioEncoder
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
-from .image.tokenizer import QuantizedImageEncoder
+from .image.tokenizer import QuantizedImageEncoder, QuantizedVideoEncoder
 from .image.processor import ImageProcessor
 from .pretrained import (HFAudioBatchProcessor, HFAudioEncoder, HFImageBatchProcessor, HFImageEncoder,
                          HFTextEncoder)
@@ -172,7 +172,8 @@ MODALITIES: dict[str, Modality] = {
                       _image_processor, processor_options={"cache_mb": 1024}),
     "text": Modality("text", {"transformer": TextEncoder, "gru": RecurrentTextEncoder, "hf": HFTextEncoder},
                      _text_processor, builder_provides=("out_dim", "vocab_size", "pad_id")),
-    "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder},
+    "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder,
+                                "tokenizer": QuantizedVideoEncoder},
                       _video_processor, processor_options={"fps": None, "sampling": "uniform", "cache_mb": 1024}),
     "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder,
                                 "hf": HFAudioEncoder, "tokenizer": QuantizedAudioEncoder}, _audio_processor, processor_options={"cache_mb": 1024}),

@@ -10,7 +10,8 @@ from .distillation import DistillationData, DistillationTask
 from .itm import ITMData, ITMTask
 from .masked_media import MaskedMediaData, MaskedMediaTask
 from .masked_text import MaskedLanguageTask, MaskedTextData
-from .media_generation import MediaGenerationTask, MediaTargetData, SoundTargetData, TextToAudioTask
+from .media_generation import (ClipTargetData, MediaGenerationTask, MediaTargetData, SoundTargetData,
+                               TextToAudioTask, TextToVideoTask)
 from .matching import MatchingData, MatchingTask
 from .reconstruction import ReconstructionData, ReconstructionTask
 from .vqa import VQAData, VQATask
@@ -30,6 +31,7 @@ TASKS: dict[str, type[Task]] = {
     "reconstruction": ReconstructionTask,
     "text_to_image": MediaGenerationTask,
     "text_to_audio": TextToAudioTask,
+    "text_to_video": TextToVideoTask,
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTask", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
@@ -37,4 +39,5 @@ __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTas
            "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",
            "MaskedTextData", "MaskedLanguageTask", "MaskedMediaData", "MaskedMediaTask",
-           "MediaGenerationTask", "MediaTargetData", "SoundTargetData", "TextToAudioTask"]
+           "MediaGenerationTask", "MediaTargetData", "SoundTargetData", "TextToAudioTask",
+           "ClipTargetData", "TextToVideoTask"]

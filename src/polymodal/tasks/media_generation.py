@@ -13,7 +13,8 @@ GenEval's way by the exact shapes detector, beside what no model should be judge
 guidance off, random codes, the nearest training image to the prompt (retrieval), and the tokenizer's own
 ceiling (decoded real images). Sounds (`text_to_audio`, on `polymodal synth --generation`'s sounds) are
 judged the same way by a classifier trained on real sounds (`data/sound_judge.py`): voice, pitch and the
-number of beeps.
+number of beeps. Clips (`text_to_video`, on the prompted clips) by the shapes detector on every frame: the
+asked object in each, moving the asked way (`data/video_generation.py`).
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ from torch import nn
 
 from ..data.media import read_audio
 from ..data.shapes_detector import detect, geneval_score, satisfies
+from ..data.media import decode_video
 from ..data.sound_judge import sound_scores, trained_judge
+from ..data.video_generation import judge_clip, video_scores
 from ..generation import GenerationSettings, generate_codes, generate_codes_parallel, training_mask
 from ..models.multimodal_lm import MediaVocabulary, MultimodalLM
 from ..models.output import ModelOutput
 from .base import Borrowed, Task, TaskData
 
 VARIANTS = ("unguided", "random", "ceiling")  # what evaluation draws besides the guided samples
-DRAWN = {"image": "images", "audio": "sounds"}  # a prediction's key for the guided samples of each modality
+DRAWN = {"image": "images", "audio": "sounds", "video": "clips"}  # a prediction's key for the guided samples
 DECODINGS = ("autoregressive", "parallel")
 
 
@@ -148,7 +151,7 @@ class MediaTargetData(TaskData):
         whose voice, pitch and count the sound judge hears as asked, each and all three."""
         if not predictions or not all("spec" in r for r in records):
             return {}
-        score = self._sound_scores if self.modality == "audio" else self._drawing_scores
+        score = {"audio": self._sound_scores, "video": self._clip_scores}.get(self.modality, self._drawing_scores)
         results: dict[str, float] = {}
         for key in (self.drawn, *VARIANTS):
             if key in predictions[0]:
@@ -160,9 +163,12 @@ class MediaTargetData(TaskData):
         return results
 
     def read_media(self, path: str) -> Any:
-        """A training media file as the scores read it: an RGB image, a waveform at the judge's rate."""
+        """A training media file as the scores read it: an RGB image, a waveform at the judge's rate, a
+        clip's frames."""
         if self.modality == "audio":
             return read_audio(path, sample_rate=16000)[0]
+        if self.modality == "video":
+            return decode_video(path)[0]
         return Image.open(path).convert("RGB")
 
     @staticmethod
@@ -174,6 +180,17 @@ class MediaTargetData(TaskData):
         out = {f"geneval{suffix}": scores.pop("overall")}
         if not suffix:
             out.update({f"geneval/{c}": v for c, v in scores.items()})
+        return out
+
+    @staticmethod
+    def _clip_scores(items: list[tuple[dict[str, Any], Any]], suffix: str) -> dict[str, float]:
+        """The share of (record, frames) pairs the clip judge passes in object and direction ("judge" +
+        suffix), and in each when guided."""
+        verdicts = [judge_clip(r["spec"], np.asarray(frames)) for r, frames in items]
+        scores = video_scores([r["spec"] for r, _ in items], verdicts)
+        out = {f"judge{suffix}": scores.pop("all")}
+        if not suffix:
+            out.update({f"judge/{name}": v for name, v in scores.items()})
         return out
 
     @staticmethod
@@ -320,12 +337,12 @@ class MediaGenerationTask(Task):
                               guidance=guidance, unconditional=data.row([]))
 
     def to_media(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, N) codes → media on the CPU, through the tokenizer's decoder: (B, S, S, 3) uint8 images, or
-        (B, samples) float waveforms."""
-        decoded = self.encoder.module.decode_codes(codes)  # (B, 3, S, S) in [0, 1], or (B, samples)
+        """(B, N) codes → media on the CPU, through the tokenizer's decoder: (B, S, S, 3) uint8 images,
+        (B, samples) float waveforms, or (B, T, S, S, 3) uint8 clips."""
+        decoded = self.encoder.module.decode_codes(codes)  # (B, 3, S, S) / (B, T, 3, S, S) in [0, 1], (B, samples)
         if self.data.modality == "audio":
             return decoded.float().cpu()
-        return (decoded.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
+        return (decoded.movedim(-3, -1) * 255).round().to(torch.uint8).cpu()
 
     def predict_batch(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
                       target: dict[str, Any]) -> list[dict[str, Any]]:
@@ -345,7 +362,7 @@ class MediaGenerationTask(Task):
                 for i in range(len(prompts))]
 
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]]) -> list[Any]:
-        kind, suffix = ("audio", "wav") if self.data.modality == "audio" else ("image", "png")
+        kind, suffix = {"audio": ("audio", "wav"), "video": ("video", "mp4")}.get(self.data.modality, ("image", "png"))
         raise ValueError(f"a generation task draws from prompts: use load(RUN).generate_{kind}(prompt) or "
                          f"polymodal predict RUN --prompt TEXT --save out.{suffix}")
 
@@ -362,3 +379,17 @@ class TextToAudioTask(MediaGenerationTask):
 
     data_class = SoundTargetData
     data: SoundTargetData
+
+
+class ClipTargetData(MediaTargetData):
+    """`MediaTargetData` for clips: records with a text prompt and the clip to make from it ({video: video})."""
+
+    inputs = {"video": "video"}
+
+
+class TextToVideoTask(MediaGenerationTask):
+    """Text → clip through a trained video tokenizer's codes (per-frame image codes, `model.encoders.video:
+    {type: tokenizer, path: RUN}`); as `MediaGenerationTask`, judged by the shapes detector on every frame."""
+
+    data_class = ClipTargetData
+    data: ClipTargetData

@@ -19,16 +19,16 @@ from ..modalities.quantizing import QuantizingEncoder
 from .base import Borrowed, Task, TaskData
 
 LOSSES = ("l1", "l2")
-MODALITIES = ("image", "audio")  # those with a tokenizer
+MODALITIES = ("image", "audio", "video")  # those with a tokenizer
 Batch = dict[str, dict[str, torch.Tensor]]
 
 
 class ReconstructionData(TaskData):
-    """The media a tokenizer learns to reconstruct: `inputs` names its one field, an image's or a sound's
+    """The media a tokenizer learns to reconstruct: `inputs` names its one field, an image's, a sound's or a clip's
     (its target is the media itself, so records need nothing else).
 
     Args:
-        inputs: {image: FIELD} (the default) or {audio: FIELD}.
+        inputs: {image: FIELD} (the default), {audio: FIELD} or {video: FIELD}.
     """
 
     inputs = {"image": "image"}

@@ -16,8 +16,8 @@ from torch import nn
 from ..quantizing import (NORMS, PADDINGS, QUANTIZERS, ChannelNorm, QuantizingEncoder, ResBlock, check_choices,
                           conv_decoder, conv_encoder, make_quantizer, stage_widths)
 
-__all__ = ["NORMS", "PADDINGS", "QUANTIZERS", "ChannelNorm", "PixelDecoder", "QuantizedImageEncoder", "ResBlock",
-           "make_quantizer"]
+__all__ = ["NORMS", "PADDINGS", "QUANTIZERS", "ChannelNorm", "FrameDecoder", "PixelDecoder", "QuantizedImageEncoder",
+           "QuantizedVideoEncoder", "ResBlock", "make_quantizer"]
 
 
 class QuantizedImageEncoder(QuantizingEncoder):
@@ -89,3 +89,61 @@ class PixelDecoder(nn.Module):
         if n != self.grid[0] * self.grid[1]:
             raise ValueError(f"expected {self.grid[0] * self.grid[1]} tokens (a {self.grid} grid), got {n}")
         return self.net(tokens.transpose(1, 2).reshape(batch, width, *self.grid))
+
+
+class QuantizedVideoEncoder(QuantizedImageEncoder):
+    """A clip (B, T, 3, S, S) → each frame's (S/f)² codes, frame after frame: T · (S/f)² codes (a video
+    tokenizer's encoder by per-frame image tokens, Chameleon-style; the image tokenizer's layers, so its
+    weights are an image tokenizer's).
+
+    Args:
+        num_frames: T, the frames of a clip (the processor samples them).
+        the rest: as `QuantizedImageEncoder`'s.
+    """
+
+    modality = "video"
+
+    def __init__(self, *, out_dim: int, image_size: int = 64, num_frames: int = 4, downsample: int = 8,
+                 channels: list[int] | tuple[int, ...] = (64, 128, 128, 256), quantizer: dict[str, Any] | None = None,
+                 norm: str = "group", padding: str = "zeros"):
+        super().__init__(out_dim=out_dim, image_size=image_size, downsample=downsample, channels=channels,
+                         quantizer=quantizer, norm=norm, padding=padding)
+        if num_frames < 1:
+            raise ValueError(f"num_frames: expected at least 1, got {num_frames}")
+        self.num_frames = num_frames
+        self.frame_tokens = self.num_tokens
+        self.num_tokens = num_frames * self.frame_tokens
+
+    def latents(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) → (B, T · N, latent_dim): each frame's cells in raster order, frame by frame."""
+        if clips.dim() != 5 or clips.shape[1] != self.num_frames:
+            raise ValueError(f"expected clips of num_frames={self.num_frames} (B, T, 3, S, S), got {tuple(clips.shape)}")
+        frames = super().latents(clips.flatten(0, 1))  # (B · T, N, d)
+        return frames.reshape(clips.shape[0], self.num_tokens, -1)
+
+    def make_decoder(self, width: int) -> FrameDecoder:
+        return FrameDecoder(super().make_decoder(width), self.num_frames)
+
+    def as_image(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) → (B, T · 3, S, S) in [0, 1]: a clip's frames as the channels of one image (PSNR
+        over the whole clip; SSIM the mean over its frames' channels)."""
+        return super().as_image(target).flatten(1, 2)
+
+    def media_from(self, rebuilt: torch.Tensor) -> torch.Tensor:
+        """The decoder's (B, T, 3, S, S) → clips in [0, 1], (B, T, 3, S, S)."""
+        return super().as_image(rebuilt)
+
+
+class FrameDecoder(nn.Module):
+    """T · N token vectors → (B, T, 3, S, S): a `PixelDecoder` run on each frame's N tokens."""
+
+    def __init__(self, frame: PixelDecoder, num_frames: int):
+        super().__init__()
+        self.frame, self.num_frames = frame, num_frames
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, n, width = tokens.shape
+        if n % self.num_frames:
+            raise ValueError(f"expected {self.num_frames} frames' tokens, got {n} tokens")
+        frames = self.frame(tokens.reshape(batch * self.num_frames, n // self.num_frames, width))
+        return frames.reshape(batch, self.num_frames, *frames.shape[1:])
