@@ -28,15 +28,7 @@ def shapes_data(tmp_path_factory) -> Path:
 def tokenizer_run(tmp_path_factory, shapes_data) -> Path:
     """A trained image tokenizer (the shipped recipe, two steps on the tiny benchmark): what a config
     that draws images (`model.encoders.image.path`) reads as its stage 1."""
-    from polymodal.config import load_config
-    from polymodal.training.trainer import train
-
-    run = tmp_path_factory.mktemp("tokenizer") / "run"
-    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-image.yaml"
-    train(load_config(config, [f"data.{s}={shapes_data / f'{s}.jsonl'}" for s in ("train", "val", "test")]
-                      + ["train.max_steps=2", "train.batch_size=8", "train.val_every=0", "data.num_workers=0"]),
-          run, log=lambda _: None)
-    return run
+    return _two_steps("tokenizer-image.yaml", shapes_data, "", tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="session")
@@ -53,15 +45,19 @@ def sound_data(tmp_path_factory) -> Path:
 def audio_tokenizer_run(tmp_path_factory, sound_data) -> Path:
     """A trained sound tokenizer (the shipped recipe, two steps): what a config that makes sounds
     (`model.encoders.audio.path`) reads as its stage 1."""
+    return _two_steps("tokenizer-audio.yaml", sound_data, "sound-", tmp_path_factory.mktemp("audio-tokenizer"))
+
+
+def _two_steps(config_name: str, data: Path, prefix: str, folder: Path, batch_size: int = 8) -> Path:
+    """A shipped tokenizer recipe trained two steps on `data`'s `{prefix}{split}.jsonl`: its run."""
     from polymodal.config import load_config
     from polymodal.training.trainer import train
 
-    run = tmp_path_factory.mktemp("audio-tokenizer") / "run"
-    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-audio.yaml"
-    train(load_config(config, [f"data.{s}={sound_data / f'sound-{s}.jsonl'}" for s in ("train", "val", "test")]
-                      + ["train.max_steps=2", "train.batch_size=8", "train.val_every=0", "data.num_workers=0"]),
-          run, log=lambda _: None)
-    return run
+    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / config_name
+    train(load_config(config, [f"data.{s}={data / f'{prefix}{s}.jsonl'}" for s in ("train", "val", "test")]
+                      + ["train.max_steps=2", f"train.batch_size={batch_size}", "train.val_every=0",
+                         "data.num_workers=0"]), folder / "run", log=lambda _: None)
+    return folder / "run"
 
 
 @pytest.fixture(scope="session")
@@ -77,15 +73,7 @@ def clip_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def video_tokenizer_run(tmp_path_factory, clip_data) -> Path:
     """A trained video tokenizer (the shipped recipe, two steps): what a config that makes clips reads."""
-    from polymodal.config import load_config
-    from polymodal.training.trainer import train
-
-    run = tmp_path_factory.mktemp("video-tokenizer") / "run"
-    config = Path(__file__).parents[1] / "src" / "polymodal" / "configs" / "tokenizer-video.yaml"
-    train(load_config(config, [f"data.{s}={clip_data / f'clip-{s}.jsonl'}" for s in ("train", "val", "test")]
-                      + ["train.max_steps=2", "train.batch_size=4", "train.val_every=0", "data.num_workers=0"]),
-          run, log=lambda _: None)
-    return run
+    return _two_steps("tokenizer-video.yaml", clip_data, "clip-", tmp_path_factory.mktemp("video-tokenizer"), 4)
 
 
 GENERATION_PREFIXES = {"audio": "sound-", "video": "clip-"}  # a tokenizer's modality → its prompted data's manifests

@@ -178,27 +178,40 @@ def plot_retrieval_examples(examples: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_drawings(examples: list[dict[str, Any]], path: Path) -> None:
-    """Text to image: a row per prompt (one per GenEval category, say), its category and prompt on the
-    left, then its drawings, each framed green when the shapes detector passes it and red when not.
-    Each example: {"prompt", "category", "images": [PIL or (S, S, 3) array, ...], "passed": [bool, ...]}."""
-    k = max(len(ex["images"]) for ex in examples)
-    fig, axes = plt.subplots(len(examples), k + 1, figsize=(1.6 * (k + 1.6), 1.7 * len(examples)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.6] + [1] * k})
-    for row, ex in zip(axes, examples):
+def _verdict_grid(labels: list[str], cells: list[list[tuple[Any, bool]]], path: Path, *,
+                  size: tuple[float, float]) -> None:
+    """A row per label (written on the left), then its cells: each (a function that draws on its axes,
+    whether it passed), framed green when it did and red when not; `size`: a cell's width and height."""
+    k = max(len(row) for row in cells)
+    fig, axes = plt.subplots(len(labels), k + 1, figsize=(size[0] * (k + 1.6), size[1] * len(labels)),
+                             squeeze=False, gridspec_kw={"width_ratios": [2.6] + [1] * k})
+    for row, label, row_cells in zip(axes, labels, cells):
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
         row[0].axis("off")
-        row[0].text(0.0, 0.5, f"{ex['category']}\n“{_wrap(ex['prompt'], 24)}”", fontsize=8, va="center")
-        for ax, image, ok in zip(row[1:], ex["images"], ex["passed"]):
-            ax.imshow(np.asarray(image), interpolation="nearest")
+        row[0].text(0.0, 0.5, label, fontsize=8, va="center")
+        for ax, (draw, ok) in zip(row[1:], row_cells):
+            draw(ax)
             for side in ax.spines.values():
                 side.set_color("green" if ok else "red")
                 side.set_linewidth(2.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_drawings(examples: list[dict[str, Any]], path: Path) -> None:
+    """Text to image (or video, each clip's frames side by side): a row per prompt (one per GenEval
+    category, say), its category and prompt on the left, then its drawings, each framed green when the
+    judge passes it and red when not.
+    Each example: {"prompt", "category", "images": [PIL or (S, W, 3) array, ...], "passed": [bool, ...]}."""
+    def show(image: Any) -> Any:
+        return lambda ax: ax.imshow(np.asarray(image), interpolation="nearest")
+
+    _verdict_grid([f"{ex['category']}\n“{_wrap(ex['prompt'], 24)}”" for ex in examples],
+                  [[(show(image), ok) for image, ok in zip(ex["images"], ex["passed"])] for ex in examples],
+                  path, size=(1.6, 1.7))
 
 
 def plot_sounds(examples: list[dict[str, Any]], path: Path) -> None:
@@ -206,24 +219,15 @@ def plot_sounds(examples: list[dict[str, Any]], path: Path) -> None:
     made for it (time across, pitch up), framed green when the sound judge hears what was asked and red when
     not, with what it heard. Each example: {"prompt", "mels": [(M, T) array, ...], "heard": [str, ...],
     "passed": [bool, ...]}."""
-    k = max(len(ex["mels"]) for ex in examples)
-    fig, axes = plt.subplots(len(examples), k + 1, figsize=(1.9 * (k + 1.4), 1.8 * len(examples)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.6] + [1] * k})
-    for row, ex in zip(axes, examples):
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row[0].axis("off")
-        row[0].text(0.0, 0.5, f"“{_wrap(ex['prompt'], 24)}”", fontsize=8, va="center")
-        for ax, mel, heard, ok in zip(row[1:], ex["mels"], ex["heard"], ex["passed"]):
+    def show(mel: Any, heard: str, ok: bool) -> Any:
+        def draw(ax: Any) -> None:
             ax.imshow(np.asarray(mel), origin="lower", aspect="auto", cmap="magma")
             ax.set_title(heard, fontsize=6, color="green" if ok else "red")
-            for side in ax.spines.values():
-                side.set_color("green" if ok else "red")
-                side.set_linewidth(2.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return draw
+
+    _verdict_grid([f"“{_wrap(ex['prompt'], 24)}”" for ex in examples],
+                  [[(show(m, h, ok), ok) for m, h, ok in zip(ex["mels"], ex["heard"], ex["passed"])]
+                   for ex in examples], path, size=(1.9, 1.8))
 
 
 def results_table(results: dict[str, dict[str, dict[str, float]]],

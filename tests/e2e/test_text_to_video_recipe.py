@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
     synthesize_video_generation(data, n_train=80, n_val=4, n_test=6, n_heldout=0, log=lambda _: None)
     root = tmp_path_factory.mktemp("runs")
     train(load_config(CONFIGS / "tokenizer-video.yaml", [*_sets(data), "train.max_steps=40", "train.batch_size=4",
-                                                         "train.log_every=10", "model.encoders.video.channels=[8,16,16,32]"]),
+                                                         "train.log_every=10"]),
           root / "tokenizer", log=lambda _: None)
     sets = [*_sets(data), f"model.encoders.video.path={root / 'tokenizer'}", "model.decoder.width=32",
             "model.decoder.depth=1", "model.decoder.num_heads=2", "train.max_steps=40", "train.batch_size=8",

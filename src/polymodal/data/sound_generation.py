@@ -13,17 +13,14 @@ training (nor named in a training prompt); held-out prompts ask for them, at any
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from .manifest import write_manifest
 from .media import write_audio
+from .prompted import write_prompted_splits
 from .shapes_av import GAP, PITCHES, PULSE, SOUNDS, voice
 
 SAMPLE_RATE = 16000
@@ -33,7 +30,6 @@ DURATION = NUM_SAMPLES / SAMPLE_RATE  # 0.504 s
 COUNTS = {1: "a", 2: "two", 3: "three"}
 PLURALS = {"whistle": "whistles", "buzz": "buzzes", "horn": "horns", "bell": "bells", "chirp": "chirps"}
 HELD_OUT_SOUNDS = frozenset({("buzz", "high"), ("bell", "low")})
-SPLITS = ("train", "val", "test", "heldout")
 ONSET = (0.02, 0.06)  # seconds
 LOUDNESS = (0.35, 0.6)
 DETUNE = 0.02
@@ -76,24 +72,10 @@ def synthesize_sound_generation(out_dir: str | Path, *, n_train: int = 2000, n_v
     Each record: `id`, `audio`, `text` (the prompt, which the sound satisfies), `category` ("sound") and
     `spec` {voice, pitch, count}. Returns the statistics also written to `sound-stats.json`."""
     counts = {"train": n_train, "val": n_val, "test": n_test, "heldout": n_heldout}
-    for split, n in counts.items():
-        if not isinstance(n, int) or n < 0:
-            raise ConfigError(f"n_{split}: expected a whole number of at least 0, got {n!r}")
-    out = Path(out_dir)
     stats: dict[str, Any] = {"benchmark": "sounds-generation", "seed": seed, "sample_rate": SAMPLE_RATE,
                              "held_out_sounds": sorted(f"{p} {v}" for v, p in HELD_OUT_SOUNDS)}
-    for split_index, split in enumerate(SPLITS):
-        rng = np.random.default_rng((seed, 11, split_index))
-        records = []
-        for index in range(counts[split]):
-            spec = draw_spec(rng, held_out=split == "heldout")
-            path = f"sounds/{split}/{index:06d}.wav"
-            write_audio(out / path, render_beeps(spec, rng), SAMPLE_RATE)
-            records.append({"id": f"sound-{split}-{index:06d}", "audio": path, "text": sound_prompt(spec),
-                            "category": "sound", "spec": spec})
-        write_manifest(out / f"sound-{split}.jsonl", records)
-        log(f"sounds-generation: wrote {len(records)} {split} records to {out / f'sound-{split}.jsonl'}")
-        stats[split] = {"count": len(records), "voices": dict(Counter(r["spec"]["voice"] for r in records)),
-                        "distinct_prompts": len({r["text"] for r in records})}
-    (out / "sound-stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return stats
+    return write_prompted_splits(
+        Path(out_dir), counts, name="sound", seed=seed, salt=11, field="audio", suffix=".wav", category="sound",
+        draw=lambda rng, held_out: draw_spec(rng, held_out=held_out), prompt=sound_prompt,
+        write=lambda path, spec, rng: write_audio(path, render_beeps(spec, rng), SAMPLE_RATE), tally="voice",
+        stats=stats, log=log)

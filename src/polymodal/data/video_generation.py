@@ -18,17 +18,14 @@ and the last frame, and less than that across it.
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from .manifest import write_manifest
 from .media import write_video
+from .prompted import write_prompted_splits
 from .shapes import _GAP, COLORS, SHAPES, SIZES, ShapeObject, render
 from .shapes_detector import detect
 from .shapes_generation import HELD_OUT_PAIRS
@@ -39,7 +36,6 @@ FPS = 4
 STEP = 0.12  # travel per frame, fractions of the width
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 MIN_TRAVEL = 0.15  # the judge's margin: the path is 0.36 of the width
-SPLITS = ("train", "val", "test", "heldout")
 JUDGED = ("object", "direction")
 
 
@@ -111,24 +107,10 @@ def synthesize_video_generation(out_dir: str | Path, *, n_train: int = 2000, n_v
     Each record: `id`, `video`, `text` (the prompt, which the clip satisfies), `category` ("motion") and
     `spec` {shape, color, size, direction}. Returns the statistics also written to `clip-stats.json`."""
     counts = {"train": n_train, "val": n_val, "test": n_test, "heldout": n_heldout}
-    for split, n in counts.items():
-        if not isinstance(n, int) or n < 0:
-            raise ConfigError(f"n_{split}: expected a whole number of at least 0, got {n!r}")
-    out = Path(out_dir)
     stats: dict[str, Any] = {"benchmark": "clips-generation", "seed": seed, "fps": FPS, "frames": NUM_FRAMES,
                              "held_out_pairs": sorted(" ".join(p) for p in HELD_OUT_PAIRS)}
-    for split_index, split in enumerate(SPLITS):
-        rng = np.random.default_rng((seed, 13, split_index))
-        records = []
-        for index in range(counts[split]):
-            spec = draw_spec(rng, held_out=split == "heldout")
-            path = f"clips/{split}/{index:06d}.mp4"
-            write_clip(out / path, render_clip(spec, rng))
-            records.append({"id": f"clip-{split}-{index:06d}", "video": path, "text": video_prompt(spec),
-                            "category": "motion", "spec": spec})
-        write_manifest(out / f"clip-{split}.jsonl", records)
-        log(f"clips-generation: wrote {len(records)} {split} records to {out / f'clip-{split}.jsonl'}")
-        stats[split] = {"count": len(records), "directions": dict(Counter(r["spec"]["direction"] for r in records)),
-                        "distinct_prompts": len({r["text"] for r in records})}
-    (out / "clip-stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return stats
+    return write_prompted_splits(
+        Path(out_dir), counts, name="clip", seed=seed, salt=13, field="video", suffix=".mp4", category="motion",
+        draw=lambda rng, held_out: draw_spec(rng, held_out=held_out), prompt=video_prompt,
+        write=lambda path, spec, rng: write_clip(path, render_clip(spec, rng)), tally="direction", stats=stats,
+        log=log)

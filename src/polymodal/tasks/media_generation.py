@@ -187,11 +187,7 @@ class MediaTargetData(TaskData):
         """The share of (record, frames) pairs the clip judge passes in object and direction ("judge" +
         suffix), and in each when guided."""
         verdicts = [judge_clip(r["spec"], np.asarray(frames)) for r, frames in items]
-        scores = video_scores([r["spec"] for r, _ in items], verdicts)
-        out = {f"judge{suffix}": scores.pop("all")}
-        if not suffix:
-            out.update({f"judge/{name}": v for name, v in scores.items()})
-        return out
+        return _judged(video_scores([r["spec"] for r, _ in items], verdicts), suffix)
 
     @staticmethod
     def _sound_scores(items: list[tuple[dict[str, Any], Any]], suffix: str) -> dict[str, float]:
@@ -200,17 +196,22 @@ class MediaTargetData(TaskData):
         waves = [np.asarray(wave, dtype=np.float32) for _, wave in items]
         length = max(len(w) for w in waves)
         heard = trained_judge().judge(np.stack([np.pad(w, (0, length - len(w))) for w in waves]))
-        scores = sound_scores([r["spec"] for r, _ in items], heard)
-        out = {f"judge{suffix}": scores.pop("all")}
-        if not suffix:
-            out.update({f"judge/{name}": v for name, v in scores.items()})
-        return out
+        return _judged(sound_scores([r["spec"] for r, _ in items], heard), suffix)
 
     def nearest(self, text: str) -> str:
         """The media path of the training prompt sharing the most words with `text` (ties: the first)."""
         words = set(text.lower().split())
         best = max(range(len(self.retrieval)), key=lambda i: _overlap(words, self.retrieval[i][0]))
         return self.retrieval[best][1]
+
+
+def _judged(scores: dict[str, float], suffix: str) -> dict[str, float]:
+    """A judge's scores as metrics: all of them right as "judge" + suffix, and each ("judge/NAME") when
+    guided (no suffix)."""
+    out = {f"judge{suffix}": scores["all"]}
+    if not suffix:
+        out.update({f"judge/{name}": v for name, v in scores.items() if name != "all"})
+    return out
 
 
 def _fields(template: str) -> list[str]:
