@@ -114,11 +114,14 @@ class LoadedModel:
 
     @torch.no_grad()
     def encode_tokens(self, image: ImageLike | Sequence[ImageLike] | None = None, *,
-                      audio: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
-        """A tokenizer's codes for `image` (an image tokenizer: the grid's cells in raster order) or `audio`
-        (a sound tokenizer: in time order): (N,) long for one item, (B, N) for a list."""
+                      audio: str | Path | Sequence[str | Path] | None = None,
+                      video: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
+        """A tokenizer's codes for `image` (an image tokenizer: the grid's cells in raster order), `audio` (a
+        sound tokenizer: in time order) or `video` (a video tokenizer: each frame's grid, frame after
+        frame): (N,) long for one item, (B, N) for a list."""
         encoder, _ = self._tokenizer()
-        modality, given = ("audio", audio) if audio is not None else ("image", image)
+        modality, given = next(((m, v) for m, v in (("audio", audio), ("video", video)) if v is not None),
+                               ("image", image))
         if given is None or modality != encoder.modality:
             raise PolymodalError(f"this is an {encoder.modality} "
                                  f"tokenizer: give {encoder.modality}=")
@@ -128,15 +131,15 @@ class LoadedModel:
 
     @torch.no_grad()
     def decode_tokens(self, codes: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]) -> Any:
-        """What a tokenizer's codes stand for: for (N,) codes one PIL image (an image tokenizer) or one
-        float32 waveform array in [-1, 1] at the tokenizer's `sample_rate` (a sound tokenizer, through its
-        vocoder); for (B, N) a list."""
+        """What a tokenizer's codes stand for: for (N,) codes one PIL image (an image tokenizer), one float32
+        waveform array in [-1, 1] at the tokenizer's `sample_rate` (a sound tokenizer, through its vocoder)
+        or one uint8 clip (T, S, S, 3) (a video tokenizer); for (B, N) a list."""
         encoder, head = self._tokenizer()
         codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
         single = codes.dim() == 1
         codes = codes[None] if single else codes
         if codes.dim() != 2 or codes.shape[1] != encoder.num_tokens:
-            item = "image" if encoder.modality == "image" else "sound"
+            item = {"audio": "sound", "video": "clip"}.get(encoder.modality, "image")
             raise PolymodalError(f"codes: expected {encoder.num_tokens} codes per {item} (a {encoder.grid} grid), "
                                  f"got shape {tuple(codes.shape)}")
         if int(codes.min()) < 0 or int(codes.max()) >= encoder.num_codes:
@@ -144,6 +147,8 @@ class LoadedModel:
         media = encoder.media_from(head.decoder(encoder.embed_codes(codes)))  # images in [0, 1] or waveforms
         if encoder.modality == "audio":
             items = list(media.cpu().numpy())
+        elif encoder.modality == "video":  # (B, T, 3, S, S) in [0, 1]
+            items = list((media.movedim(-3, -1) * 255).round().to(torch.uint8).cpu().numpy())
         else:
             items = [Image.fromarray((p.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")) for p in media]
         return items[0] if single else items

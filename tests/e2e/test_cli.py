@@ -105,7 +105,7 @@ def test_train_refuses_bad_manifest_unless_skip(broken_data, tmp_path):
     ("tasks.vqa.hiden=3", "tasks.vqa: unknown key 'hiden'; allowed keys: data, dropout, hidden, inputs, more_questions, own_question_share, weight"),
     ("model.type=dual", "model.type: expected one of dual_encoder, joint_transformer"),
     ("model.encoders.smell.type=x", "unknown modality 'smell'; known: audio, image, text, video"),
-    ("model.encoders.video.type=x", "model.encoders.video.type: expected one of conv3d, frames, tubelet_vit"),
+    ("model.encoders.video.type=x", "model.encoders.video.type: expected one of conv3d, frames, tokenizer, tubelet_vit"),
     ("train.lr=fast", "train.lr: expected a number"),
     ("model.encoders.image.channels=[6]", "model.encoders.image: groups=8 does not divide channels=6"),
 ])

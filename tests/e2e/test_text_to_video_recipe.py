@@ -55,8 +55,13 @@ def test_the_tokenizer_codes_every_frame_and_both_stages_learn(runs):
     clip = _losses(root / "clip")
     assert clip[-1] < clip[0] - 0.5  # from about ln(V) ≈ 7: falling towards the codes' entropy
     model = load(root / "tokenizer")
-    codes = model._encode(fuse=False, video=[r["video"] for r in read_manifest(data / "clip-test.jsonl")[:2]])
-    assert codes.modalities["video"].codes.shape == (2, NUM_FRAMES * 64)
+    paths = [r["video"] for r in read_manifest(data / "clip-test.jsonl")[:2]]
+    codes = model.encode_tokens(video=paths)
+    assert codes.shape == (2, NUM_FRAMES * 64) and torch.equal(model.encode_tokens(video=paths[1]), codes[1])
+    clips = model.decode_tokens(codes)
+    assert len(clips) == 2 and clips[0].shape == (NUM_FRAMES, 64, 64, 3) and clips[0].dtype == np.uint8
+    with pytest.raises(PolymodalError, match=r"expected 256 codes per clip"):
+        model.decode_tokens([1, 2, 3])
     metrics = model.evaluate(read_manifest(data / "clip-test.jsonl"))["reconstruct"]
     assert metrics["psnr"] > 15 and metrics["codebook_usage"] > 0
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modalities.audio.features import LogMelSpectrogram
+from .spectrogram import LogMelSpectrogram
 from .shapes_av import PITCHES, SOUNDS
 from .sound_generation import HOP, NUM_SAMPLES, SAMPLE_RATE, render_beeps
 
