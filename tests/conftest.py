@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,12 @@ def stage_one(config_path: Path, tokenizer_run: Path | dict[str, Path]) -> list[
     return [f"model.encoders.{name}.path={runs[name] if runs else tokenizer_run}"
             for name, spec in raw["model"]["encoders"].items()
             if isinstance(spec, dict) and spec.get("type") == "tokenizer" and "path" in spec]
+
+
+def logged_losses(run: Path) -> list[float]:
+    """The training losses a run logged (metrics.jsonl), in order."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
 
 
 def tiny_config(data: Path, kind: str = "vqa", **train) -> dict:

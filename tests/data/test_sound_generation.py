@@ -74,8 +74,6 @@ def test_the_judge_hears_real_sounds_right(sounds):
         waves = np.stack([read_audio(r["audio"], sample_rate=SAMPLE_RATE)[0] for r in records])
         scores = sound_scores([r["spec"] for r in records], judge.judge(waves))
         assert scores["all"] >= 0.99, (split, scores)
-    silence = judge.judge(np.zeros((1, NUM_SAMPLES), np.float32))  # it always answers, even to nothing
-    assert set(silence[0]) == {"voice", "pitch", "count"}
 
 
 def test_sound_scores_count_each_attribute_and_all_three():

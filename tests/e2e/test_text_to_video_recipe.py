@@ -5,7 +5,6 @@ clip judge's scores (object and direction from the shapes detector on every fram
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from polymodal.data.media import decode_video
 from polymodal.data.video_generation import NUM_FRAMES, synthesize_video_generation
 from polymodal.errors import PolymodalError
 from polymodal.training.trainer import train
+from tests.conftest import logged_losses
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 
@@ -27,11 +27,6 @@ CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 def _sets(data: Path) -> list[str]:
     return [*(f"data.{s}={data / f'clip-{s}.jsonl'}" for s in ("train", "val", "test")), "data.num_workers=0",
             "train.val_every=0"]
-
-
-def _losses(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +46,8 @@ def runs(tmp_path_factory):
 
 def test_the_tokenizer_codes_every_frame_and_both_stages_learn(runs):
     root, data = runs
-    assert _losses(root / "tokenizer")[-1] < 0.7 * _losses(root / "tokenizer")[0]
-    clip = _losses(root / "clip")
+    assert logged_losses(root / "tokenizer")[-1] < 0.7 * logged_losses(root / "tokenizer")[0]
+    clip = logged_losses(root / "clip")
     assert clip[-1] < clip[0] - 0.5  # from about ln(V) ≈ 7: falling towards the codes' entropy
     model = load(root / "tokenizer")
     paths = [r["video"] for r in read_manifest(data / "clip-test.jsonl")[:2]]

@@ -30,6 +30,10 @@ class MediaVocabulary:
         return torch.cat([edge, codes + self.first, edge + (self.end - self.begin)], 1)
 
 
+BOTH_WAYS = ("a decoder that attends both ways, Polymodal's own (model.decoder: {type: transformer}); a Hugging "
+             "Face causal LM attends only backwards")
+
+
 def media_vocabularies(text_vocab_size: int, codes: dict[str, tuple[int, int]]) -> dict[str, MediaVocabulary]:
     """Modality → its ids after a text vocabulary of `text_vocab_size`, from modality → (number of codes,
     codes per item), in modality-name order."""
@@ -116,13 +120,17 @@ class MultimodalLM(nn.Module):
         logits = self.lm(None, emask, embeds=embeds)  # (B, T, V)
         return logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))
 
+    @property
+    def attends_both_ways(self) -> bool:
+        """Whether its language model reads a sequence both ways on request (masked-token decoding)."""
+        return bool(getattr(self.lm, "attends_both_ways", False))
+
     def position_logits(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, V): at each position of the right-padded ids, the logits of the id that belongs there, read
         with attention both ways (a masked-token model: MaskGIT-style parallel decoding of media codes);
         needs a language model that allows it (`attends_both_ways`: Polymodal's own decoder)."""
-        if not getattr(self.lm, "attends_both_ways", False):
-            raise ValueError("parallel decoding needs a decoder that can attend both ways: Polymodal's own "
-                             "(model.decoder: {type: transformer}); a Hugging Face causal LM attends only backwards")
+        if not self.attends_both_ways:
+            raise ValueError(f"parallel decoding needs {BOTH_WAYS}")
         embeds, emask, last = splice(ids, mask, self.lm.input_embeddings, self.spans(out))
         self._check(emask)
         logits = self.lm(None, emask, embeds=embeds, causal=False)  # (B, T, V)

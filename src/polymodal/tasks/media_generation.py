@@ -33,10 +33,11 @@ from torch import nn
 from ..data.media import read_audio
 from ..data.shapes_detector import detect, geneval_score, satisfies
 from ..data.media import decode_video
+from ..data.sound_generation import SAMPLE_RATE
 from ..data.sound_judge import sound_scores, trained_judge
 from ..data.video_generation import judge_clip, video_scores
 from ..generation import GenerationSettings, generate_codes, generate_codes_parallel, training_mask
-from ..models.multimodal_lm import MediaVocabulary, MultimodalLM
+from ..models.multimodal_lm import BOTH_WAYS, MediaVocabulary, MultimodalLM
 from ..models.output import ModelOutput
 from .base import Borrowed, Task, TaskData
 
@@ -166,7 +167,7 @@ class MediaTargetData(TaskData):
         """A training media file as the scores read it: an RGB image, a waveform at the judge's rate, a
         clip's frames."""
         if self.modality == "audio":
-            return read_audio(path, sample_rate=16000)[0]
+            return read_audio(path, sample_rate=SAMPLE_RATE)[0]
         if self.modality == "video":
             return decode_video(path)[0]
         return Image.open(path).convert("RGB")
@@ -271,10 +272,8 @@ class MediaGenerationTask(Task):
         length = decoder.media[modality].length
         steps = min(8, length) if steps is None else steps
         if decoding == "parallel":
-            if not getattr(decoder.lm, "attends_both_ways", False):
-                raise ValueError("decoding: parallel needs a decoder that attends both ways, Polymodal's own "
-                                 "(model.decoder: {type: transformer}); a Hugging Face causal LM attends only "
-                                 "backwards: use decoding: autoregressive")
+            if not decoder.attends_both_ways:
+                raise ValueError(f"decoding: parallel needs {BOTH_WAYS}: use decoding: autoregressive")
             if getattr(data.tokenizer, "mask_id", None) is None:
                 raise ValueError("decoding: parallel hides codes behind the text tokenizer's mask token, and this "
                                  "tokenizer has none ([MASK] / <mask>)")
