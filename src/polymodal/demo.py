@@ -3,7 +3,8 @@
 Images: a CLIP-style dual encoder pre-trained contrastively on image–caption pairs, then a joint
 transformer fine-tuned from its encoders for VQA on all the labels and on 10% of them (beside the same
 model trained from scratch on that 10%: what pre-training buys), and captioning from its image encoder.
-Clips: one joint model over video, audio and text trained on several tasks at once."""
+Clips: one joint model over video, audio and text trained on several tasks at once. Drawing: an image
+tokenizer, then a language model that writes its codes from a prompt (text to image), on short schedules."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from .api import LoadedModel, load
 from .config import load_config
 from .data.manifest import read_manifest
 from .data.shapes import synthesize
+from .data.shapes_generation import synthesize_generation
 from .data.shapes_av import synthesize_av
+from .drawings import plot_generated
 from .report import write_report
 from .training.trainer import train
 
@@ -33,6 +36,9 @@ from .training.trainer import train
 # Contrastive pre-training is the one that helps VQA most per step: the 4-objective pretrain.yaml at 400
 # steps (2.5× the cost of these 600) led to VQA 0.886 and spatial 0.679 after 2 400 steps (val).
 VQA_STEPS, FRACTION_STEPS = 1600, 300
+# Text to image on short schedules (the shipped recipes: 3 000 steps each, docs/results.md#drawing-images):
+# enough to see the two stages work and the drawings take shape, not to draw well.
+TOKENIZER_STEPS, DRAW_STEPS = 300, 300
 # The VQA fine-tuning's new layers (fusion, readout, head) at 3× shapes-vqa.yaml's learning rate, the
 # pre-trained encoders at its own (lr_mult 0.33): spatial questions are learnt by step ~1 200 instead of
 # after 1 600 (seed 0, test: 1.000 against 0.542 at 1 600 steps with one rate of 1e-3; one rate of 2e-3
@@ -55,12 +61,21 @@ RECIPES = [
     ("av", "shapes-av.yaml", "av",
      "joint transformer over video, audio and text: video QA and sound classification (a short schedule)",
      ["train.max_steps=300", "train.val_every=0", "model.encoders.video.num_frames=8"]),
+    ("tokenizer", "tokenizer-image.yaml", "generation",
+     "image tokenizer: a convolutional autoencoder with FSQ codes (a short schedule)",
+     [f"train.max_steps={TOKENIZER_STEPS}", "train.val_every=0"]),
+    ("draw", "text-to-image.yaml", "generation",
+     "text to image: a decoder-only language model writes the tokenizer's codes (a short schedule)",
+     ["model.encoders.image.path={tokenizer}", f"train.max_steps={DRAW_STEPS}", "train.val_every=0"]),
 ]
 COMPARED = ("vqa_10pct", "vqa_10pct_scratch")  # what pre-training buys: a section of their own in the report
 SIZES = {"image": {"n_train": 20000, "n_val": 500, "n_test": 500},
-         "av": {"n_train": 1000, "n_val": 100, "n_test": 200}}
+         "av": {"n_train": 1000, "n_val": 100, "n_test": 200},
+         "generation": {"n_train": 6000, "n_val": 70, "n_test": 140, "n_heldout": 70}}
 QUICK = {"image": {"n_train": 600, "n_val": 100, "n_test": 100, "max_steps": 40},
-         "av": {"n_train": 64, "n_val": 16, "n_test": 32, "max_steps": 12}}
+         "av": {"n_train": 64, "n_val": 16, "n_test": 32, "max_steps": 12},
+         "generation": {"n_train": 140, "n_val": 14, "n_test": 14, "n_heldout": 14, "max_steps": 12}}
+FOLDERS = {"image": "", "av": "av", "generation": "generation"}  # each data set's folder under the data folder
 
 
 def shipped_config(name: str) -> Path:
@@ -112,12 +127,23 @@ def _av_examples(model: LoadedModel, records: list[dict[str, Any]], n: int = 6) 
 
 def _synthesize(data: Path, kind: str, sizes: dict[str, int]) -> dict[str, Any]:
     """The benchmark's statistics, synthesising it first unless it is there at this size."""
-    folder = data / "av" if kind == "av" else data
+    folder = data / FOLDERS[kind]
     stats_path = folder / "stats.json"
-    if not stats_path.exists() or json.loads(stats_path.read_text())["counts"]["train"] != sizes["n_train"]:
-        Console().rule(f"[bold]synthesise the {'audio-visual ' if kind == 'av' else ''}shapes benchmark")
-        (synthesize_av if kind == "av" else synthesize)(data, **sizes)
-    return {"folder": folder, **json.loads(stats_path.read_text())}
+
+    def train_count(stats: dict[str, Any]) -> int:
+        return stats["train"]["count"] if kind == "generation" else stats["counts"]["train"]
+
+    if not stats_path.exists() or train_count(json.loads(stats_path.read_text())) != sizes["n_train"]:
+        what = {"image": "", "av": "audio-visual ", "generation": "prompted (text to image) "}[kind]
+        Console().rule(f"[bold]synthesise the {what}shapes benchmark")
+        if kind == "generation":
+            synthesize_generation(folder, **sizes)
+        else:
+            (synthesize_av if kind == "av" else synthesize)(data, **sizes)
+    stats = json.loads(stats_path.read_text())
+    if kind == "generation":
+        stats["counts"] = {split: stats[split]["count"] for split in ("train", "val", "test")}
+    return {"folder": folder, **stats}
 
 
 def _baselines(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -152,6 +178,13 @@ def _two_stage(runs: dict[str, Path], results: dict[str, Any], n_train: int) -> 
                     f"(trained on the captions alone) and once from scratch."}
 
 
+def _with_runs(override: str, runs: dict[str, Path]) -> str:
+    """`override` with each `{run}` (an earlier run's name) replaced by that run's folder."""
+    for name, folder in runs.items():
+        override = override.replace("{" + name + "}", str(folder))
+    return override
+
+
 def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> Path:
     """Run the demo into `out` with every run's `train.seed` at `seed` (the data stay the same); returns
     the report path."""
@@ -169,7 +202,7 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> Path:
         folder = stats[kind]["folder"]
         sets = [f"data.train={folder / 'train.jsonl'}", f"data.val={folder / 'val.jsonl'}",
                 f"data.test={folder / 'test.jsonl'}", f"train.seed={seed}",
-                *(o.replace("{pretrain}", str(out / "pretrain")) for o in overrides)]
+                *(_with_runs(o, runs) for o in overrides)]
         if quick:
             sets += [f"train.max_steps={QUICK[kind]['max_steps']}", "train.warmup_steps=5", "train.ckpt_every=1000",
                      "train.log_every=4", f"train.val_every={QUICK[kind]['max_steps'] // 2}"]
@@ -210,14 +243,17 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 0) -> Path:
     notes = [f"Total time {total:.0f} s on this machine ("
              + ", ".join(f"{k} training {v:.0f} s" for k, v in timings.items()) + ").",
              f"Seed {seed} (train.seed of every run). Data: the built-in shapes benchmark, {counts['image']} images; its audio-visual part, "
-             f"{counts['av']} clips."]
+             f"{counts['av']} clips; its prompted part (text to image), {counts['generation']} prompts with images."]
     explanations = _explanations(models["vqa"], tests["image"], out / "report")
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    plot_generated(models["draw"], tests["generation"], out / "report" / "drawings.png")
     report = write_report(out / "report", runs=runs, results=results, baselines=baselines, removed=removed,
                           explanations=explanations,
                           vqa_examples=_vqa_examples(models["vqa"], tests["image"]),
                           retrieval_examples=_retrieval_examples(models["pretrain"], tests["image"]),
                           av_examples=_av_examples(models["av"], tests["av"]), notes=notes,
                           caption_examples=_caption_examples(models["caption"], tests["image"]),
-                          two_stage=_two_stage(runs, results, stats["image"]["counts"]["train"]))
+                          two_stage=_two_stage(runs, results, stats["image"]["counts"]["train"]),
+                          drawings=out / "report" / "drawings.png")
     console.print(f"report: {report}   (total {total:.0f} s)")
     return report

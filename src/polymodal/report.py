@@ -268,14 +268,14 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
                  removed: dict[str, dict[str, dict[str, dict[str, float]]]] | None = None,
                  explanations: list[Path] | None = None,
                  caption_examples: list[dict[str, Any]] | None = None,
-                 two_stage: dict[str, Any] | None = None) -> Path:
+                 two_stage: dict[str, Any] | None = None, drawings: Path | None = None) -> Path:
     """Write `out/report.md` with its plots beside it; returns the report path.
 
     `removed`: {run: {modality: {task: {metric: value}}}}, each run evaluated with one modality removed;
     `explanations`: pictures (in `out`) of where a model attended for its answer; `caption_examples`:
     images with their generated and true captions; `two_stage`: {"runs": {label: run}, "task", "metric",
     "results": {label: value}, "what": a sentence}, fine-tuning from a pre-trained model beside training
-    from scratch."""
+    from scratch; `drawings`: a picture (in `out`) of a text-to-image model's drawings per category."""
     out.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, out / "loss_curves.png")
     compared = set(two_stage["runs"].values()) if two_stage else set()  # shown in their own section
@@ -315,6 +315,11 @@ def write_report(out: Path, *, runs: dict[str, Path], results: dict[str, dict[st
         plot_av_examples(av_examples, out / "av_examples.png")
         lines += ["## Example answers about clips (frames over time, then the sound)", "",
                   "![video QA examples](av_examples.png)", ""]
+    if drawings:
+        lines += ["## Drawings from prompts (text to image)", "",
+                  "The first test prompt of each category, four drawings each with guidance, framed green where the",
+                  "shapes detector finds what the prompt asks (GenEval's rules), red where it does not.", "",
+                  f"![drawings]({drawings.name})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -15,7 +15,7 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = out / "report"
     for name in ("report.md", "loss_curves.png", "vqa_examples.png", "retrieval_examples.png", "av_examples.png",
-                 "results.json", "explain_0.png", "explain_2.png", "caption_examples.png"):
+                 "results.json", "explain_0.png", "explain_2.png", "caption_examples.png", "drawings.png"):
         assert (report / name).stat().st_size > 0, name
     results = json.loads((report / "results.json").read_text())
     stats = json.loads((out / "data" / "stats.json").read_text())
@@ -23,7 +23,7 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert results["vqa"]["vqa"]["accuracy"] > stats["single_answer_baseline"]["accuracy"] + 0.05
     assert results["pretrain"]["retrieval"]["text_to_image/R@10"] > 0.5
     assert set(results["pretrain"]) == {"retrieval"}  # contrastive pre-training
-    for run in ("pretrain", "vqa", "vqa_10pct_scratch", "caption", "av"):  # --seed reached every run
+    for run in ("pretrain", "vqa", "vqa_10pct_scratch", "caption", "av", "tokenizer", "draw"):  # --seed reached every run
         assert yaml.safe_load((out / run / "config.yaml").read_text())["train"]["seed"] == 1, run
     vqa_train = yaml.safe_load((out / "vqa" / "config.yaml").read_text())["train"]
     # the VQA fine-tuning: new layers at 3e-3, the pre-trained encoders at a third of it
@@ -51,7 +51,13 @@ def test_quick_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert "| vqa | vqa | accuracy |" in text and "| vqa_10pct" not in text
     assert (report / "two_stage.png").stat().st_size > 0
     assert set(results["caption"]["caption"]) == {"bleu4", "cider", "exact_match", "n"}
-    for run in ("pretrain", "vqa", "vqa_10pct", "caption", "av"):
+    # text to image in two stages: the language model writes the codes of the demo's own tokenizer
+    draw = yaml.safe_load((out / "draw" / "config.yaml").read_text())
+    assert draw["model"]["encoders"]["image"]["path"] == str(out / "tokenizer")
+    assert {"geneval", "geneval_random", "geneval_retrieval"} <= set(results["draw"]["draw"])
+    assert {"psnr", "codebook_usage"} <= set(results["tokenizer"]["reconstruct"])
+    assert "## Drawings from prompts (text to image)" in text and "![drawings](drawings.png)" in text
+    for run in ("pretrain", "vqa", "vqa_10pct", "caption", "av", "tokenizer", "draw"):
         losses = [json.loads(line)["loss"] for line in (out / run / "metrics.jsonl").read_text().splitlines()
                   if "loss" in json.loads(line)]
         assert losses[-1] < losses[0]

@@ -62,7 +62,7 @@ def expected_metrics(task_type, task, records):
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, sound_data, clip_data, tokenizer_run,
-                                             audio_tokenizer_run, video_tokenizer_run, tmp_path):
+                                             audio_tokenizer_run, tmp_path):
     data = av_data if config_path.name.startswith(("shapes-av", "shapes-video", "audio-", "caption-video",
                                                    "caption-audio")) else shapes_data
     prefix = generation_prefix(config_path)
@@ -73,8 +73,12 @@ def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, 
     if load_config(config_path).model.get("decoder", {}).get("type") == "hf":  # the user's LM folder: a tiny one
         texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
         overrides.append(f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}")
+    for name, task in load_config(config_path).tasks.items():  # a task's own manifests: the same tiny ones
+        if "data" in task:
+            overrides += [f"tasks.{name}.data.{s}={data / f'{prefix}{s}.jsonl'}" for s in ("train", "val", "test")]
+    # what a generation model reads; text to video reads the image tokenizer frame by frame, as shipped
     overrides += stage_one(config_path, {"image": tokenizer_run, "audio": audio_tokenizer_run,
-                                         "video": video_tokenizer_run})  # what a generation model reads
+                                         "video": tokenizer_run})
     if load_config(config_path).train.init_from:  # stage 2 of a recipe: its stage 1 is trained elsewhere
         overrides.append("train.init_from=null")
     config = load_config(config_path, overrides)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from polymodal.api import load
 from polymodal.cli import main
@@ -17,7 +18,7 @@ from polymodal.config import load_config
 from polymodal.data.manifest import read_manifest
 from polymodal.data.media import decode_video
 from polymodal.data.video_generation import NUM_FRAMES, synthesize_video_generation
-from polymodal.errors import PolymodalError
+from polymodal.errors import ConfigError, PolymodalError
 from polymodal.training.trainer import train
 from tests.conftest import logged_losses
 
@@ -84,3 +85,38 @@ def test_a_reloaded_run_makes_the_same_clips_and_evaluation_reports_the_baseline
     with pytest.raises(PolymodalError, match="this model has no text_to_audio task"):
         model.generate_audio("a bell")
     assert torch.equal(torch.as_tensor(one), torch.as_tensor(model.generate_video("a small green circle moving down")[0]))
+
+
+def test_an_image_tokenizers_run_codes_each_frame_as_a_video_tokenizer(tokenizer_run, clip_data, tmp_path):
+    """`model.encoders.video: {type: tokenizer, path: IMAGE_RUN}`: a clip's codes are its frames' image codes
+    in order (the image tokenizer's own, the oracle), and the clips made decode frame by frame through its
+    pixel decoder; the run saves the image tokenizer and reloads the same."""
+    sets = [*_sets(clip_data), f"model.encoders.video.path={tokenizer_run}", "model.encoders.video.num_frames=4",
+            "model.decoder.width=32", "model.decoder.depth=1", "model.decoder.num_heads=2", "train.max_steps=2",
+            "train.batch_size=4", "tasks.clip.samples=1"]
+    train(load_config(CONFIGS / "text-to-video.yaml", sets), tmp_path / "clip", log=lambda _: None)
+    model, image = load(tmp_path / "clip"), load(tokenizer_run)
+    path = clip_data / read_manifest(clip_data / "clip-test.jsonl")[0]["video"]
+    frames, _ = decode_video(path)
+    codes = model._encode(fuse=False, video=[path]).modalities["video"].codes[0].cpu()
+    assert torch.equal(codes, image.encode_tokens([Image.fromarray(f) for f in frames]).flatten())
+    clip = model.generate_video("a small red circle moving left", n=1, seed=0)[0]
+    head = model.system.model.tasks["clip"]
+    drawn = head.draw([head.data.prompt_ids("a small red circle moving left")], seed=0)[0]
+    per_frame = np.stack([np.asarray(im) for im in image.decode_tokens(drawn.reshape(NUM_FRAMES, 64))])
+    assert clip.shape == (NUM_FRAMES, 64, 64, 3) and np.array_equal(clip, per_frame)
+    again = load(tmp_path / "clip").generate_video("a small red circle moving left", n=1, seed=0)[0]
+    assert np.array_equal(again, clip)
+
+
+def test_a_video_tokenizer_path_names_what_it_needs(tokenizer_run, video_tokenizer_run, audio_tokenizer_run,
+                                                   clip_data, tmp_path):
+    base = [*_sets(clip_data), "train.max_steps=1", "model.decoder.width=32", "model.decoder.depth=1",
+            "model.decoder.num_heads=2"]
+    for path, options, message in (
+            (video_tokenizer_run, ["model.encoders.video.num_frames=8"], "codes clips of 4 frames, got 8"),
+            (audio_tokenizer_run, [], "is not a video tokenizer \\(or, for video, an image tokenizer's run"),
+            (tokenizer_run, ["model.encoders.video.fps=4"], "video.fps: a trained tokenizer .* give only num_frames")):
+        with pytest.raises(ConfigError, match=message):
+            train(load_config(CONFIGS / "text-to-video.yaml", [*base, f"model.encoders.video.path={path}", *options]),
+                  tmp_path / "x", log=lambda _: None)

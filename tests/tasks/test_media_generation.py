@@ -318,7 +318,7 @@ def test_parallel_training_learns_codes_from_the_prompt():
     assert drawn.tolist() == [[1, 1, 6, 6], [3, 4, 3, 4]]
 
 
-def test_parallel_decoding_needs_our_decoder_and_a_mask_token():
+def test_parallel_decoding_needs_our_decoder_a_mask_token_and_no_cache_settings():
     with pytest.raises(ValueError, match="decoding: expected one of autoregressive, parallel"):
         parallel_task(decoding="diffusion")
     with pytest.raises(ValueError, match="mask token"):
@@ -326,3 +326,6 @@ def test_parallel_decoding_needs_our_decoder_and_a_mask_token():
                             decoding="parallel")
     with pytest.raises(ValueError, match="steps: expected 1 to 4"):
         parallel_task(steps=5)
+    for options in ({"cache": "static"}, {"compiled": True}):  # no KV cache to keep: refused, not ignored
+        with pytest.raises(ValueError, match="parallel decoding reads the whole sequence"):
+            parallel_task(**options)

@@ -279,6 +279,9 @@ class MediaGenerationTask(Task):
                                  "tokenizer has none ([MASK] / <mask>)")
             if not 1 <= steps <= length:
                 raise ValueError(f"steps: expected 1 to {length} (the codes of one item), got {steps}")
+            if cache != "dynamic" or compiled:  # each pass reads the whole sequence again: no cache to keep
+                raise ValueError("cache and compiled set how autoregressive decoding keeps its KV cache; parallel "
+                                 "decoding reads the whole sequence at each pass and has none: leave them unset")
         self.decoder, self.encoder = Borrowed(decoder), Borrowed(encoder)
         data.media = decoder.media[modality]
         longest = 1 + data.max_prompt_length + data.media.length + 2
