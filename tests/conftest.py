@@ -99,6 +99,15 @@ def stage_one(config_path: Path, tokenizer_run: Path | dict[str, Path]) -> list[
             if isinstance(spec, dict) and spec.get("type") == "tokenizer" and "path" in spec]
 
 
+def own_task_data(config_path: Path, data: Path, prefix: str = "") -> list[str]:
+    """Overrides pointing each task's own manifests (`tasks.NAME.data`, as any-to-any's caption task has)
+    at `data`'s `{prefix}{split}.jsonl`."""
+    raw = yaml.safe_load(Path(config_path).read_text())
+    return [f"tasks.{name}.data.{split}={data / f'{prefix}{split}.jsonl'}"
+            for name, task in raw["tasks"].items() if isinstance(task, dict) and "data" in task
+            for split in ("train", "val", "test")]
+
+
 def logged_losses(run: Path) -> list[float]:
     """The training losses a run logged (metrics.jsonl), in order."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.training.trainer import train
-from tests.conftest import generation_prefix, stage_one
+from tests.conftest import generation_prefix, own_task_data, stage_one
 
 CONFIGS = sorted((Path(__file__).parents[2] / "src" / "polymodal" / "configs").glob("*.yaml"))
 
@@ -73,9 +73,7 @@ def test_shipped_config_trains_and_evaluates(config_path, shapes_data, av_data, 
     if load_config(config_path).model.get("decoder", {}).get("type") == "hf":  # the user's LM folder: a tiny one
         texts = [r["text"] for r in read_manifest(data / "train.jsonl")]
         overrides.append(f"model.decoder.path={save_tiny_lm(tmp_path / 'lm', 'gpt2', texts)}")
-    for name, task in load_config(config_path).tasks.items():  # a task's own manifests: the same tiny ones
-        if "data" in task:
-            overrides += [f"tasks.{name}.data.{s}={data / f'{prefix}{s}.jsonl'}" for s in ("train", "val", "test")]
+    overrides += own_task_data(config_path, data, prefix)  # a task's own manifests: the same tiny ones
     # what a generation model reads; text to video reads the image tokenizer frame by frame, as shipped
     overrides += stage_one(config_path, {"image": tokenizer_run, "audio": audio_tokenizer_run,
                                          "video": tokenizer_run})

@@ -19,6 +19,7 @@ from polymodal.data.manifest import read_manifest
 from polymodal.data.shapes_generation import synthesize_generation
 from polymodal.errors import ConfigError
 from polymodal.training.trainer import train
+from tests.conftest import own_task_data
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 
@@ -135,8 +136,9 @@ def test_a_parallel_decoder_trains_and_draws_in_a_few_passes(runs, tmp_path):
 
 def test_any_to_any_one_model_draws_and_captions_with_the_same_codes(runs, tmp_path):
     root, data = runs
-    sets = [*_sets(data), f"model.encoders.image.path={root / 'tokenizer'}", "model.decoder.width=64",
-            "model.decoder.depth=2", "model.decoder.num_heads=4", "train.max_steps=160", "train.batch_size=16",
+    sets = [*_sets(data), *own_task_data(CONFIGS / "any-to-any.yaml", data), f"model.encoders.image.path={root / 'tokenizer'}",
+            "model.decoder.width=64", "model.decoder.depth=2", "model.decoder.num_heads=4", "train.max_steps=160",
+            "train.batch_size=16",
             "train.log_every=1", "tasks.draw.samples=1"]  # one task a step (round robin): log every step
     train(load_config(CONFIGS / "any-to-any.yaml", sets), tmp_path / "a2a", log=lambda _: None)
     lines = [json.loads(line) for line in (tmp_path / "a2a" / "metrics.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from polymodal.data.shapes_av import synthesize_av
 from polymodal.models.tiny_lm import save_tiny_lm
 from polymodal.tasks import TASKS
 from polymodal.training.trainer import Trainer, train
-from tests.conftest import generation_prefix, stage_one
+from tests.conftest import generation_prefix, own_task_data, stage_one
 
 CONFIGS = Path(__file__).parents[2] / "src" / "polymodal" / "configs"
 AV = ("shapes-av", "shapes-video", "audio-", "caption-video", "caption-audio")
@@ -42,7 +42,7 @@ def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str,
     data = (generated or {}).get(prefix, data)  # the prompted sounds or clips
     overrides = [f"data.train={data / f'{prefix}train.jsonl'}", f"data.val={data / f'{prefix}val.jsonl'}",
                  f"data.test={data / f'{prefix}test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
-                 "train.init_from=null", "data.num_workers=0", *sets]
+                 "train.init_from=null", "data.num_workers=0", *own_task_data(CONFIGS / name, data, prefix), *sets]
     if tokenizer is not None:
         overrides += stage_one(CONFIGS / name, tokenizer)
     if load_config(CONFIGS / name).model.get("decoder", {}).get("type") == "hf":  # the user's LM: a tiny one
