@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -164,16 +164,37 @@ class LoadedModel:
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
 
     @torch.no_grad()
+    def label_probabilities(self, examples: Sequence[dict[str, Any]], task: str | None = None) -> tuple[list[str], torch.Tensor]:
+        """A batch's labels at once: the task's labels (a VQA task's answers) and each example's probabilities
+        over them, (N, labels) on the CPU. Each example is {modality: value} with the media the task reads
+        (and "text": the question, for VQA); `task`: a classification or VQA task (default: the first
+        classification task)."""
+        kinds = (ClassificationTask, VQATask)
+        if task is None:
+            task = self._task_of(ClassificationTask, None)
+        elif task not in self.system.model.tasks or not isinstance(self.system.model.tasks[task], kinds):
+            raise PolymodalError(f"task {task!r} is not a classification or VQA task; this model's tasks: {self.tasks}")
+        if not examples:
+            raise PolymodalError("examples: expected at least one")
+        head = self.system.model.tasks[task]
+        rows = [self._task_inputs(task, dict(example)) for example in examples]
+        inputs = {m: [row[m][0] for row in rows] for m in rows[0]}
+        return list(head.data.vocab), head.scores(self._encode(**inputs)).cpu()
+
+    @torch.no_grad()
     def generate(self, prompt: str | Sequence[str] | None = None, *, images: Sequence[ImageLike] = (),
                  videos: Sequence[str | Path] = (), audios: Sequence[str | Path] = (), task: str | None = None,
                  num_beams: int = 1, sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None,
-                 length_penalty: float = 1.0, cache: str | None = None, compiled: bool | None = None) -> list[str]:
+                 length_penalty: float = 1.0, cache: str | None = None, compiled: bool | None = None,
+                 on_step: Callable[[torch.Tensor], None] | None = None) -> list[str]:
         """Generated text for each example, batched: the i-th of `images` / `videos` / `audios` (whichever
         the generative task reads) is example i; `prompt` (one, or one per example) is text the generation
         continues. Greedy by default; `num_beams` > 1 for beam search, `sample=True` (with `temperature`,
         `top_k`, `top_p`, `seed`) for sampling. `cache="static"` and `compiled=True` decode with a static
-        KV cache and compiled steps (the same tokens; faster on a GPU); default: the task's settings."""
+        KV cache and compiled steps (the same tokens; faster on a GPU); default: the task's settings.
+        `on_step`: given each step's (B,) token ids as they are made, -1 for finished rows (greedy or
+        sampled decoding): what `polymodal serve` streams."""
         name = self._task_of(self._caption_kind() if task is None else TextGenerationTask, task)
         head = self.system.model.tasks[name]
         given = {"image": list(images), "video": list(videos), "audio": list(audios)}
@@ -199,7 +220,8 @@ class LoadedModel:
                                           compiled=head.generation.compiled if compiled is None else compiled)
         except ValueError as error:
             raise PolymodalError(str(error)) from None
-        return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts)
+        return head.predict(self.system.model, self._inputs(**values), settings=settings, prompts=prompts,
+                            on_step=on_step)
 
     @torch.no_grad()
     def generate_image(self, prompt: str | Sequence[str], n: int = 4, *, guidance: float | None = None, seed: int = 0,

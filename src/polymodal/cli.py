@@ -424,6 +424,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or cuda:N")
     pr.set_defaults(func=_predict)
+
+    from .export.commands import add_commands as add_export
+    from .serving.commands import add_commands as add_serving
+
+    add_serving(sub)
+    add_export(sub)
     return p
 
 

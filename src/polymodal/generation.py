@@ -109,7 +109,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 @torch.no_grad()
 def generate(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tensor | None,
-             settings: GenerationSettings) -> list[list[int]]:
+             settings: GenerationSettings, on_step: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
     """Continue each prompt.
 
     Args:
@@ -118,11 +118,16 @@ def generate(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tens
         ids: (B, T) left-padded prompt ids.
         mask: (B, T) bool, True on real tokens; None: no padding.
         settings: the decoding strategy and its limits.
+        on_step: called after each step with its (B,) tokens, -1 for rows already finished (a stop token
+            is passed once, in the step that makes it): what a server streams. Greedy and sampled decoding
+            only (beam search settles its tokens at the end).
 
     Returns:
         B lists of generated token ids, each cut before its first stop token.
     """
     if settings.num_beams > 1:
+        if on_step is not None:
+            raise ValueError("on_step: beam search settles its tokens at the end; stream greedy or sampled decoding")
         return _beam_search(start, ids, mask, settings)
     session = start(1, **settings.session_options())
     logits = session.prefill(ids, mask)
@@ -133,6 +138,8 @@ def generate(start: Callable[..., Decoding], ids: torch.Tensor, mask: torch.Tens
     for t in range(settings.max_new_tokens):
         token = _sample(logits.float(), settings, generator) if settings.sample else logits.argmax(-1)  # (B,)
         out.append(torch.where(done, -1, token))
+        if on_step is not None:
+            on_step(out[-1].cpu())
         done = done | torch.isin(token, stop)
         if bool(done.all()) or t + 1 == settings.max_new_tokens:
             break

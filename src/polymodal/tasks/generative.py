@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -173,16 +174,19 @@ class TextGenerationTask(Task):
         return self.predict(model, inputs, prompts=target["prompt"])
 
     def predict(self, model: nn.Module, inputs: dict[str, dict[str, torch.Tensor]],
-                settings: GenerationSettings | None = None, prompts: list[list[int]] | None = None) -> list[str]:
+                settings: GenerationSettings | None = None, prompts: list[list[int]] | None = None,
+                on_step: Callable[[torch.Tensor], None] | None = None) -> list[str]:
         """Generated text per example (greedy or beam search by the task's settings, or `settings`).
 
         `prompts`: each example's prompt ids (`TextTargetData.prompt_ids`); default: the media alone.
+        `on_step`: given each step's (B,) token ids as they are made (`generation.generate`'s).
         """
         out = model.encode(inputs, fuse=self.needs_fusion)
-        return [self.data.tokenizer.decode(t) for t in self.generate_ids(out, settings, prompts)]
+        return [self.data.tokenizer.decode(t) for t in self.generate_ids(out, settings, prompts, on_step)]
 
     def generate_ids(self, out: ModelOutput, settings: GenerationSettings | None = None,
-                     prompts: list[list[int]] | None = None) -> list[list[int]]:
+                     prompts: list[list[int]] | None = None,
+                     on_step: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
         """Token ids generated from `out` (each list cut before the end token)."""
         tokenizer = self.data.tokenizer
         some = out.memory if out.memory is not None else next(iter(out.modalities.values()))
@@ -196,4 +200,4 @@ class TextGenerationTask(Task):
         if tokenizer.sep_id not in settings.stop_ids:
             settings = replace(settings, stop_ids=(*settings.stop_ids, tokenizer.sep_id))
         return generate(lambda repeat, **options: self.decoder.module.start(out, repeat, **options),
-                        ids.to(device), mask.to(device), settings)
+                        ids.to(device), mask.to(device), settings, on_step)
