@@ -1,14 +1,17 @@
 """Serving throughput and latency: `polymodal serve` under concurrent clients, dynamic batching on and off.
 
-Two runs of shipped recipes (trained here for `--steps` steps on the built-in benchmark unless `--clip-run`
-and `--chat-run` name trained runs): `shapes-clip.yaml` for `/v1/embeddings`, `caption-image.yaml` for
-`/v1/chat/completions` (an image in, its caption out). For each endpoint, each concurrency (1, 8, 32) and
+Runs of shipped recipes (trained here for `--steps` steps on the built-in benchmark unless `--clip-run`,
+`--minilm-run` and `--chat-run` name trained runs): for `/v1/embeddings` of text, `shapes-clip.yaml` (a tiny
+text tower, ~0.1 ms a text: what the server itself costs a request shows) and `shapes-clip-minilm.yaml` (the
+real 22M-parameter all-MiniLM-L6-v2 text tower: a model whose own cost dominates, as in real serving); for
+`/v1/chat/completions`, `caption-image.yaml` (an image in, its caption out). For each endpoint, each concurrency (1, 8, 32) and
 batching on (`--max-batch-size 32 --batch-timeout-ms 10`, the defaults) or off (`--max-batch-size 1`), a
 fresh server process answers `--requests` requests from `concurrency` clients that each send the next one
 as soon as theirs is answered: requests/s, and p50 / p99 latency. Streaming chat at concurrency 8 gives time
 to first token (TTFT) and time per output token after it (TPOT), `vllm bench serve`'s way.
 
-`embed_batching_speedup` is requests/s with batching over without, at concurrency 32. The clients run in
+`embed_batching_speedup` is requests/s with batching over without, at concurrency 32, for each embedding
+model. The clients run in
 this process on the same machine as the server (on a 2-core CPU they share it). The last line printed is one
 JSON object with every figure.
 """
@@ -37,6 +40,7 @@ ROOT = Path(__file__).parents[1]
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clip-run", default=None, help="a shapes-clip run (default: train one here)")
+    p.add_argument("--minilm-run", default=None, help="a shapes-clip-minilm run (default: train one here)")
     p.add_argument("--chat-run", default=None, help="a caption-image run (default: train one here)")
     p.add_argument("--steps", type=int, default=30, help="training steps of the runs made here")
     p.add_argument("--requests", type=int, default=256, help="embedding requests per setting")
@@ -156,7 +160,8 @@ def main() -> None:
     data = work / "data"
     subprocess.run([sys.executable, "-m", "polymodal.cli", "synth", "--out", str(data), "--n-train", "512",
                     "--n-val", "64", "--n-test", "256"], check=True, stdout=subprocess.DEVNULL)
-    clip = Path(args.clip_run) if args.clip_run else _train("shapes-clip.yaml", data, work / "clip", args.steps)
+    embedders = {name: Path(given) if given else _train(f"{name}.yaml", data, work / name, args.steps)
+                 for name, given in (("shapes-clip", args.clip_run), ("shapes-clip-minilm", args.minilm_run))}
     chat = Path(args.chat_run) if args.chat_run else _train("caption-image.yaml", data, work / "chat", args.steps)
     records = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in records]
@@ -164,26 +169,27 @@ def main() -> None:
     embed_bodies = [{"input": texts[i % len(texts)]} for i in range(args.requests)]
     chat_bodies = [{"max_tokens": args.max_tokens, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": images[i % len(images)]}}]}]} for i in range(args.chat_requests)]
-    results: dict = {"embeddings": {}, "chat": {}}
+    results: dict = {"embeddings": {name: {} for name in embedders}, "chat": {}}
     for batching, size in (("on", 32), ("off", 1)):
-        with Server(clip, size, args.threads) as server:
-            asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies[:16], 4))  # warm-up
-            for c in levels:
-                figures = asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies, c))
-                results["embeddings"][f"{batching}/c{c}"] = figures
-                print(f"embeddings batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
+        for name, run in embedders.items():
+            with Server(run, size, args.threads) as server:
+                asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies[:16], 4))  # warm-up
+                for c in levels:
+                    figures = asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies, c))
+                    results["embeddings"][name][f"{batching}/c{c}"] = figures
+                    print(f"embeddings {name:18s} batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
         with Server(chat, size, args.threads) as server:
             asyncio.run(_load(server.url, "/v1/chat/completions", chat_bodies[:4], 2))
             for c in levels:
                 figures = asyncio.run(_load(server.url, "/v1/chat/completions", chat_bodies, c))
                 results["chat"][f"{batching}/c{c}"] = figures
-                print(f"chat       batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
+                print(f"chat       {'caption-image':18s} batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
             streamed = asyncio.run(_stream(server.url, chat_bodies, 8))
             results["chat"][f"{batching}/stream_c8"] = streamed
-            print(f"chat       batching {batching:3s} streamed at 8: {streamed}", flush=True)
+            print(f"chat       {'caption-image':18s} batching {batching:3s} streamed at 8: {streamed}", flush=True)
     top = max(levels)
-    summary = {"embed_batching_speedup": round(results["embeddings"][f"on/c{top}"]["rps"]
-                                               / results["embeddings"][f"off/c{top}"]["rps"], 2),
+    summary = {"embed_batching_speedup": {name: round(r[f"on/c{top}"]["rps"] / r[f"off/c{top}"]["rps"], 2)
+                                          for name, r in results["embeddings"].items()},
                "chat_batching_speedup": round(results["chat"][f"on/c{top}"]["rps"] / results["chat"][f"off/c{top}"]["rps"], 2),
                "concurrency": top, **results}
     print(json.dumps(summary))

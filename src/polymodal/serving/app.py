@@ -12,8 +12,6 @@ import base64
 import contextlib
 import hmac
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,7 +32,7 @@ from .engine import ChatItem, ServedModel
 from .errors import APIError
 from .fields import Fields, parse_json
 from .media import Media, MediaLimits
-from .parts import materialise, read_part
+from .parts import Scratch, materialise, read_part
 from .search import SearchIndex
 
 PLAYGROUND = Path(__file__).with_name("playground.html")
@@ -291,21 +289,22 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
         task_limit = _chat_limit(model)
         item = ChatItem(text=texts, media={}, n=n, max_tokens=max_tokens or task_limit, sample=sample,
                         temperature=temperature or 1.0, top_p=top_p if top_p is not None else 1.0, seed=seed % 2**63)
-        folder, streaming = tempfile.mkdtemp(prefix="polymodal-serve-"), False
+        scratch, streaming = Scratch(), False
         try:
-            item.media = await run_in_threadpool(lambda: {k: materialise(v, Path(folder), limits)
-                                                          for k, v in media.items()})
+            if media:
+                item.media = await run_in_threadpool(lambda: {k: materialise(v, scratch, limits)
+                                                              for k, v in media.items()})
             prompt_tokens = model.check_chat(item)
             created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
             if stream:  # the stream owns the folder from here, and removes it when it ends
                 streaming = True
                 return StreamingResponse(_stream(server, model, item, stops, ident, created, prompt_tokens,
-                                                 include_usage, folder), media_type="text/event-stream")
+                                                 include_usage, scratch), media_type="text/event-stream")
             result = await server.run(model.chat_key(item), model.run_chat, item)
             return _completion(model, result, stops, ident, created, prompt_tokens)
         finally:
             if not streaming:
-                shutil.rmtree(folder, ignore_errors=True)
+                scratch.close()
 
     # ---------------------------------------------------------------- embeddings, classes, reranking, search
     @app.post("/v1/embeddings")
@@ -352,11 +351,11 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
                            param="input", code="too_many_items")
         labels_count = len(model.model.system.model.tasks[task].data.vocab)
         top_k = body.int("top_k", 1, low=1, high=labels_count)
-        with tempfile.TemporaryDirectory(prefix="polymodal-serve-") as folder:
+        with Scratch() as scratch:
             examples = []
             for i, raw_item in enumerate(items):
                 parts = raw_item if isinstance(raw_item, list) else [raw_item]
-                example = await _example(parts, f"input[{i}]", task, folder, limits, settings, model)
+                example = await _example(parts, f"input[{i}]", task, scratch, limits, settings, model)
                 examples.append(example)
             results = await asyncio.gather(*(server.run(("classify", model.name, task),
                                                         lambda ex, t=task: model.run_classify(t, ex), e)
@@ -501,7 +500,7 @@ def _chat_limit(model: ServedModel) -> int:
     return head.generation.max_new_tokens if hasattr(head, "generation") else 1
 
 
-async def _example(parts: list, param: str, task: str, folder: str, limits: MediaLimits,
+async def _example(parts: list, param: str, task: str, scratch: Scratch, limits: MediaLimits,
                    settings: ServeSettings, model: ServedModel) -> dict[str, Any]:
     """One example for a classification task: its parts (one per modality the task reads), materialised."""
     reads, example = model.classifier_reads(task), {}
@@ -515,7 +514,7 @@ async def _example(parts: list, param: str, task: str, folder: str, limits: Medi
             model.check_text(value, where)
             example[kind] = value
         else:
-            example[kind] = await run_in_threadpool(materialise, value, Path(folder), limits)
+            example[kind] = await run_in_threadpool(materialise, value, scratch, limits)
     missing = [m for m in model.model.system.model.tasks[task].data.required_modalities if m not in example]
     if missing or not example:
         raise APIError(400, f"{param}: this task reads {', '.join(reads)}; missing: {', '.join(missing or reads)}",
@@ -528,7 +527,7 @@ async def _embed_items(server: Server, model: ServedModel, items: list, param: s
     """Each item's embedding (run through the batcher, one item per submission), and the text tokens."""
     settings, limits = server.settings, server.settings.media
     tokens = 0
-    with tempfile.TemporaryDirectory(prefix="polymodal-serve-") as folder:
+    with Scratch() as scratch:
         ready = []  # every item checked before any is submitted
         for i, raw in enumerate(items):
             where = names[i] if names else f"{param}[{i}]"
@@ -541,7 +540,7 @@ async def _embed_items(server: Server, model: ServedModel, items: list, param: s
                 model.check_text(value, where)
                 tokens += model.count_tokens(value)
             else:
-                value = await run_in_threadpool(materialise, value, Path(folder), limits)
+                value = await run_in_threadpool(materialise, value, scratch, limits)
             ready.append((kind, value))
         vectors = await asyncio.gather(*(server.run(("embed", model.name, kind), lambda vs, k=kind: model.run_embed(k, vs),
                                                     value) for kind, value in ready))
@@ -580,7 +579,7 @@ def _sse(payload: dict[str, Any]) -> str:
 
 
 async def _stream(server: Server, model: ServedModel, item: ChatItem, stops: list[str], ident: str, created: int,
-                  prompt_tokens: int, include_usage: bool, folder: str) -> AsyncIterator[str]:
+                  prompt_tokens: int, include_usage: bool, scratch: Scratch) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, content deltas as tokens are made, a finish chunk per choice, the
     usage chunk (`stream_options.include_usage`), then `[DONE]`."""
     loop = asyncio.get_running_loop()
@@ -642,4 +641,4 @@ async def _stream(server: Server, model: ServedModel, item: ChatItem, stops: lis
                                                          "total_tokens": prompt_tokens + completion}})
         yield "data: [DONE]\n\n"
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        scratch.close()

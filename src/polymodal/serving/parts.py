@@ -12,6 +12,8 @@ URL: a data URI, `file:` under the server's media root, or http(s) on an allowed
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,31 @@ def read_part(value: Any, param: str, limits: MediaLimits, max_text: int) -> tup
     return URL_KINDS[kind], load_url(url, URL_KINDS[kind], where, limits)
 
 
-def materialise(media: Media, folder: Path, limits: MediaLimits) -> Any:
-    """What a model's processor reads: a PIL image, or the path of a checked sound or clip file."""
-    return image(media, limits) if media.kind == "image" else media_file(media, folder, limits)
+class Scratch:
+    """A request's temporary folder, made on first use (text and images never need one: most requests make
+    none) and removed by `close` (or on leaving a `with`)."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="polymodal-serve-"))
+        return self._path
+
+    def close(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+    def __enter__(self) -> "Scratch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def materialise(media: Media, scratch: Scratch, limits: MediaLimits) -> Any:
+    """What a model's processor reads: a PIL image, or the path of a checked sound or clip file (written in
+    `scratch`'s folder)."""
+    return image(media, limits) if media.kind == "image" else media_file(media, scratch.path(), limits)
