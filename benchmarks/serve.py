@@ -149,7 +149,7 @@ async def _stream(url: str, bodies: list[dict], concurrency: int) -> dict:
                     if len(times) > 1:
                         per_token.append((times[-1] - times[0]) / (len(times) - 1))
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"ttft_ms": round(1000 * statistics.median(first), 1),
+    return {"ttft_ms": round(1000 * statistics.median(first), 1) if first else None,  # None: no text came
             "tpot_ms": round(1000 * statistics.median(per_token), 1) if per_token else None}
 
 

@@ -3,7 +3,7 @@ corrupt media, private-address URLs, path traversal under the media root. None g
 answers a good request after them.
 
 The default run sends 1 500; `POLYMODAL_FUZZ_EXAMPLES=10000 pytest tests/serving/test_fuzz.py` sends more
-(docs/serving.md quotes a 10 000-request run)."""
+(docs/tutorials/serving.md quotes a 10 000-request run)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="write a trained run as ONNX graphs or as a Hugging Face LLaVA folder")
-    export.add_argument("run")
+    export.add_argument("run", help="a trained run folder")
     export.add_argument("--format", required=True, choices=FORMATS,
                         help="onnx: each encoder and labelling head (checked with onnxruntime); hf: a decoder-only "
                              "model as a LlavaForConditionalGeneration folder (checked with transformers)")

@@ -1,4 +1,4 @@
-"""`polymodal serve`: an OpenAI-compatible server over trained models (docs/serving.md)."""
+"""`polymodal serve`: an OpenAI-compatible server over trained models (docs/tutorials/serving.md)."""
 
 from .app import ServeSettings, create_app
 from .engine import ServedModel

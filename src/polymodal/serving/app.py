@@ -210,7 +210,7 @@ async def _body(request: Request) -> Fields:
 
 def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
                indexes: dict[str, SearchIndex] | None = None) -> FastAPI:
-    """The FastAPI app serving `models` (see docs/serving.md for every endpoint)."""
+    """The FastAPI app serving `models` (see docs/tutorials/serving.md for every endpoint)."""
     settings = settings or ServeSettings()
     server = Server(models, settings, indexes or {})
 

@@ -95,13 +95,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="serve trained runs: an OpenAI-compatible API, a playground page, metrics")
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run folders (NAME=RUN to name one; default: the "
                                                               "folder's name)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s; "
+                                                                 "0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     serve.add_argument("--max-batch-size", type=int, default=DEFAULTS["max_batch_size"],
-                       help="the most requests' items in one forward pass (1: no batching)")
+                       help="the most requests' items in one forward pass (1: no batching; default: "
+                            "%(default)s)")
     serve.add_argument("--batch-timeout-ms", type=float, default=DEFAULTS["batch_timeout_ms"],
-                       help="how long a batch's first request waits for others")
+                       help="how long a batch's first request waits for others (default: %(default)s)")
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 "
                                                        "(default: $POLYMODAL_API_KEY; none: open)")
     serve.add_argument("--media-root", default=None, help="the folder file: URLs may read from (default: none)")
@@ -110,25 +112,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--index", action="append", metavar="DIR", help="a search index (polymodal index), "
                                                                        "NAME=DIR to name it; repeatable")
     serve.add_argument("--max-concurrency", type=int, default=DEFAULTS["max_concurrency"],
-                       help="requests in flight; past it 429 with Retry-After")
+                       help="requests in flight; past it 429 with Retry-After (default: %(default)s)")
     serve.add_argument("--max-items", type=int, default=DEFAULTS["max_items"],
-                       help="inputs, documents, messages, parts or choices in one request")
-    serve.add_argument("--max-body-mb", type=float, default=DEFAULTS["max_body_mb"])
-    serve.add_argument("--max-media-mb", type=float, default=DEFAULTS["max_media_mb"], help="per media item")
-    serve.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"], help="per image or frame")
-    serve.add_argument("--max-audio-seconds", type=float, default=DEFAULTS["max_audio_seconds"])
-    serve.add_argument("--max-video-frames", type=int, default=DEFAULTS["max_video_frames"])
-    serve.add_argument("--request-timeout", type=float, default=DEFAULTS["request_timeout"], help="seconds, then 504")
+                       help="inputs, documents, messages, parts or choices in one request (default: "
+                            "%(default)s)")
+    serve.add_argument("--max-body-mb", type=float, default=DEFAULTS["max_body_mb"],
+                       help="the largest request body; past it 413 (default: %(default)s)")
+    serve.add_argument("--max-media-mb", type=float, default=DEFAULTS["max_media_mb"], help="per media item (default: %(default)s)")
+    serve.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"], help="per image or frame (default: %(default)s)")
+    serve.add_argument("--max-audio-seconds", type=float, default=DEFAULTS["max_audio_seconds"],
+                       help="per sound (default: %(default)s)")
+    serve.add_argument("--max-video-frames", type=int, default=DEFAULTS["max_video_frames"],
+                       help="per clip (default: %(default)s)")
+    serve.add_argument("--request-timeout", type=float, default=DEFAULTS["request_timeout"], help="seconds a request may take, then 504 (default: %(default)s)")
     serve.set_defaults(func=_serve)
 
     index = sub.add_parser("index", help="embed a manifest's records with a run and write a search index (faiss)")
-    index.add_argument("run")
+    index.add_argument("run", help="a trained run with a shared embedding space (model.embed_dim)")
     index.add_argument("--data", required=True, help="the manifest whose records to index")
     index.add_argument("--out", required=True, help="the index folder to write")
     index.add_argument("--modality", default=None, help="what to embed of each record (default: the first of "
                                                         "image, video, audio, text they all have)")
     index.add_argument("--exact-up-to", type=int, default=50_000, help="exact search up to this many records; "
-                                                                       "HNSW past it")
-    index.add_argument("--device", default="auto")
-    index.add_argument("--quiet", action="store_true")
+                                                                       "HNSW past it (default: %(default)s; benchmarks/search_index.py)")
+    index.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    index.add_argument("--quiet", action="store_true", help="no progress lines")
     index.set_defaults(func=_index)

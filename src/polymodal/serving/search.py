@@ -3,7 +3,7 @@ queried by the server's `/v1/search`: each record's embedding in the model's sha
 index (inner product of L2-normalised vectors: cosine similarity).
 
 Exact search (`IndexFlatIP`) up to `exact_up_to` records; past it an HNSW graph (`IndexHNSWFlat`, 32
-links, efSearch 128), whose search time grows with log n instead of n (docs/serving.md#search says where
+links, efSearch 128), whose search time grows with log n instead of n (docs/tutorials/serving.md#search says where
 the two cross on this CPU, and what HNSW's recall is there).
 """
 
@@ -21,6 +21,7 @@ from ..errors import PolymodalError
 
 INDEX_FILE, RECORDS_FILE, META_FILE = "index.faiss", "records.jsonl", "index.json"
 EXACT_UP_TO = 50_000
+HNSW_LINKS, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 MEDIA = ("image", "video", "audio", "text")
 
 
@@ -61,8 +62,8 @@ def build_index(model: LoadedModel, records: Sequence[dict[str, Any]], out: str 
     if exact:
         index = faiss.IndexFlatIP(vectors.shape[1])
     else:
-        index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     index.add(vectors)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ class SearchIndex:
         self.meta = json.loads((folder / META_FILE).read_text())
         self.index = faiss.read_index(str(folder / INDEX_FILE))
         if hasattr(self.index, "hnsw"):
-            self.index.hnsw.efSearch = 128
+            self.index.hnsw.efSearch = HNSW_EF_SEARCH
         self.records = [json.loads(line) for line in (folder / RECORDS_FILE).read_text().splitlines() if line]
         if len(self.records) != self.index.ntotal:
             raise PolymodalError(f"{folder}: {len(self.records)} records for {self.index.ntotal} vectors")
