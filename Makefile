@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/av_loading.py
 	$(BIN)/python benchmarks/shard_loading.py
-	$(BIN)/python benchmarks/serve.py --requests 512
+	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/search_index.py
 
 # The docs site (MkDocs, Material theme) into site/; --strict fails on any warning (a broken link or anchor).

@@ -4,16 +4,18 @@ Runs of shipped recipes (trained here for `--steps` steps on the built-in benchm
 `--minilm-run` and `--chat-run` name trained runs): for `/v1/embeddings` of text, `shapes-clip.yaml` (a tiny
 text tower, ~0.1 ms a text: what the server itself costs a request shows) and `shapes-clip-minilm.yaml` (the
 real 22M-parameter all-MiniLM-L6-v2 text tower: a model whose own cost dominates, as in real serving); for
-`/v1/chat/completions`, `caption-image.yaml` (an image in, its caption out). For each endpoint, each concurrency (1, 8, 32) and
-batching on (`--max-batch-size 32 --batch-timeout-ms 10`, the defaults) or off (`--max-batch-size 1`), a
-fresh server process answers `--requests` requests from `concurrency` clients that each send the next one
-as soon as theirs is answered: requests/s, and p50 / p99 latency. Streaming chat at concurrency 8 gives time
-to first token (TTFT) and time per output token after it (TPOT), `vllm bench serve`'s way.
+`/v1/chat/completions`, `caption-image.yaml` (an image in, its caption out).
 
-`embed_batching_speedup` is requests/s with batching over without, at concurrency 32, for each embedding
-model. The clients run in
-this process on the same machine as the server (on a 2-core CPU they share it). The last line printed is one
-JSON object with every figure.
+For each model, two server processes, batching on (`--max-batch-size 32 --batch-timeout-ms 10`, the
+defaults) and off (`--max-batch-size 1`); at each concurrency (1, 8, 32) each answers `--requests` requests
+from `concurrency` clients that each send the next one as soon as theirs is answered, in `--rounds`
+alternating rounds (on, off, off, on, ...: a slow spell of a shared machine falls on both): requests/s and
+p50 / p99 latency of the median round. Streaming chat at concurrency 8 gives time to first token (TTFT) and
+time per output token after it (TPOT), `vllm bench serve`'s way.
+
+`embed_batching_speedup` is requests/s with batching over without at concurrency 32, the median over
+rounds, for each embedding model. The clients run in this process on the same machine as the server (on a
+2-core CPU they share it). The last line printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--minilm-run", default=None, help="a shapes-clip-minilm run (default: train one here)")
     p.add_argument("--chat-run", default=None, help="a caption-image run (default: train one here)")
     p.add_argument("--steps", type=int, default=30, help="training steps of the runs made here")
-    p.add_argument("--requests", type=int, default=256, help="embedding requests per setting")
+    p.add_argument("--requests", type=int, default=512, help="embedding requests per setting")
+    p.add_argument("--minilm-requests", type=int, default=192, help="MiniLM embedding requests per setting")
     p.add_argument("--chat-requests", type=int, default=48, help="chat requests per setting")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of batching on and off per setting")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: its default)")
@@ -153,6 +157,35 @@ async def _stream(url: str, bodies: list[dict], concurrency: int) -> dict:
             "tpot_ms": round(1000 * statistics.median(per_token), 1) if per_token else None}
 
 
+def _compare(run: Path, path: str, bodies: list[dict], levels: list[int], args: argparse.Namespace, label: str,
+             stream: bool = False) -> tuple[dict, float]:
+    """Batching on and off for one model: both servers up at once, measured in alternating rounds (so a slow
+    spell of the machine falls on both), each setting's round of median requests/s kept; and the median over
+    rounds of on / off requests/s at the top concurrency."""
+    results: dict = {}
+    ratios = []
+    with Server(run, 32, args.threads) as on, Server(run, 1, args.threads) as off:
+        servers = {"on": on, "off": off}
+        for server in servers.values():
+            asyncio.run(_load(server.url, path, bodies[:8], 2))  # warm-up
+        for c in levels:
+            rounds: dict[str, list[dict]] = {"on": [], "off": []}
+            for r in range(args.rounds):
+                for batching in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                    rounds[batching].append(asyncio.run(_load(servers[batching].url, path, bodies, c)))
+            for batching, figures in rounds.items():
+                results[f"{batching}/c{c}"] = sorted(figures, key=lambda f: f["rps"])[len(figures) // 2]
+                print(f"{label} batching {batching:3s} concurrency {c:2d}: {results[f'{batching}/c{c}']} "
+                      f"(rounds: {[f['rps'] for f in figures]} req/s)", flush=True)
+            if c == max(levels):
+                ratios = [a["rps"] / b["rps"] for a, b in zip(rounds["on"], rounds["off"])]
+        if stream:
+            for batching, server in servers.items():
+                results[f"{batching}/stream_c8"] = asyncio.run(_stream(server.url, bodies, 8))
+                print(f"{label} batching {batching:3s} streamed at 8: {results[f'{batching}/stream_c8']}", flush=True)
+    return results, round(statistics.median(ratios), 2)
+
+
 def main() -> None:
     args = parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -169,29 +202,16 @@ def main() -> None:
     embed_bodies = [{"input": texts[i % len(texts)]} for i in range(args.requests)]
     chat_bodies = [{"max_tokens": args.max_tokens, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": images[i % len(images)]}}]}]} for i in range(args.chat_requests)]
-    results: dict = {"embeddings": {name: {} for name in embedders}, "chat": {}}
-    for batching, size in (("on", 32), ("off", 1)):
-        for name, run in embedders.items():
-            with Server(run, size, args.threads) as server:
-                asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies[:16], 4))  # warm-up
-                for c in levels:
-                    figures = asyncio.run(_load(server.url, "/v1/embeddings", embed_bodies, c))
-                    results["embeddings"][name][f"{batching}/c{c}"] = figures
-                    print(f"embeddings {name:18s} batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
-        with Server(chat, size, args.threads) as server:
-            asyncio.run(_load(server.url, "/v1/chat/completions", chat_bodies[:4], 2))
-            for c in levels:
-                figures = asyncio.run(_load(server.url, "/v1/chat/completions", chat_bodies, c))
-                results["chat"][f"{batching}/c{c}"] = figures
-                print(f"chat       {'caption-image':18s} batching {batching:3s} concurrency {c:2d}: {figures}", flush=True)
-            streamed = asyncio.run(_stream(server.url, chat_bodies, 8))
-            results["chat"][f"{batching}/stream_c8"] = streamed
-            print(f"chat       {'caption-image':18s} batching {batching:3s} streamed at 8: {streamed}", flush=True)
-    top = max(levels)
-    summary = {"embed_batching_speedup": {name: round(r[f"on/c{top}"]["rps"] / r[f"off/c{top}"]["rps"], 2)
-                                          for name, r in results["embeddings"].items()},
-               "chat_batching_speedup": round(results["chat"][f"on/c{top}"]["rps"] / results["chat"][f"off/c{top}"]["rps"], 2),
-               "concurrency": top, **results}
+    results: dict = {"embeddings": {}, "chat": {}}
+    speedups: dict = {}
+    for name, run in embedders.items():
+        bodies = embed_bodies[:args.minilm_requests] if "minilm" in name else embed_bodies
+        results["embeddings"][name], speedups[name] = _compare(run, "/v1/embeddings", bodies, levels, args,
+                                                               f"embeddings {name:18s}")
+    results["chat"], chat_speedup = _compare(chat, "/v1/chat/completions", chat_bodies, levels, args,
+                                             f"chat       {'caption-image':18s}", stream=True)
+    summary = {"embed_batching_speedup": speedups, "chat_batching_speedup": chat_speedup, "concurrency": max(levels),
+               "rounds": args.rounds, **results}
     print(json.dumps(summary))
 
 
