@@ -174,9 +174,9 @@ def _compare(run: Path, path: str, bodies: list[dict], levels: list[int], args: 
                 for batching in (("on", "off") if r % 2 == 0 else ("off", "on")):
                     rounds[batching].append(asyncio.run(_load(servers[batching].url, path, bodies, c)))
             for batching, figures in rounds.items():
-                results[f"{batching}/c{c}"] = sorted(figures, key=lambda f: f["rps"])[len(figures) // 2]
-                print(f"{label} batching {batching:3s} concurrency {c:2d}: {results[f'{batching}/c{c}']} "
-                      f"(rounds: {[f['rps'] for f in figures]} req/s)", flush=True)
+                results[f"{batching}/c{c}"] = {**sorted(figures, key=lambda f: f["rps"])[len(figures) // 2],
+                                               "rounds_rps": [f["rps"] for f in figures]}
+                print(f"{label} batching {batching:3s} concurrency {c:2d}: {results[f'{batching}/c{c}']}", flush=True)
             if c == max(levels):
                 ratios = [a["rps"] / b["rps"] for a, b in zip(rounds["on"], rounds["off"])]
         if stream:

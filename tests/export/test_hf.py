@@ -15,7 +15,7 @@ from polymodal.api import load
 from polymodal.cli import main
 from polymodal.models.tiny_lm import save_tiny_lm
 from tests import hf_folders
-from tests.serving.conftest import train_shipped
+from serving.conftest import train_shipped
 
 
 @pytest.fixture(scope="module")

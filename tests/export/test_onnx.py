@@ -13,7 +13,7 @@ import torch
 from polymodal.api import load
 from polymodal.cli import main
 from polymodal.data.manifest import read_manifest
-from tests.serving.conftest import train_shipped
+from serving.conftest import train_shipped
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from polymodal.serving.search import build_index
 from polymodal.data.manifest import read_manifest
 from polymodal.serving import ServeSettings, create_app
 from polymodal.serving.search import SearchIndex
-from tests.serving.conftest import first_record, make_app, png_uri
+from serving.conftest import first_record, make_app, png_uri
 
 
 @pytest.fixture(scope="module")

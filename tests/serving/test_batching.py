@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from polymodal.serving.batching import Batcher
-from tests.serving.conftest import make_app, running
+from serving.conftest import make_app, running
 
 
 def _gather(batcher: Batcher, items: list, key=lambda i: "k", run=None):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from polymodal.serving.media import MediaLimits
-from tests.serving.conftest import make_app, png_uri
+from serving.conftest import make_app, png_uri
 from tests.serving.test_guards import huge_png
 
 EXAMPLES = int(os.environ.get("POLYMODAL_FUZZ_EXAMPLES", "1500"))

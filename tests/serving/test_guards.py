@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from polymodal.serving.media import MediaLimits
-from tests.serving.conftest import first_record, make_app, png_uri, running
+from serving.conftest import first_record, make_app, png_uri, running
 
 
 @pytest.fixture(scope="module")

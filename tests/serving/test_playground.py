@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import first_record, make_app, running
+from serving.conftest import first_record, make_app, running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
