@@ -8,9 +8,14 @@ exactly `--new-tokens` tokens (no stop token) at batch 1 and batch 16:
 Each figure is generated tokens / median wall time over `--iters` repeats, the variants alternating so
 drift and background load hit them alike.
 
+Everything is measured twice: alone, then under a fixed background load the benchmark starts and stops
+itself (`--load`, default one process per core, each multiplying 256 × 256 matrices on one thread, as a
+test suite's workers or a data loader's would), since a busy machine is where decoding runs many small
+operations on threads that must wait for each other (`--load 0`: alone only).
+
 `cache_speedup` is cached / uncached tokens per second (the smaller of the two batch sizes' ratios);
 `hf_ratio` is ours (cached) / HF tokens per second (the smaller of the two), so above 1 means ours is
-faster. Greedy outputs of ours and HF are checked equal before timing. The last line printed is one JSON
+faster; `hf_ratio_loaded` the same under the background load. Greedy outputs of ours and HF are checked equal before timing. The last line printed is one JSON
 object with the ratios and the raw figures.
 """
 
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -57,13 +65,54 @@ def parse_args() -> argparse.Namespace:
                           ("new-tokens", 32), ("iters", 5), ("threads", 0)]:
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--batches", default="1,16")
+    p.add_argument("--load", type=int, default=os.cpu_count() or 2,
+                   help="background processes for the loaded measurement (0: none)")
     return p.parse_args()
+
+
+def _busy(stop: "multiprocessing.synchronize.Event") -> None:
+    """One background process: 256 × 256 matrix products on one thread until told to stop."""
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while not stop.is_set():
+        for _ in range(50):
+            a = torch.tanh(a @ a)
+
+
+@contextmanager
+def background_load(processes: int) -> Iterator[None]:
+    """`processes` busy processes for the duration of the block (started, then stopped and joined)."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    workers = [context.Process(target=_busy, args=(stop,), daemon=True) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.0)  # let them get going
+    try:
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
 
 
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def measure(variants: dict[str, Callable[[], object]], iters: int, tokens: int) -> dict[str, float]:
+    """Tokens per second of each variant: the median of `iters` alternating repeats, after a warm-up."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(iters):
+        for name, fn in variants.items():
+            times[name].append(timed(fn))
+    return {name: tokens / statistics.median(t) for name, t in times.items()}
 
 
 @torch.inference_mode()
@@ -78,40 +127,44 @@ def main() -> None:
     hf.generation_config.eos_token_id = None  # decode exactly new-tokens tokens, as ours does without stops
     ours = decoder_from_gpt2(hf)
     settings = GenerationSettings(max_new_tokens=args.new_tokens)
-    results: dict[str, dict[str, float]] = {}
+    cases = {}
     for batch in (int(b) for b in args.batches.split(",")):
         ids = torch.randint(1, args.vocab, (batch, args.prompt), generator=torch.Generator().manual_seed(batch))
         mask = torch.ones_like(ids, dtype=torch.bool)
         variants = {
-            "cached": lambda: generate(lambda r: ours.session(repeat=r), ids, mask, settings),
-            "uncached": lambda: generate(lambda r: UncachedSession(ours), ids, mask, settings),
-            "hf": lambda: hf.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=args.new_tokens,
-                                      min_new_tokens=args.new_tokens, do_sample=False, num_beams=1),
+            "cached": lambda ids=ids, mask=mask: generate(lambda r: ours.session(repeat=r), ids, mask, settings),
+            "uncached": lambda ids=ids, mask=mask: generate(lambda r: UncachedSession(ours), ids, mask, settings),
+            "hf": lambda ids=ids, mask=mask: hf.generate(input_ids=ids, attention_mask=mask.long(),
+                                                         max_new_tokens=args.new_tokens,
+                                                         min_new_tokens=args.new_tokens, do_sample=False, num_beams=1),
         }
         expected = hf.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=args.new_tokens,
                                do_sample=False)[:, args.prompt:].tolist()
         if variants["cached"]() != expected or variants["uncached"]() != expected:
             raise SystemExit(f"batch {batch}: our greedy tokens differ from HF generate's")
-        for fn in variants.values():  # warm-up
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.iters):
-            for name, fn in variants.items():
-                times[name].append(timed(fn))
-        tokens = batch * args.new_tokens
-        results[f"batch{batch}"] = {name: tokens / statistics.median(t) for name, t in times.items()}
-        row = results[f"batch{batch}"]
-        print(f"batch {batch:>2}: cached {row['cached']:8.1f} tok/s  uncached {row['uncached']:8.1f}  "
-              f"hf {row['hf']:8.1f}  (cache ×{row['cached'] / row['uncached']:.2f}, ours/hf ×"
-              f"{row['cached'] / row['hf']:.2f})")
-    summary = {
-        "cache_speedup": min(r["cached"] / r["uncached"] for r in results.values()),
-        "hf_ratio": min(r["cached"] / r["hf"] for r in results.values()),
-        "tokens_per_s": results,
-        "sizes": {"layers": args.layers, "width": args.width, "heads": args.heads, "vocab": args.vocab,
-                  "prompt": args.prompt, "new_tokens": args.new_tokens, "threads": torch.get_num_threads()},
-    }
+        cases[batch] = variants
+    summary: dict = {}
+    for setting in ("alone", "loaded") if args.load else ("alone",):
+        results: dict[str, dict[str, float]] = {}
+        with background_load(args.load) if setting == "loaded" else _nothing():
+            for batch, variants in cases.items():
+                row = results[f"batch{batch}"] = measure(variants, args.iters, batch * args.new_tokens)
+                print(f"{setting:6s} batch {batch:>2}: cached {row['cached']:8.1f} tok/s  uncached "
+                      f"{row['uncached']:8.1f}  hf {row['hf']:8.1f}  (cache ×{row['cached'] / row['uncached']:.2f}, "
+                      f"ours/hf ×{row['cached'] / row['hf']:.2f})", flush=True)
+        suffix = "" if setting == "alone" else "_loaded"
+        summary[f"cache_speedup{suffix}"] = min(r["cached"] / r["uncached"] for r in results.values())
+        summary[f"hf_ratio{suffix}"] = min(r["cached"] / r["hf"] for r in results.values())
+        summary[f"tokens_per_s{suffix}"] = results
+    summary["sizes"] = {"layers": args.layers, "width": args.width, "heads": args.heads, "vocab": args.vocab,
+                        "prompt": args.prompt, "new_tokens": args.new_tokens, "threads": torch.get_num_threads(),
+                        "load_processes": args.load}
     print(json.dumps(summary))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ class KVCache:
                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Add the new positions' keys, values and key mask; returns everything held."""
         if self.k is None:
+            if mask is not None and mask.device.type == "cpu" and not torch.compiler.is_compiling() and \
+                    bool(mask.all()):
+                mask = None  # no padding: no mask to carry (and to grow) at every step
             self.k, self.v, self.mask = k, v, mask
             return k, v, mask
         if k.shape[0] != self.k.shape[0]:
@@ -224,6 +227,8 @@ class MultiHeadAttention(nn.Module):
                     causal, offset = False, 0
                 k, v, key_mask = cache.append(k, v, mask)  # (B, heads, P + N, head_dim)
 
+        if causal and q.shape[2] == 1 and offset == k.shape[2] - 1:
+            causal = False  # one query, the newest position: it sees every key (a decoding step)
         attn_mask = _attention_mask(key_mask, causal, q.shape[2], k.shape[2], q.device, offset=offset)
         if self.keep_weights:
             y = self._attend_keeping_weights(q, k, v, attn_mask, causal)

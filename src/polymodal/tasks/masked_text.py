@@ -14,13 +14,14 @@ from ..modalities.text.tokenizer import TextTokenizer
 from .base import Task, TaskData
 
 IGNORE = -100  # a label the loss skips: every position that was not chosen
+BERT_SPLIT = (0.8, 0.1)  # of the chosen tokens: the share made [MASK], the share made a random token (the rest stay)
 EVAL_SEED = 0  # evaluation masks with a generator seeded by this, so its metrics are reproducible
 Batch = dict[str, dict[str, torch.Tensor]]  # modality → its collated inputs ("data", "mask", ...)
 
 
 def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, *, special: Sequence[int] | torch.Tensor, mask_id: int,
                 vocab_size: int,
-                ratio: float = 0.15, replace: tuple[float, float] = (0.8, 0.1),
+                ratio: float = 0.15, replace: tuple[float, float] = BERT_SPLIT,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption of a padded batch of token ids.
 
@@ -130,7 +131,7 @@ class MaskedLanguageTask(Task):
 
     def corrupt(self, inputs: Batch, target: Any) -> tuple[Batch, torch.Tensor]:
         """BERT-masked text ids, and the labels (B, L): the original id where chosen, `IGNORE` elsewhere."""
-        return self._mask(inputs, None, (0.8, 0.1))
+        return self._mask(inputs, None, BERT_SPLIT)
 
     def logits(self, out: ModelOutput) -> torch.Tensor:
         """(B, L, V) scores over the vocabulary at every text position."""

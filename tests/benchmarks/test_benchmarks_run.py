@@ -1,4 +1,4 @@
-"""`benchmarks/serve.py` and `benchmarks/search_index.py` stay runnable: at toy sizes they run and their last
+"""`benchmarks/serve.py`, `search_index.py` and `generation.py` stay runnable: at toy sizes they run and their last
 line holds every figure, consistent with the lines before it."""
 
 import json
@@ -45,3 +45,13 @@ def test_the_serving_benchmark_measures_batching_on_and_off():
     chat = figures["chat"]
     assert figures["chat_batching_speedup"] == _median_ratio(chat)
     assert set(chat["on/stream_c8"]) == {"ttft_ms", "tpot_ms"} and figures["concurrency"] == 4
+
+
+def test_the_generation_benchmark_reports_alone_and_under_its_own_load():
+    lines, figures = _run("benchmarks/generation.py", "--layers", "1", "--width", "32", "--heads", "2", "--vocab",
+                          "100", "--prompt", "8", "--new-tokens", "4", "--iters", "1", "--load", "1")
+    for suffix in ("", "_loaded"):
+        rows = figures[f"tokens_per_s{suffix}"]
+        assert set(rows) == {"batch1", "batch16"}
+        assert figures[f"hf_ratio{suffix}"] == min(r["cached"] / r["hf"] for r in rows.values())
+    assert figures["sizes"]["load_processes"] == 1 and len(lines) == 5  # 2 alone, 2 loaded, the JSON
