@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,7 +423,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
         if size not in ("auto", fixed):
             raise APIError(400, f"size: model {model.name!r} draws {fixed} images only, got {size!r}", param="size")
         body.str("response_format", "b64_json", choices=("b64_json",))
-        pngs = await server.run(("images", model.name, uuid.uuid4().hex), lambda b: [model.run_images(b[0])], wanted)
+        pngs = await _alone(server, "images", model, model.run_images, wanted)
         return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(p).decode(),
                                                        "revised_prompt": wanted["prompt"]} for p in pngs]}
 
@@ -434,7 +434,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
         model.drawer("audio")
         wanted = _drawing_request(body, settings)
         body.str("response_format", "wav", choices=("wav",))
-        waves = await server.run(("audio", model.name, uuid.uuid4().hex), lambda b: [model.run_audio(b[0])], wanted)
+        waves = await _alone(server, "audio", model, model.run_audio, wanted)
         return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(w).decode(), "format": "wav"}
                                                       for w in waves]}
 
@@ -545,6 +545,13 @@ async def _embed_items(server: Server, model: ServedModel, items: list, param: s
         vectors = await asyncio.gather(*(server.run(("embed", model.name, kind), lambda vs, k=kind: model.run_embed(k, vs),
                                                     value) for kind, value in ready))
     return list(vectors), tokens
+
+
+async def _alone(server: Server, kind: str, model: ServedModel, run: Callable[[dict[str, Any]], Any],
+                 wanted: dict[str, Any]) -> Any:
+    """`run(wanted)` on the batcher's worker, in a batch of its own (a drawing's seed drives its own
+    generator, so requests are not batched together; n drawings of one request are)."""
+    return await server.run((kind, model.name, uuid.uuid4().hex), lambda batch: [run(batch[0])], wanted)
 
 
 def _drawing_request(body: Fields, settings: ServeSettings) -> dict[str, Any]:
