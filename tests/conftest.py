@@ -26,6 +26,21 @@ def shapes_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def speech_data(tmp_path_factory) -> Path:
+    """A tiny spoken-digits set by espeak-ng (`synth --modalities speech`'s): {train,val,test,words}.jsonl,
+    24 / 8 / 8 / 8 utterances; skips where espeak-ng is not installed (.ci/run installs it)."""
+    import shutil
+
+    from polymodal.data.spoken_digits import SpeechSettings, synthesize_speech
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; .ci/run installs it)")
+    out = tmp_path_factory.mktemp("speech")
+    settings = SpeechSettings(n_train=24, n_val=8, n_test=8, n_words=8, utterances_per_speaker=4)
+    return synthesize_speech(out / "speech", settings, workers=1, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def tokenizer_run(tmp_path_factory, shapes_data) -> Path:
     """A trained image tokenizer (the shipped recipe, two steps on the tiny benchmark): what a config
     that draws images (`model.encoders.image.path`) reads as its stage 1."""

@@ -16,7 +16,7 @@ from .errors import PolymodalError
 from .explain import draw_explanation
 from .evaluation.harness import evaluate, predict
 from .generation import GenerationSettings
-from .tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
+from .tasks import CaptionTask, ClassificationTask, CTCTask, GenerativeVQATask, TranscriptionTask, VQATask
 from .tasks.generative import TextGenerationTask
 from .tasks.media_generation import MediaGenerationTask
 from .tasks.reconstruction import ReconstructionTask
@@ -162,6 +162,30 @@ class LoadedModel:
         head = self.system.model.tasks[name]
         inputs = self._task_inputs(name, {"image": image, "video": video, "audio": audio})
         return self._top(head, head.scores(self._encode(**inputs))[0], top_k)
+
+    @torch.no_grad()
+    def transcribe(self, audio: str | Path | Sequence[str | Path], task: str | None = None,
+                   batch_size: int = 32) -> str | list[str]:
+        """The words spoken in `audio` (a file; a list in, a list out): by the model's CTC task (its beam
+        search, rescored by the attention decoder when the task says so), else its `transcription` task's
+        decoder."""
+        single = isinstance(audio, (str, Path))
+        paths = [audio] if single else list(audio)
+        kinds = self.system.model.tasks
+        ctc = [n for n, t in kinds.items() if isinstance(t, CTCTask)]
+        if task is None and not ctc:
+            name = self._task_of(TranscriptionTask, None)
+        else:
+            name = self._task_of(CTCTask, task) if task is None or task in ctc else self._task_of(TranscriptionTask, task)
+        head = kinds[name]
+        texts: list[str] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = [str(p) for p in paths[start:start + batch_size]]
+            if isinstance(head, CTCTask):
+                texts += head.predict_output(self._encode(fuse=False, audio=chunk))
+            else:
+                texts += self.generate(audios=chunk, task=name)
+        return texts[0] if single else texts
 
     @torch.no_grad()
     def label_probabilities(self, examples: Sequence[dict[str, Any]], task: str | None = None) -> tuple[list[str], torch.Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import ConfigError, PolymodalError
 
 
-SYNTH_MODALITIES = ("image", "video", "audio", "text")
+SYNTH_MODALITIES = ("image", "video", "audio", "text", "speech")
 # what `predict --save` writes made media as, per kind, and the generation task classes that make each
 SAVE_SUFFIXES = {"images": (".png", ".jpg", ".jpeg", ".webp"), "sounds": (".wav", ".flac", ".ogg", ".mp3"),
                  "clips": (".mp4", ".mkv")}
@@ -50,6 +50,10 @@ def _synth(args: argparse.Namespace) -> int:
         held_out = max(50, args.n_clips // 10)
         synthesize_av(args.out, n_train=args.n_clips, n_val=held_out, n_test=held_out, seed=args.seed,
                       image_size=args.clip_size)
+    if "speech" in wanted:
+        from .data.spoken_digits import SpeechSettings, synthesize_speech
+
+        synthesize_speech(Path(args.out) / "speech", SpeechSettings.scaled(args.n_speech, seed=args.seed))
     if args.generation:
         from .data.shapes_generation import synthesize_generation
 
@@ -220,6 +224,8 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             result["images"] = _save_media(model.generate_image(args.prompt, **options), args.save, "images",
                                            lambda image, p: image.save(p))
+    elif args.audio is not None and "CTCTask" in kinds:
+        result["text"] = model.transcribe(args.audio)
     elif _generative_tasks(model.system):
         settings = {"num_beams": args.beam or 1, "sample": args.sample, "top_p": args.top_p,
                     "temperature": args.temperature, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
@@ -301,13 +307,17 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True)
     synth.add_argument("--modalities", default="image,text",
                        help="image,text: pictures with captions and questions (OUT/*.jsonl); with video or audio "
-                            "also moving-shape clips with sound (OUT/av/*.jsonl)")
+                            "also moving-shape clips with sound (OUT/av/*.jsonl); speech: spoken digit strings "
+                            "by espeak-ng, test voices unheard in training (OUT/speech/*.jsonl; needs espeak-ng)")
     synth.add_argument("--n-clips", type=int, default=3000, help="training clips (val and test: a tenth each, at least 50)")
     synth.add_argument("--clip-size", type=int, default=32, help="clip width and height in pixels")
     synth.add_argument("--n-train", type=int, default=20000,
                        help="training images (the VQA recipe needs about 20 000 to learn from scratch)")
     synth.add_argument("--n-val", type=int, default=500)
     synth.add_argument("--n-test", type=int, default=500)
+    synth.add_argument("--n-speech", type=int, default=6000,
+                       help="training utterances of --modalities speech (validation and single words: a 20th "
+                            "each, test: a 12th; at least 8 each)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--generation", action="store_true",

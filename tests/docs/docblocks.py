@@ -40,7 +40,7 @@ DOCS = REPO / "docs"
 # The arguments appended to every `polymodal SUBCOMMAND` a page runs, so its commands finish in seconds.
 # A later value wins in argparse (`--n-train`) and in `--set` (the last `train.max_steps=` applies).
 TINY: dict[str, list[str]] = {
-    "synth": ["--n-train", "64", "--n-val", "16", "--n-test", "16", "--n-clips", "40"],
+    "synth": ["--n-train", "64", "--n-val", "16", "--n-test", "16", "--n-clips", "40", "--n-speech", "48"],
     "train": ["--set", "train.max_steps=2", "train.batch_size=8", "train.progress=false"],
     "ablate": ["--set", "train.max_steps=2", "train.batch_size=8", "train.progress=false"],
     "tiny-lm": ["--pretrain-steps", "2"],

@@ -14,6 +14,7 @@ from polymodal.modalities.pretrained import HFAudioEncoder, HFImageEncoder, HFTe
 from polymodal.modalities.image import CNNImageEncoder, ViTImageEncoder
 from polymodal.modalities.image.tokenizer import QuantizedImageEncoder, QuantizedVideoEncoder
 from polymodal.modalities.audio.encoders import ConvAudioEncoder, SpectrogramTransformer
+from polymodal.modalities.audio.speech import SpeechEncoder
 from polymodal.modalities.audio.tokenizer import QuantizedAudioEncoder
 from polymodal.modalities.text import RecurrentTextEncoder, TextEncoder
 from polymodal.modalities.video.encoders import Conv3DEncoder, FrameEncoder, TubeletViT
@@ -131,6 +132,16 @@ CASES = {
     ),
     "audio-conv": Case(
         lambda: ConvAudioEncoder(out_dim=OUT_DIM, channels=(16, 16), groups=4, depth=1, num_heads=2, **AUDIO),
+        _audio_inputs,
+    ),
+    "audio-speech-conformer": Case(
+        lambda: SpeechEncoder(out_dim=OUT_DIM, subsampling=4, conv_channels=4, depth=1, num_heads=2, conv_kernel=3, dropout=0.0,
+                              freq_masks=0, time_masks=0, **AUDIO),  # random masks differ with the batch
+        _audio_inputs,
+    ),
+    "audio-speech-transformer": Case(
+        lambda: SpeechEncoder(out_dim=OUT_DIM, subsampling=2, conv_channels=4, block="transformer", depth=1,
+                              num_heads=2, dropout=0.0, freq_masks=0, time_masks=0, **AUDIO),
         _audio_inputs,
     ),
     "vit": Case(
@@ -278,7 +289,7 @@ def test_too_long_or_wrong_sized_inputs_name_the_limit():
 
 
 TIMED = {"tubelet-vit", "conv3d", "frames", "frames-readout", "frames-motion-vit", "frames-motion-cnn", "frames-tokens-with-audio", "audio-spectrogram",
-         "audio-conv"}
+         "audio-conv", "audio-speech-conformer", "audio-speech-transformer"}
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -18,6 +18,7 @@ from polymodal.tasks import TASKS, TaskData
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},
                "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
+               "ctc": {"inputs": {"image": "image"}},
                "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 # a task that needs an encoder of another type than the tiny ones: an image tokenizer's for reconstruction

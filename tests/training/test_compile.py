@@ -40,6 +40,8 @@ def _trainer(name: str, shapes_data: Path, av_data: Path, out: Path, *sets: str,
     data = av_data if name.startswith(AV) else shapes_data
     prefix = generation_prefix(CONFIGS / name)
     data = (generated or {}).get(prefix, data)  # the prompted sounds or clips
+    if name.startswith("transcribe-speech"):
+        data = (generated or {})["speech"]
     overrides = [f"data.train={data / f'{prefix}train.jsonl'}", f"data.val={data / f'{prefix}val.jsonl'}",
                  f"data.test={data / f'{prefix}test.jsonl'}", "train.batch_size=4", "train.max_steps=2", "train.val_every=0",
                  "train.init_from=null", "data.num_workers=0", *own_task_data(CONFIGS / name, data, prefix), *sets]
@@ -59,13 +61,18 @@ def test_every_task_type_and_decoder_is_traced():
 
 @pytest.mark.parametrize("name, sets", STEPS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
 def test_a_training_step_traces_into_one_graph(name, sets, shapes_data, av_data, sound_data, clip_data, tokenizer_run,
-                                              audio_tokenizer_run, video_tokenizer_run, tmp_path):
+                                              audio_tokenizer_run, video_tokenizer_run, tmp_path, request):
     """What `train.compile` compiles, over every shipped config: the model's forward over a step's batches
     (media spliced into an HF causal LM, a distillation teacher's vectors computed before it)."""
+    speech = request.getfixturevalue("speech_data") if name.startswith("transcribe-speech") else None
     trainer = _trainer(name, shapes_data, av_data, tmp_path / "run", *sets,
-                       generated={"sound-": sound_data, "clip-": clip_data},
+                       generated={"sound-": sound_data, "clip-": clip_data, "speech": speech},
                        tokenizer={"image": tokenizer_run, "audio": audio_tokenizer_run, "video": video_tokenizer_run})
-    assert graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks))) == []
+    breaks = graph_breaks(trainer.model, trainer._next_batches(list(trainer.config.tasks)))
+    # F.ctc_loss is a dynamic-shape operator to dynamo (torch 2.13): the graph breaks there and the loss runs
+    # eagerly on the compiled graph's log-probabilities (one break, at that line, and nowhere else)
+    expected = [b for b in breaks if b.startswith("Dynamic shape operator") and "tasks/ctc.py" in b]
+    assert breaks == expected and len(expected) == (1 if name.startswith("transcribe-speech") else 0)
 
 
 @pytest.mark.parametrize("backend, name, short", [

@@ -183,6 +183,9 @@ def test_tasks_on_the_same_records_share_one_batch_and_one_encoder_pass(shapes_d
     assert list(apart.loaders) == [("retrieval",), ("shape",)]
     calls_apart, values_apart = encoder_calls(apart)
     assert calls_apart == 2
+    # samples/s counts the examples read: one batch shared by two tasks is one batch, not two
+    assert shared.samples_per_step() == config.train.batch_size
+    assert apart.samples_per_step() == 2 * config.train.batch_size
     # the same examples, so the same losses (one pass or two)
     for key in ("loss/retrieval", "loss/shape", "loss"):
         assert values[key] == pytest.approx(values_apart[key], rel=1e-6, abs=1e-7)

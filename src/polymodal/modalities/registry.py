@@ -15,6 +15,7 @@ from torch import nn
 from ..data.processor import Processor
 from .audio.encoders import ConvAudioEncoder, SpectrogramTransformer
 from .audio.processor import AudioProcessor
+from .audio.speech import SpeechEncoder
 from .audio.tokenizer import QuantizedAudioEncoder
 from .image.encoders import CNNImageEncoder, ViTImageEncoder
 from .image.tokenizer import QuantizedImageEncoder, QuantizedVideoEncoder
@@ -175,7 +176,7 @@ MODALITIES: dict[str, Modality] = {
     "video": Modality("video", {"tubelet_vit": TubeletViT, "conv3d": Conv3DEncoder, "frames": FrameEncoder,
                                 "tokenizer": QuantizedVideoEncoder},
                       _video_processor, processor_options={"fps": None, "sampling": "uniform", "cache_mb": 1024}),
-    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder,
+    "audio": Modality("audio", {"spectrogram": SpectrogramTransformer, "conv": ConvAudioEncoder, "speech": SpeechEncoder,
                                 "hf": HFAudioEncoder, "tokenizer": QuantizedAudioEncoder}, _audio_processor, processor_options={"cache_mb": 1024}),
 }
 

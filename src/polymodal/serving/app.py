@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,7 +37,8 @@ from .search import SearchIndex
 
 PLAYGROUND = Path(__file__).with_name("playground.html")
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/embeddings", "/v1/classify",
-          "/v1/rerank", "/v1/search", "/v1/images/generations", "/v1/audio/generations")
+          "/v1/rerank", "/v1/search", "/v1/images/generations", "/v1/audio/generations",
+          "/v1/audio/transcriptions")
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,29 @@ async def _body(request: Request) -> Fields:
     except _BodyTooLarge:
         raise APIError(413, "body: too large", param="body", code="too_large") from None
     return Fields(parse_json(raw))
+
+
+async def _form(request: Request, max_bytes: int) -> tuple[Fields, Media]:
+    """A multipart upload (OpenAI's /v1/audio/transcriptions): its text fields, and its `file` as audio."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(400, "body: expected a multipart/form-data upload with the audio in `file`", param="body")
+    try:
+        form = await request.form(max_files=1, max_fields=16)
+    except _BodyTooLarge:
+        raise APIError(413, "body: too large", param="body", code="too_large") from None
+    except Exception as error:  # malformed multipart, too many parts
+        raise APIError(400, f"body: not a readable multipart form ({str(error)[:80]})", param="body") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise APIError(400, "file: required, the audio file as a form upload", param="file")
+    data = await upload.read()
+    if len(data) > max_bytes:
+        raise APIError(413, f"file: more than {max_bytes} bytes", param="file", code="too_large")
+    if not data:
+        raise APIError(400, "file: empty", param="file", code="invalid_audio")
+    suffix = Path(upload.filename or "").suffix.lower()
+    fields = Fields({k: v for k, v in form.items() if isinstance(v, str)})
+    return fields, Media("audio", data, "file", suffix)
 
 
 def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
@@ -437,6 +461,19 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
         waves = await _alone(server, "audio", model, model.run_audio, wanted)
         return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(w).decode(), "format": "wav"}
                                                       for w in waves]}
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Any:
+        fields, media = await _form(request, limits.max_bytes)
+        model = server.model(fields)
+        task = model.transcriber(fields.str("task", None))
+        fmt = fields.str("response_format", "json", choices=("json", "text"))
+        fields.str("language", None)  # accepted as OpenAI's clients send it; the model knows its language
+        with Scratch() as scratch:
+            path = await run_in_threadpool(materialise, media, scratch, limits)
+            text = await server.run(("transcribe", model.name, task),
+                                    lambda paths, t=task: model.run_transcribe(t, paths), str(path))
+        return PlainTextResponse(text) if fmt == "text" else {"text": text}
 
     app.add_middleware(_Guard, server=server)
     return app

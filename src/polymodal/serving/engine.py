@@ -15,7 +15,7 @@ import torch
 
 from ..api import LoadedModel
 from ..generation import GenerationSettings
-from ..tasks import CaptionTask, ClassificationTask, GenerativeVQATask, VQATask
+from ..tasks import CaptionTask, ClassificationTask, CTCTask, GenerativeVQATask, TranscriptionTask, VQATask
 from ..tasks.generative import TextGenerationTask
 from ..tasks.media_generation import MediaGenerationTask
 from .errors import APIError
@@ -58,6 +58,9 @@ class ServedModel:
         self.vqa = next((n for n, t in kinds if isinstance(t, VQATask)), None)
         self.classifiers = [n for n, t in kinds if isinstance(t, ClassificationTask)]
         self.drawers = {t.data.modality: n for n, t in reversed(kinds) if isinstance(t, MediaGenerationTask)}
+        # speech to text: CTC tasks first (their joint decoding), then attention decoders
+        self.transcribers = [n for n, t in kinds if isinstance(t, CTCTask)] + \
+            [n for n, t in kinds if isinstance(t, TranscriptionTask)]
         self.embeds = model.system.model.backbone.embed_dim is not None
         self.modalities = sorted(model.system.processors)
 
@@ -72,6 +75,8 @@ class ServedModel:
         if self.classifiers:
             offered.append("classify")
         offered += [{"image": "images", "audio": "audio", "video": "video"}[m] for m in sorted(self.drawers)]
+        if self.transcribers:
+            offered.append("transcriptions")
         return offered
 
     def card(self) -> dict[str, Any]:
@@ -222,16 +227,19 @@ class ServedModel:
         vectors = self.model.embed(**{key: list(values)})[modality]
         return list(vectors.float().numpy())
 
-    def classifier(self, task: str | None) -> str:
-        if not self.classifiers:
-            raise APIError(400, f"model {self.name!r} has no classification task; its endpoints: "
+    def _pick(self, tasks: list[str], task: str | None, kind: str, verb: str) -> str:
+        """`task` (the request's), or the first of `tasks`; a 400 naming what the model has otherwise."""
+        if not tasks:
+            raise APIError(400, f"model {self.name!r} has no {kind} task; its endpoints: "
                                 f"{', '.join(self.capabilities) or 'none'}", param="model", code="unsupported")
         if task is None:
-            return self.classifiers[0]
-        if task not in self.classifiers:
-            raise APIError(400, f"task: model {self.name!r} classifies with {', '.join(self.classifiers)}, "
-                                f"not {task!r}", param="task")
+            return tasks[0]
+        if task not in tasks:
+            raise APIError(400, f"task: model {self.name!r} {verb} with {', '.join(tasks)}, not {task!r}", param="task")
         return task
+
+    def classifier(self, task: str | None) -> str:
+        return self._pick(self.classifiers, task, "classification", "classifies")
 
     def classifier_reads(self, task: str) -> tuple[str, ...]:
         return tuple(self.model.system.model.tasks[task].data.inputs)
@@ -239,6 +247,14 @@ class ServedModel:
     def run_classify(self, task: str, examples: Sequence[dict[str, Any]]) -> list[tuple[list[str], np.ndarray]]:
         labels, probs = self.model.label_probabilities(list(examples), task=task)
         return [(labels, p.numpy()) for p in probs]
+
+    # ------------------------------------------------------------------ speech to text
+    def transcriber(self, task: str | None) -> str:
+        return self._pick(self.transcribers, task, "ctc or transcription", "transcribes")
+
+    def run_transcribe(self, task: str, paths: Sequence[str]) -> list[str]:
+        """The words of each audio file, in one batched pass."""
+        return self.model.transcribe(list(paths), task=task)
 
     # ------------------------------------------------------------------ drawings, sounds
     def drawer(self, modality: str) -> str:

@@ -6,6 +6,7 @@ from .captioning import (CaptionData, CaptionTask, GenerativeVQAData, Generative
                          TranscriptionTask)
 from .classification import ClassificationData, ClassificationTask
 from .contrastive import ContrastiveData, ContrastiveTask
+from .ctc import CTCData, CTCTask
 from .distillation import DistillationData, DistillationTask
 from .itm import ITMData, ITMTask
 from .masked_media import MaskedMediaData, MaskedMediaTask
@@ -23,6 +24,7 @@ TASKS: dict[str, type[Task]] = {
     "matching": MatchingTask,
     "caption": CaptionTask,
     "transcription": TranscriptionTask,
+    "ctc": CTCTask,
     "vqa_generative": GenerativeVQATask,
     "distill": DistillationTask,
     "itm": ITMTask,
@@ -35,6 +37,7 @@ TASKS: dict[str, type[Task]] = {
 }
 
 __all__ = ["Task", "TaskData", "TASKS", "ReconstructionData", "ReconstructionTask", "CaptionData", "CaptionTask", "TranscriptionData", "TranscriptionTask",
+           "CTCData", "CTCTask",
            "GenerativeVQAData", "GenerativeVQATask",
            "ClassificationData", "ClassificationTask", "ContrastiveData", "DistillationData", "DistillationTask",
            "ContrastiveTask", "MatchingData", "MatchingTask", "VQAData", "VQATask", "ITMData", "ITMTask",

@@ -555,6 +555,12 @@ class Trainer:
         self._clock = (self.step, time.perf_counter(), self.data_wait, self.flops_done)
         self.tokens.zero_()
 
+    def samples_per_step(self) -> int:
+        """Training examples one optimiser step reads, over all processes: a batch per group of tasks that
+        share batches (`task_sampling: all`; tasks sharing one count it once), else the one drawn task's."""
+        tc = self.config.train
+        return tc.batch_size * (len(self.loaders) if tc.task_sampling == "all" else 1)
+
     def _log_step(self, totals: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, float]:
         """The step's losses (the one wait for the device between logs), with the samples/s, text tokens/s,
         share of time spent waiting for data and MFU since the last log line; written to `metrics.jsonl`."""
@@ -563,8 +569,7 @@ class Trainer:
         tokens = values.pop("tokens") * self.dist.world_size  # every process's
         step, started, waited, flops = self._clock
         elapsed = max(time.perf_counter() - started, 1e-9)
-        per_step = len(self.model.tasks) if tc.task_sampling == "all" else 1
-        figures = {"samples_per_s": (self.step - step) * tc.batch_size * per_step / elapsed,
+        figures = {"samples_per_s": (self.step - step) * self.samples_per_step() / elapsed,
                    "data_wait": (self.data_wait - waited) / elapsed}
         if tokens:
             figures["tokens_per_s"] = tokens / elapsed
