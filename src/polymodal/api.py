@@ -173,10 +173,10 @@ class LoadedModel:
         paths = [audio] if single else list(audio)
         kinds = self.system.model.tasks
         ctc = [n for n, t in kinds.items() if isinstance(t, CTCTask)]
-        if task is None and not ctc:
-            name = self._task_of(TranscriptionTask, None)
+        if task is None:
+            name = ctc[0] if ctc else self._task_of(TranscriptionTask, None)
         else:
-            name = self._task_of(CTCTask, task) if task is None or task in ctc else self._task_of(TranscriptionTask, task)
+            name = task if task in ctc else self._task_of(TranscriptionTask, task)
         head = kinds[name]
         texts: list[str] = []
         for start in range(0, len(paths), batch_size):

@@ -72,6 +72,24 @@ def test_synthesised_set_has_transcribed_speech_in_unheard_voices_and_is_cached(
     assert (out / splits["train"][0]["audio"]).read_bytes() == first
     with pytest.raises(PolymodalError, match="made with"):
         synthesize_speech(out, SpeechSettings(n_train=13), workers=2, log=lambda _: None)
+    assert not (out / "speech.partial.json").exists()
+
+
+@needs_espeak
+def test_an_interrupted_set_resumes_with_its_settings_and_refuses_others(tmp_path, monkeypatch):
+    import polymodal.data.spoken_digits as module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "ProcessPoolExecutor", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_speech(tmp_path / "s", TINY, workers=1, log=lambda _: None)
+    monkeypatch.undo()
+    with pytest.raises(PolymodalError, match="interrupted spoken-digits set with other settings"):
+        synthesize_speech(tmp_path / "s", SpeechSettings(n_train=13), workers=1, log=lambda _: None)
+    synthesize_speech(tmp_path / "s", TINY, workers=1, log=lambda _: None)
+    assert (tmp_path / "s" / "speech.json").exists() and not (tmp_path / "s" / "speech.partial.json").exists()
 
 
 @needs_espeak

@@ -15,6 +15,7 @@ from polymodal.tasks import TASKS
 
 TASK_EXTRAS = {"matching": {"inputs": {"image": "image", "text": "text"}},  # does this caption fit the picture?
                "transcription": {"inputs": {"image": "image"}},  # (the shapes data has no sound)
+               "ctc": {"inputs": {"image": "image"}},
                "distill": {"teacher": {"type": "hf", "path": str(hf_folders.bert())}}}  # a tiny random BERT
 DECODER = {"type": "transformer", "width": 32, "depth": 1, "num_heads": 2, "max_length": 40}
 TASK_ENCODERS = {"reconstruction": {**TINY_ENCODERS, "image": {"type": "tokenizer", "image_size": 32, "downsample": 8,
@@ -86,6 +87,8 @@ def test_forward_loss_and_gradients(shapes_data, model_kind, task_type, request)
         unused += [f"backbone.encoders.{LM_ONLY[task_type][0]}"]
     if task_type in ("mlm", "masked_modelling", "reconstruction"):  # one encoder's own tokens: no fusion, not
         unused += ["backbone.fusion", "backbone.encoders." + ("image" if task_type == "mlm" else "text")]  # the other
+    if task_type == "ctc":  # the frames of the one encoder it reads: no fusion, no other encoder
+        unused += ["backbone.fusion", "backbone.encoders.text"]
     if task_type == "distill":  # the text encoder's own vector, mapped into the teacher's width
         unused += ["backbone.fusion", "backbone.encoders.image"]
     if task_type == "classification":  # image only: the text encoder is not run

@@ -21,7 +21,7 @@ synthetic voices, not to transcribe people; test on recordings before trusting i
 
 Generation runs espeak-ng (Debian/Ubuntu: `apt-get install espeak-ng`) in parallel processes, ~10 ms an
 utterance, and is cached: a folder already holding the same set (`speech.json` with the same settings)
-is left as it is.
+is left as it is, and an interrupted run resumes (each file is written whole, then renamed).
 """
 
 from __future__ import annotations
@@ -248,6 +248,12 @@ def synthesize_speech(out: str | Path, settings: SpeechSettings = SpeechSettings
         raise PolymodalError(f"{stamp}: this folder holds a spoken-digits set made with {made}, not {wanted}; "
                              "choose another --out or delete it")
     binary = espeak_binary()
+    partial = out / "speech.partial.json"  # an interrupted run's settings: its finished files are reused
+    if partial.exists() and json.loads(partial.read_text(encoding="utf-8")) != wanted:
+        raise PolymodalError(f"{partial}: an interrupted spoken-digits set with other settings is here; choose "
+                             "another --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
     variants = split_variants(settings.seed)
     rng = np.random.default_rng(settings.seed)
     per = settings.utterances_per_speaker
@@ -267,5 +273,6 @@ def synthesize_speech(out: str | Path, settings: SpeechSettings = SpeechSettings
     summary = {"settings": wanted, "voices": {s: list(v) for s, v in variants.items()},
                "accents": {s: list(split_accents(s)) for s in plans}, "hours": round(sum(seconds) / 3600, 3)}
     stamp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    partial.unlink()
     log(f"spoken digits: {sum(seconds) / 3600:.2f} h of speech written")
     return out
